@@ -1,0 +1,162 @@
+"""The gateway's error tree. Every error a client can see is one of these.
+
+    GatewayError                      (500 server_error)
+    ├── InvalidRequest                (400 invalid_request_error; param and code say what to fix)
+    │   ├── ContentPolicyViolation    (400 content_policy_violation)
+    │   └── PayloadTooLarge           (413)
+    ├── NotFound                      (404 invalid_request_error)
+    │   └── ModelNotFound             (404 model_not_found)
+    ├── AuthenticationFailed          (401 invalid_api_key)
+    ├── PolicyDenied                  (429)
+    │   ├── BudgetExceeded            (429 insufficient_quota, never retried)
+    │   └── RateLimited               (429 rate_limit_exceeded, retry_after)
+    ├── NotCached                     (504, Cache-Control: only-if-cached missed)
+    ├── NoRoute                       (503 no provider can serve the request)
+    └── ProviderError                 (502 upstream failed)
+        ├── ProviderTimeout           (504)
+        ├── ProviderRejected          (400, upstream refused the request itself)
+        └── ProviderUnavailable       (503)
+
+Each class carries the HTTP status and the OpenAI `type`/`code` it renders as; one
+middleware in the shell turns them into `{"error": {"message", "type", "param", "code"}}`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationFailed",
+    "BudgetExceeded",
+    "ContentPolicyViolation",
+    "GatewayError",
+    "InvalidRequest",
+    "ModelNotFound",
+    "NoRoute",
+    "NotCached",
+    "NotFound",
+    "PayloadTooLarge",
+    "PolicyDenied",
+    "ProviderError",
+    "ProviderRejected",
+    "ProviderTimeout",
+    "ProviderUnavailable",
+    "RateLimited",
+]
+
+
+class GatewayError(Exception):
+    status_hint: int = 500
+    openai_type: str = "server_error"
+    default_code: str | None = None
+    retryable: bool = False
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code if code is not None else self.default_code
+
+    def envelope(self) -> dict[str, dict[str, str | None]]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.openai_type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GatewayError):
+            return NotImplemented
+        return type(self) is type(other) and self.envelope() == other.envelope()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.message, self.param, self.code))
+
+
+class InvalidRequest(GatewayError):
+    status_hint = 400
+    openai_type = "invalid_request_error"
+    default_code = "invalid_value"
+
+
+class ContentPolicyViolation(InvalidRequest):
+    default_code = "content_policy_violation"
+
+
+class PayloadTooLarge(InvalidRequest):
+    status_hint = 413
+    default_code = "payload_too_large"
+
+
+class NotFound(GatewayError):
+    status_hint = 404
+    openai_type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    default_code = "model_not_found"
+
+
+class AuthenticationFailed(GatewayError):
+    status_hint = 401
+    openai_type = "invalid_request_error"
+    default_code = "invalid_api_key"
+
+
+class PolicyDenied(GatewayError):
+    status_hint = 429
+    openai_type = "requests"
+
+
+class BudgetExceeded(PolicyDenied):
+    openai_type = "insufficient_quota"
+    default_code = "insufficient_quota"
+
+
+class RateLimited(PolicyDenied):
+    default_code = "rate_limit_exceeded"
+    retryable = True
+
+    def __init__(
+        self, message: str, *, retry_after: float, param: str | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.retry_after = retry_after
+
+
+class NotCached(GatewayError):
+    status_hint = 504
+    openai_type = "invalid_request_error"
+    default_code = "not_cached"
+
+
+class NoRoute(GatewayError):
+    status_hint = 503
+    openai_type = "server_error"
+    default_code = "no_route"
+
+
+class ProviderError(GatewayError):
+    status_hint = 502
+    openai_type = "server_error"
+    default_code = "upstream_error"
+    retryable = True
+
+
+class ProviderTimeout(ProviderError):
+    status_hint = 504
+    default_code = "upstream_timeout"
+
+
+class ProviderRejected(ProviderError):
+    status_hint = 400
+    openai_type = "invalid_request_error"
+    default_code = "upstream_rejected"
+    retryable = False
+
+
+class ProviderUnavailable(ProviderError):
+    status_hint = 503
+    default_code = "upstream_unavailable"

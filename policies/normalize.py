@@ -1,0 +1,354 @@
+"""Wire body -> validated, normalized `ParsedRequest`; and the request key.
+
+The rules (also in the README, pinned by property tests):
+- `null` means "not given"; every default is filled in explicitly, so leaving a field out,
+  sending `null` and sending its default give the same key.
+- The model name is resolved through the catalog's aliases.
+- The prompt is put in Unicode NFC and every run of white space becomes one space, with
+  none at either end. Case is kept: it matters for text drawn in images.
+- Fields that cannot change the pixels are dropped: `n` (each index is its own entry),
+  `user`, `safety_identifier`, `response_format`, `stream`, `partial_images`;
+  `output_compression` is dropped where the format ignores it (png, gif, svg).
+- Uploaded images and masks are replaced by the sha256 of their bytes.
+- key = sha256("imagegate/v1\n" + canonical JSON of the normalized request).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
+from typing import Literal, cast
+
+from policies.catalog import Catalog, Family, ModelSpec
+from policies.errors import InvalidRequest
+from policies.fields import Fields
+from policies.models import (
+    Delivery,
+    ImageFormat,
+    ImageRequest,
+    Operation,
+    ParsedRequest,
+    UploadInfo,
+)
+from policies.sizes import check_size
+
+__all__ = [
+    "KEY_PREFIX",
+    "canonical_json",
+    "normalize_prompt",
+    "parse_edit",
+    "parse_generation",
+    "parse_variation",
+    "request_key",
+]
+
+KEY_PREFIX = "imagegate/v1\n"
+
+_DELIVERY = frozenset(
+    {"n", "response_format", "stream", "partial_images", "user", "safety_identifier"}
+)
+_PIXELS = frozenset(
+    {
+        "model",
+        "prompt",
+        "size",
+        "quality",
+        "style",
+        "background",
+        "output_format",
+        "output_compression",
+        "moderation",
+        "seed",
+        "complexity",
+        "frame_count",
+        "frame_duration_ms",
+        "svg",
+    }
+)
+_GENERATION = _DELIVERY | _PIXELS
+_EDIT = (_GENERATION - {"style", "moderation"}) | {"input_fidelity"}
+_VARIATION = frozenset({"model", "n", "response_format", "size", "user", "seed"})
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalize_prompt(prompt: str) -> str:
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", prompt)).strip()
+
+
+def canonical_json(request: ImageRequest, scope: str = "") -> str:
+    body: dict[str, object] = asdict(request)
+    if scope:
+        body["scope"] = scope
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def request_key(request: ImageRequest, scope: str = "") -> str:
+    text = KEY_PREFIX + canonical_json(request, scope)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def parse_generation(
+    body: Mapping[str, object], catalog: Catalog, *, default_model: str
+) -> ParsedRequest:
+    fields = Fields(body, form=False)
+    spec, family, requested = _model(fields, catalog, default_model, "generate")
+    request = _common(fields, spec, family, "generate", prompt_required=True)
+    fields.reject_unknown(_GENERATION)
+    return ParsedRequest(request, _delivery(fields, family), requested)
+
+
+def parse_edit(
+    form: Mapping[str, object],
+    images: Sequence[UploadInfo],
+    mask: UploadInfo | None,
+    catalog: Catalog,
+    *,
+    default_model: str,
+    markup: UploadInfo | None = None,
+) -> ParsedRequest:
+    fields = Fields(form, form=True)
+    spec, family, requested = _model(fields, catalog, default_model, "edit")
+    _check_edit_images(images, family)
+    if mask is not None and markup is not None:
+        raise InvalidRequest("'markup' cannot be combined with 'mask'.", param="markup")
+    if mask is not None:
+        _check_mask(mask, images[0])
+    request = _common(fields, spec, family, "edit", prompt_required=True)
+    fidelity = _input_fidelity(fields, spec, family)
+    fields.reject_unknown(_EDIT)
+    extras = request.extras + ((("markup", json.dumps(markup.sha256)),) if markup else ())
+    request = replace(
+        request,
+        images=tuple(i.sha256 for i in images),
+        mask=mask.sha256 if mask else None,
+        input_fidelity=fidelity,
+        extras=tuple(sorted(extras)),
+    )
+    return ParsedRequest(request, _delivery(fields, family), requested)
+
+
+def parse_variation(
+    form: Mapping[str, object], image: UploadInfo | None, catalog: Catalog
+) -> ParsedRequest:
+    fields = Fields(form, form=True)
+    spec, family, requested = _model(fields, catalog, "dall-e-2", "variation")
+    if image is None:
+        raise InvalidRequest(
+            "Missing required parameter: 'image'.", param="image", code="missing_required_parameter"
+        )
+    _check_edit_images([image], family)
+    size = fields.string("size") or family.default_size
+    check_size(size, family)
+    seed = fields.integer("seed", low=0, high=2**32 - 1)
+    fields.reject_unknown(_VARIATION)
+    request = ImageRequest(
+        operation="variation",
+        model=spec.name,
+        prompt=None,
+        size=size,
+        quality=family.default_quality,
+        output_format="png",
+        images=(image.sha256,),
+        seed=seed,
+    )
+    return ParsedRequest(request, _delivery(fields, family), requested)
+
+
+def _model(
+    fields: Fields, catalog: Catalog, default: str, operation: Operation
+) -> tuple[ModelSpec, Family, str]:
+    requested = fields.string("model") or default
+    spec = catalog.resolve(requested)
+    family = catalog.family_of(spec)
+    if operation not in family.operations:
+        verb = {"generate": "generations", "edit": "edits", "variation": "variations"}[operation]
+        raise InvalidRequest(
+            f"The model '{requested}' does not support image {verb}.",
+            param="model",
+            code="unsupported_model",
+        )
+    return spec, family, requested
+
+
+def _common(
+    fields: Fields, spec: ModelSpec, family: Family, op: Operation, *, prompt_required: bool
+) -> ImageRequest:
+    prompt = _prompt(fields, family, required=prompt_required)
+    size = fields.string("size") or family.default_size
+    check_size(size, family)
+    quality = fields.string("quality", choices=family.qualities) or family.default_quality
+    style = _style(fields, family)
+    fmt, background, compression, moderation = _gpt_fields(fields, family, op)
+    seed = fields.integer("seed", low=0, high=2**32 - 1)
+    return ImageRequest(
+        operation=op,
+        model=spec.name,
+        prompt=prompt,
+        size=size,
+        quality=quality,
+        output_format=fmt,
+        style=style,
+        background=background,
+        output_compression=compression,
+        moderation=moderation,
+        seed=seed,
+        extras=_extras(fields, family, fmt),
+    )
+
+
+def _prompt(fields: Fields, family: Family, *, required: bool) -> str | None:
+    prompt = fields.string("prompt")
+    if prompt is None or not prompt.strip():
+        if required:
+            raise InvalidRequest(
+                "Missing required parameter: 'prompt'.",
+                param="prompt",
+                code="missing_required_parameter",
+            )
+        return None
+    if len(prompt) > family.prompt_max:
+        raise InvalidRequest(
+            f"Invalid 'prompt': string too long. Expected a string with maximum length "
+            f"{family.prompt_max}, but got a string with length {len(prompt)} instead.",
+            param="prompt",
+            code="string_above_max_length",
+        )
+    return normalize_prompt(prompt)
+
+
+def _style(fields: Fields, family: Family) -> str | None:
+    if not family.styles:
+        fields.unsupported("style", f"for {family.name} models; only dall-e-3 takes a style")
+        return None
+    return fields.string("style", choices=family.styles) or family.default_style
+
+
+def _gpt_fields(
+    fields: Fields, family: Family, op: Operation
+) -> tuple[ImageFormat, str | None, int | None, str | None]:
+    if not family.gpt_fields:
+        why = f"for {family.name}; it is a GPT image model parameter"
+        for name in ("background", "output_format", "output_compression", "moderation"):
+            fields.unsupported(name, why)
+        if fields.boolean("stream"):
+            raise InvalidRequest(
+                f"Streaming is not supported {why}.", param="stream", code="unsupported_parameter"
+            )
+        return "png", None, None, None
+    fmt = cast(ImageFormat, fields.string("output_format", choices=family.output_formats) or "png")
+    background = fields.string("background", choices=("transparent", "opaque", "auto")) or "auto"
+    if background == "transparent" and fmt not in ("png", "webp", "gif", "svg"):
+        raise InvalidRequest(
+            "A transparent background needs output_format 'png' or 'webp'.", param="background"
+        )
+    compression = fields.integer("output_compression", low=0, high=100)
+    compression = (100 if compression is None else compression) if fmt in ("jpeg", "webp") else None
+    moderation = None
+    if op == "generate":
+        moderation = fields.string("moderation", choices=("low", "auto")) or "auto"
+    return fmt, background, compression, moderation
+
+
+def _extras(fields: Fields, family: Family, fmt: str) -> tuple[tuple[str, str], ...]:
+    names = ("complexity", "frame_count", "frame_duration_ms", "svg")
+    if not family.extras:
+        for name in names:
+            fields.unsupported(name, f"for {family.name} models")
+        return ()
+    out: list[tuple[str, str]] = []
+    complexity = fields.string("complexity", choices=("low", "medium", "high"))
+    if complexity is not None:
+        out.append(("complexity", json.dumps(complexity)))
+    for name, low, high in (("frame_count", 2, 16), ("frame_duration_ms", 10, 10_000)):
+        value = fields.integer(name, low=low, high=high)
+        if value is not None:
+            if fmt != "gif":
+                raise InvalidRequest(f"'{name}' needs output_format 'gif'.", param=name)
+            out.append((name, str(value)))
+    svg = fields.json_value("svg")
+    if svg is not None:
+        out.append(("svg", svg))
+    return tuple(sorted(out))
+
+
+def _input_fidelity(fields: Fields, spec: ModelSpec, family: Family) -> str | None:
+    allowed = (
+        spec.input_fidelities if spec.input_fidelities is not None else family.input_fidelities
+    )
+    if not allowed:
+        fields.unsupported("input_fidelity", f"for {spec.name}")
+        return None
+    return fields.string("input_fidelity", choices=allowed) or "low"
+
+
+def _delivery(fields: Fields, family: Family) -> Delivery:
+    n = fields.integer("n", low=1, high=10) or 1
+    if n > family.n_max:
+        raise InvalidRequest(
+            f"Invalid 'n': {family.name} makes at most {family.n_max} image(s) per request.",
+            param="n",
+        )
+    response_format = fields.string("response_format", choices=("url", "b64_json"))
+    default_format = "url" if family.name.startswith("dall-e") else "b64_json"
+    stream = bool(fields.boolean("stream")) if family.gpt_fields else False
+    partial = fields.integer("partial_images", low=0, high=3) or 0
+    fields.string("user")
+    fields.string("safety_identifier")
+    fmt = cast(Literal["url", "b64_json"], response_format or default_format)
+    return Delivery(n=n, response_format=fmt, stream=stream, partial_images=partial)
+
+
+def _check_edit_images(images: Sequence[UploadInfo], family: Family) -> None:
+    param = "image"
+    if not images:
+        raise InvalidRequest(
+            "Missing required parameter: 'image'.", param=param, code="missing_required_parameter"
+        )
+    if len(images) > family.edit_images_max:
+        raise InvalidRequest(
+            f"Too many images: {family.name} takes at most {family.edit_images_max}.", param=param
+        )
+    for info in images:
+        if info.format not in family.edit_formats:
+            kinds = ", ".join(f"'image/{f}'" for f in family.edit_formats)
+            raise InvalidRequest(
+                f"Invalid file 'image': unsupported format '{info.format}'. "
+                f"Supported file formats for {family.name} are {kinds}.",
+                param=param,
+                code="invalid_image_format",
+            )
+        if info.nbytes > family.edit_image_max_bytes:
+            limit = family.edit_image_max_bytes // (1024 * 1024)
+            raise InvalidRequest(
+                f"Invalid file 'image': larger than {limit} MB.",
+                param=param,
+                code="image_too_large",
+            )
+        if family.edit_square_only and info.width != info.height:
+            raise InvalidRequest(
+                f"Invalid file 'image': {family.name} needs a square image, got "
+                f"{info.width}x{info.height}.",
+                param=param,
+                code="invalid_image_shape",
+            )
+
+
+def _check_mask(mask: UploadInfo, image: UploadInfo) -> None:
+    if mask.format != "png" or not mask.has_alpha:
+        raise InvalidRequest(
+            "Invalid file 'mask': it must be a PNG with an alpha channel; fully transparent "
+            "pixels mark the area to edit.",
+            param="mask",
+            code="invalid_image_format",
+        )
+    if (mask.width, mask.height) != (image.width, image.height):
+        raise InvalidRequest(
+            f"Invalid file 'mask': it must have the same dimensions as the image "
+            f"({image.width}x{image.height}), got {mask.width}x{mask.height}.",
+            param="mask",
+            code="invalid_mask_size",
+        )

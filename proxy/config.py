@@ -1,0 +1,233 @@
+"""Settings: TOML file -> frozen `Settings`, over built-in defaults.
+
+Resolution: `--config PATH`, else `$IMAGEGATE_CONFIG`, else `./config.toml`, else the
+built-in defaults alone. A file holds only what it changes. String values may read the
+environment as `${VAR}` or `${VAR:-default}` (an unset VAR without a default reads as "").
+Every error names the TOML path and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CacheSettings",
+    "ConfigError",
+    "LoggingSettings",
+    "ProviderSettings",
+    "Secret",
+    "ServerSettings",
+    "Settings",
+    "find_config",
+    "load_settings",
+]
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    def __init__(self, source: str, path: str, problem: str) -> None:
+        super().__init__(f"{source}: {path}: {problem}" if path else f"{source}: {problem}")
+        self.path = path
+
+
+class Secret:
+    """A credential: compared and used, never shown."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_base_url: str = ""
+    max_body_mb: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    ttl_seconds: float | None = None
+    max_bytes: int | None = None
+    share_across_teams: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    level: str = "info"
+    format: str = "auto"  # auto (console on a terminal, else json) | json | console
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    name: str
+    enabled: bool | None = None  # None: decided by whether credentials are present
+    api_key: Secret = field(default_factory=lambda: Secret(""))
+    base_url: str = ""
+    timeout_seconds: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    data_dir: Path = Path(".imagegate")
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    default_model: str = "gpt-image-1.5"
+    providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
+    source: str = "built-in defaults"
+
+
+# section -> key -> (type, TOML path help). Types: the Python type the value must have.
+_SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
+    "server": {"host": (str, "an address"), "port": (int, "0-65535"),
+               "public_base_url": (str, "a URL"), "max_body_mb": (int, "MiB")},
+    "storage": {"data_dir": (str, "a directory")},
+    "cache": {"ttl_seconds": ((int, float), "seconds"), "max_bytes": (int, "bytes"),
+              "share_across_teams": (bool, "true or false")},
+    "logging": {"level": (str, "debug|info|warning|error"), "format": (str, "auto|json|console")},
+    "defaults": {"model": (str, "a model name")},
+}
+_PROVIDER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "enabled": bool, "api_key": str, "api_token": str, "base_url": str,
+    "timeout_seconds": (int, float),
+}
+_PROVIDERS = ("placeholder", "openai", "replicate")
+
+
+def find_config(explicit: str | None, environ: Mapping[str, str] = os.environ) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if environ.get("IMAGEGATE_CONFIG"):
+        return Path(environ["IMAGEGATE_CONFIG"])
+    default = Path("config.toml")
+    return default if default.is_file() else None
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str] = os.environ) -> Settings:
+    raw: dict[str, Any] = {}
+    source = "built-in defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(source, "", "file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(source, "", f"cannot read: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, "", f"not valid TOML: {exc}") from None
+    raw = _interpolate(raw, environ)
+    return _build(raw, source, environ)
+
+
+def _interpolate(value: Any, environ: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        return _VAR.sub(lambda m: environ.get(m[1], m[2] or ""), value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, environ) for v in value]
+    return value
+
+
+def _section(raw: dict[str, Any], name: str, source: str) -> dict[str, Any]:
+    section = raw.get(name, {})
+    if not isinstance(section, dict):
+        raise ConfigError(source, name, "must be a table ([" + name + "])")
+    schema = _SCHEMA[name]
+    for key, value in section.items():
+        if key not in schema:
+            raise ConfigError(source, f"{name}.{key}", f"unknown key; known: {', '.join(schema)}")
+        typ, hint = schema[key]
+        if isinstance(value, bool) and typ is not bool or not isinstance(value, typ):
+            raise ConfigError(source, f"{name}.{key}", f"expected {hint}, got {value!r}")
+    return section
+
+
+def _build(raw: dict[str, Any], source: str, environ: Mapping[str, str]) -> Settings:
+    known = {*_SCHEMA, "providers"}
+    for name in raw:
+        if name not in known:
+            raise ConfigError(source, name, f"unknown section; known: {', '.join(sorted(known))}")
+    server = _section(raw, "server", source)
+    port = server.get("port", 8080)
+    if not 0 <= port <= 65535:
+        raise ConfigError(source, "server.port", f"must be 0-65535, got {port}")
+    storage = _section(raw, "storage", source)
+    cache = _section(raw, "cache", source)
+    for key in ("ttl_seconds", "max_bytes"):
+        if key in cache and cache[key] <= 0:
+            raise ConfigError(source, f"cache.{key}", "must be positive (leave it out for none)")
+    log = _section(raw, "logging", source)
+    _check_choice(source, "logging.level", log.get("level", "info"),
+                  ("debug", "info", "warning", "error"))
+    _check_choice(source, "logging.format", log.get("format", "auto"), ("auto", "json", "console"))
+    data_dir = environ.get("IMAGEGATE_DATA_DIR") or storage.get("data_dir") or ".imagegate"
+    return Settings(
+        server=ServerSettings(**server),
+        data_dir=Path(data_dir),
+        cache=CacheSettings(**cache),
+        logging=LoggingSettings(**log),
+        default_model=_section(raw, "defaults", source).get("model", "gpt-image-1.5"),
+        providers=_providers(raw.get("providers", {}), source),
+        source=source,
+    )
+
+
+def _check_choice(source: str, path: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(source, path, f"expected one of {', '.join(choices)}, got {value!r}")
+
+
+def _providers(raw: Any, source: str) -> dict[str, ProviderSettings]:
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "providers", "must be a table of [providers.<name>]")
+    out: dict[str, ProviderSettings] = {}
+    for name, table in raw.items():
+        path = f"providers.{name}"
+        if name not in _PROVIDERS:
+            raise ConfigError(source, path, f"unknown provider; known: {', '.join(_PROVIDERS)}")
+        if not isinstance(table, dict):
+            raise ConfigError(source, path, "must be a table")
+        for key, value in table.items():
+            typ = _PROVIDER_KEYS.get(key)
+            if typ is None:
+                raise ConfigError(source, f"{path}.{key}", "unknown key")
+            if isinstance(value, bool) and typ is not bool or not isinstance(value, typ):
+                raise ConfigError(source, f"{path}.{key}", f"wrong type: {type(value).__name__}")
+        secret = table.get("api_key") or table.get("api_token") or ""
+        out[name] = ProviderSettings(
+            name=name,
+            enabled=table.get("enabled"),
+            api_key=Secret(secret),
+            base_url=table.get("base_url", ""),
+            timeout_seconds=float(table.get("timeout_seconds", 120.0)),
+        )
+    return out

@@ -1,0 +1,21 @@
+"""Typed application state (aiohttp AppKeys): everything a handler needs, no module globals."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from policies.catalog import Catalog
+from proxy.config import Settings
+from proxy.observability.metrics import Metrics
+from proxy.ports import BlobStore, EntryStore
+from proxy.service import ImageService
+
+__all__ = ["BLOBS", "CACHE_OUTCOME", "CATALOG", "ENTRIES", "METRICS", "SERVICE", "SETTINGS"]
+
+SETTINGS = web.AppKey("settings", Settings)
+CATALOG = web.AppKey("catalog", Catalog)
+SERVICE = web.AppKey("service", ImageService)
+METRICS = web.AppKey("metrics", Metrics)
+ENTRIES = web.AppKey("entries", EntryStore)
+BLOBS = web.AppKey("blobs", BlobStore)
+CACHE_OUTCOME = web.RequestKey("cache_outcome", str)

@@ -1,0 +1,83 @@
+"""Request id and log context, GatewayError -> OpenAI error JSON, request metrics."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from policies.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
+from proxy.keys import CACHE_OUTCOME, METRICS
+
+__all__ = ["error_middleware", "request_middleware"]
+
+log = structlog.get_logger("imagegate.http")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,128}")
+
+
+@web.middleware
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: binds the request id, times the request, counts it by route template."""
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if _REQUEST_ID.fullmatch(incoming) else f"req_{uuid.uuid4().hex}"
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    started = time.perf_counter()
+    response = await handler(request)
+    elapsed = time.perf_counter() - started
+    if not response.prepared:
+        response.headers["X-Request-Id"] = request_id
+    route = _route_template(request)
+    metrics = request.app[METRICS]
+    cache = request.get(CACHE_OUTCOME, "none").lower()
+    metrics.requests.labels(route, request.method, str(response.status)).inc()
+    metrics.request_seconds.labels(route, cache).observe(elapsed)
+    if route.startswith("/v1/images"):
+        log.info("http.request_completed", method=request.method, route=route,
+                 status=response.status, cache=cache, ms=round(elapsed * 1000, 2))
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes OpenAI's error envelope; nothing a client sends makes a 500."""
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        error = exc
+    except web.HTTPRequestEntityTooLarge:
+        error = PayloadTooLarge("The request body is too large for this gateway.")
+    except web.HTTPNotFound:
+        error = NotFound(f"Unknown route: {request.method} {request.path[:100]}.")
+    except web.HTTPMethodNotAllowed as exc:
+        error = InvalidRequest(
+            f"Method {request.method} is not allowed here; "
+            f"use {', '.join(sorted(exc.allowed_methods))}.",
+            code="method_not_allowed",
+        )
+        error.status_hint = 405
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error = InvalidRequest(exc.reason, code=None)
+        error.status_hint = exc.status
+    except Exception:
+        log.exception("http.request_failed", path=request.path[:100])
+        error = GatewayError("The gateway had an error while processing your request.")
+    if error.status_hint >= 500:
+        log.warning("http.error", status=error.status_hint, code=error.code, error=error.message)
+    # SDKs retry 429 and 5xx by default; tell them when a retry cannot help.
+    headers = {} if error.retryable else {"x-should-retry": "false"}
+    return web.json_response(error.envelope(), status=error.status_hint, headers=headers)
+
+
+def _route_template(request: web.Request) -> str:
+    info = request.match_info
+    resource = info.route.resource if info.route is not None else None
+    if resource is None:
+        return "unmatched"
+    return resource.canonical

@@ -1,0 +1,41 @@
+"""Prometheus metrics, one registry per app. Labels are bounded: never a prompt, key or secret."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "imagegate_http_requests_total", "HTTP requests by route template, method and status",
+            ("route", "method", "status"), registry=r,
+        )
+        self.request_seconds = Histogram(
+            "imagegate_http_request_duration_seconds",
+            "HTTP request duration by route template and cache outcome",
+            ("route", "cache"), buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.cache_lookups = Counter(
+            "imagegate_cache_lookups_total",
+            "Image requests by cache outcome (hit, miss, partial, coalesced, bypass)",
+            ("outcome",), registry=r,
+        )
+        self.provider_calls = Counter(
+            "imagegate_provider_calls_total", "Upstream calls by provider, model and outcome",
+            ("provider", "model", "outcome"), registry=r,
+        )
+        self.blobs_healed = Counter(
+            "imagegate_blobs_healed_total",
+            "Blobs dropped because their bytes no longer hashed to their address", registry=r,
+        )

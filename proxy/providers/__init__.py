@@ -1,0 +1,1 @@
+"""Provider adapters: one module per upstream API, behind the `Provider` port."""

@@ -1,0 +1,1 @@
+"""HTTP routes: the OpenAI image routes, blobs, models and health."""

@@ -1,0 +1,75 @@
+"""GET /images/<sha256>.<ext>: immutable, content-addressed image bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from aiohttp import web
+
+from policies.errors import NotFound
+from policies.models import CONTENT_TYPES
+from proxy.imaging import sniff
+from proxy.keys import BLOBS
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+_SHA = re.compile(r"[0-9a-f]{64}")
+_EXTS = {"png": "png", "jpg": "jpeg", "jpeg": "jpeg", "webp": "webp", "gif": "gif", "svg": "svg"}
+_IMMUTABLE = "public, max-age=31536000, immutable"
+# Blobs up to this size are answered from memory (fastest); larger ones stream from disk.
+_STREAM_ABOVE = 4 * 1024 * 1024
+_CHUNK = 256 * 1024
+
+
+@routes.get("/images/{name}")
+async def get_blob(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    sha, _, ext = name.partition(".")
+    fmt = _EXTS.get(ext)
+    if fmt is None or _SHA.fullmatch(sha) is None:
+        raise NotFound(
+            f"No image at '/images/{name[:90]}': image URLs look like /images/<sha256>.png.",
+        )
+    etag = f'"{sha}"'
+    headers = {"ETag": etag, "Cache-Control": _IMMUTABLE, "X-Content-Type-Options": "nosniff"}
+    if etag in _etags(request.headers.get("If-None-Match", "")):
+        found = await asyncio.to_thread(request.app[BLOBS].open, sha)
+        if found is not None:
+            return web.Response(status=304, headers=headers)
+    blobs = request.app[BLOBS]
+    blob_file = await asyncio.to_thread(blobs.open, sha)
+    if blob_file is not None and blob_file.size > _STREAM_ABOVE:
+        return await _stream_file(request, blob_file.path, blob_file.size, fmt, headers)
+    data = await asyncio.to_thread(blobs.get, sha)
+    if data is None or _format_of(data) != fmt:
+        raise NotFound(f"No image with address {sha[:16]}… in the {ext} format.")
+    return web.Response(body=data, content_type=CONTENT_TYPES[fmt], headers=headers)
+
+
+def _etags(header: str) -> set[str]:
+    return {part.strip().removeprefix("W/") for part in header.split(",")} if header else set()
+
+
+def _format_of(data: bytes) -> str:
+    kind = sniff(data[:512])
+    return kind
+
+
+async def _stream_file(
+    request: web.Request, path: object, size: int, fmt: str, headers: dict[str, str]
+) -> web.StreamResponse:
+    with open(path, "rb") as handle:  # noqa: ASYNC230 - reads below go through a thread
+        head = await asyncio.to_thread(handle.read, 512)
+        if sniff(head) != fmt:
+            raise NotFound("No image with that address in that format.")
+        response = web.StreamResponse(headers={**headers, "Content-Type": CONTENT_TYPES[fmt]})
+        response.content_length = size
+        await response.prepare(request)
+        await response.write(head)
+        while chunk := await asyncio.to_thread(handle.read, _CHUNK):
+            await response.write(chunk)
+        await response.write_eof()
+        return response

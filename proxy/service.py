@@ -1,0 +1,228 @@
+"""ImageService: lookup, single-flight, route, generate, verify, store.
+
+The decisions are the core's (`policies.cache`, `policies.normalize`); this module does the
+awaits between them. A generation runs as its own task, so a client that disconnects does not
+cancel the images other waiters are coalesced onto.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import structlog
+
+from policies.cache import CacheDirectives, CacheOutcome, LookupPlan, outcome_of, plan_lookup
+from policies.catalog import Catalog
+from policies.errors import GatewayError, ProviderError
+from policies.models import Entry, ParsedRequest
+from policies.normalize import request_key
+from policies.sizes import dimensions
+from proxy.flights import Flights, Landed
+from proxy.imaging import check_output
+from proxy.observability.metrics import Metrics
+from proxy.ports import BlobStore, EntryStore, ProviderCall
+from proxy.providers.registry import ProviderRegistry
+
+__all__ = ["ImageService", "Served", "ServedImage"]
+
+log = structlog.get_logger("imagegate.service")
+
+
+@dataclass(frozen=True, slots=True)
+class ServedImage:
+    entry: Entry
+    data: bytes | None  # None when the client asked for a URL and the bytes were not read
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    key: str
+    outcome: CacheOutcome
+    images: tuple[ServedImage, ...]
+    model: str
+    provider: str
+    cost_micros: int  # charged for this request: 0 unless it generated
+
+
+@dataclass
+class ImageService:
+    catalog: Catalog
+    entries: EntryStore
+    blobs: BlobStore
+    providers: ProviderRegistry
+    metrics: Metrics
+    clock: Callable[[], float]
+    ttl_seconds: float | None = None
+    flights: Flights = field(default_factory=Flights)
+    _tasks: set[asyncio.Task[tuple[int, dict[int, Landed]]]] = field(default_factory=set)
+
+    async def serve(
+        self,
+        parsed: ParsedRequest,
+        uploads: Mapping[str, bytes],
+        directives: CacheDirectives,
+        *,
+        scope: str = "",
+        need_bytes: bool = True,
+    ) -> Served:
+        request, n = parsed.request, parsed.delivery.n
+        key = request_key(request, scope)
+        found = [None if directives.no_cache else self.entries.get(key, i) for i in range(n)]
+        plan = plan_lookup(found, directives, now=self.clock(), ttl=self.ttl_seconds)
+        images: dict[int, ServedImage] = {}
+        for index, entry in plan.cached.items():
+            data = await self._load(entry, need_bytes)
+            if data is False:
+                self.entries.delete(key, index)  # its blob is gone: a miss, not an error
+            else:
+                images[index] = ServedImage(entry, data if isinstance(data, bytes) else None)
+        plan = LookupPlan(
+            cached={i: plan.cached[i] for i in images},
+            missing=tuple(i for i in range(n) if i not in images),
+        )
+        if plan.missing and directives.only_if_cached:
+            plan_lookup([None], directives, now=self.clock())  # raises NotCached
+        generated, coalesced, cost = await self._fill(key, parsed, uploads, plan, directives, images)
+        outcome = outcome_of(plan, directives, generated=generated, coalesced=coalesced)
+        self.metrics.cache_lookups.labels(outcome=outcome.value.lower()).inc()
+        ordered = tuple(images[i] for i in range(n))
+        first = ordered[0].entry
+        return Served(key, outcome, ordered, first.model, first.provider, cost)
+
+    async def _load(self, entry: Entry, need_bytes: bool) -> bytes | bool:
+        """The entry's bytes (or True when only existence matters); False when the blob is gone."""
+        if need_bytes:
+            data = await asyncio.to_thread(self.blobs.get, entry.blob)
+            return False if data is None else data
+        found = await asyncio.to_thread(self.blobs.open, entry.blob)
+        if found is not None:
+            return True
+        data = await asyncio.to_thread(self.blobs.get, entry.blob)  # stores without files
+        return data is not None
+
+    async def _fill(
+        self,
+        key: str,
+        parsed: ParsedRequest,
+        uploads: Mapping[str, bytes],
+        plan: LookupPlan,
+        directives: CacheDirectives,
+        images: dict[int, ServedImage],
+    ) -> tuple[int, int, int]:
+        """Generate or join every missing index; return (generated, coalesced, cost)."""
+        if not plan.missing:
+            return 0, 0, 0
+        waits: dict[int, asyncio.Future[Landed]] = {}
+        if not directives.no_cache:
+            for index in plan.missing:
+                joined = self.flights.join(key, index)
+                if joined is not None:
+                    waits[index] = joined
+        mine = tuple(i for i in plan.missing if i not in waits)
+        cost = 0
+        if mine:
+            # Claim the flights before the first await, so a request arriving meanwhile joins.
+            owned = self.flights.take_off(key, mine) if not directives.no_cache else {}
+            work = self._generate(key, parsed, uploads, mine, owned, directives)
+            task = asyncio.create_task(work)
+            self._tasks.add(task)
+            task.add_done_callback(_forget(self._tasks))
+            cost, landed = await asyncio.shield(task)
+            for index, item in landed.items():
+                images[index] = ServedImage(item.entry, item.data)
+        for index, future in waits.items():
+            item = await asyncio.shield(future)
+            images[index] = ServedImage(item.entry, item.data)
+        return len(mine), len(waits), cost
+
+    async def _generate(
+        self,
+        key: str,
+        parsed: ParsedRequest,
+        uploads: Mapping[str, bytes],
+        indexes: tuple[int, ...],
+        owned: Mapping[int, asyncio.Future[Landed]],
+        directives: CacheDirectives,
+    ) -> tuple[int, dict[int, Landed]]:
+        try:
+            cost, landed = await self._call_and_store(key, parsed, uploads, indexes, directives)
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else ProviderError("generation cancelled")
+            self.flights.crash(key, owned, error)
+            raise
+        for index in owned:
+            self.flights.land(key, index, landed[index])
+        return cost, landed
+
+    async def _call_and_store(
+        self,
+        key: str,
+        parsed: ParsedRequest,
+        uploads: Mapping[str, bytes],
+        indexes: tuple[int, ...],
+        directives: CacheDirectives,
+    ) -> tuple[int, dict[int, Landed]]:
+        request = parsed.request
+        spec = self.catalog.resolve(request.model)
+        provider = self.providers.choose(spec)
+        call = ProviderCall(request=request, model=spec, indexes=indexes, uploads=uploads)
+        started = self.clock()
+        try:
+            result = await provider.generate(call)
+            if len(result.images) != len(indexes):
+                raise ProviderError(
+                    f"{provider.name} returned {len(result.images)} image(s) "
+                    f"for {len(indexes)} requested", code="invalid_output",
+                )
+            checked = [_check(parsed, image.data) for image in result.images]
+        except GatewayError as exc:
+            self.metrics.provider_calls.labels(provider.name, spec.name, exc.code or "error").inc()
+            log.warning("provider.call_failed", provider=provider.name, model=spec.name,
+                        error=exc.message, code=exc.code)
+            raise
+        self.metrics.provider_calls.labels(provider.name, spec.name, "ok").inc()
+        log.info("provider.called", provider=provider.name, model=spec.name,
+                 images=len(indexes), cost_micros=result.cost_micros,
+                 seconds=round(self.clock() - started, 3))
+        now = self.clock()
+        costs = _split_cost(result.cost_micros, len(indexes))
+        landed: dict[int, Landed] = {}
+        for pos, index in enumerate(indexes):
+            image, (width, height) = result.images[pos], checked[pos]
+            blob = await asyncio.to_thread(self.blobs.put, image.data)
+            entry = Entry(blob=blob, format=request.output_format, width=width, height=height,
+                          model=spec.name, provider=provider.name, cost_micros=costs[pos],
+                          created=now, revised_prompt=image.revised_prompt)
+            if not directives.no_store:
+                await asyncio.to_thread(self.entries.put, key, index, entry, ttl=self.ttl_seconds)
+            landed[index] = Landed(entry, image.data)
+        return result.cost_micros, landed
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _forget(tasks: set[asyncio.Task[tuple[int, dict[int, Landed]]]]) -> Callable[[asyncio.Task[tuple[int, dict[int, Landed]]]], None]:
+    def done(task: asyncio.Task[tuple[int, dict[int, Landed]]]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here; the awaiting request re-raises it
+
+    return done
+
+
+def _split_cost(total: int, count: int) -> list[int]:
+    """Split integer micro-USD over `count` images so that the parts add up exactly."""
+    base, rest = divmod(total, count)
+    return [base + (1 if i < rest else 0) for i in range(count)]
+
+
+def _check(parsed: ParsedRequest, data: bytes) -> tuple[int, int]:
+    request = parsed.request
+    expected = None if request.size == "auto" else dimensions(request.size)
+    info = check_output(data, expected_format=request.output_format, expected_size=expected)
+    return info.width, info.height

@@ -1,0 +1,106 @@
+"""`imagegate serve` as a user runs it: a real process, the openai SDK, kill -9, restart."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+
+URL = re.compile(r"(http://\S+/v1)")
+
+
+class Server:
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy", *args], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
+        )
+        line = self.proc.stdout.readline()
+        match = URL.search(line)
+        if match is None:
+            self.proc.kill()
+            raise AssertionError(f"no base URL printed: {line!r} {self.proc.stderr.read()}")
+        self.base_url = match[1]
+
+    def client(self) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base_url, api_key="sk-local", max_retries=0)
+
+    def stop(self, sig: int) -> int:
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=20)
+        self.stderr = self.proc.stderr.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return code
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    root = Path(__file__).resolve().parents[2]
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("IMAGEGATE_", "OPENAI_", "REPLICATE_"))}
+    return {**clean, "PYTHONPATH": str(root), "IMAGEGATE_DATA_DIR": str(tmp_path / "data")}
+
+
+def ask(client: openai.OpenAI):
+    raw = client.images.with_raw_response.generate(
+        model="gpt-image-1-mini", prompt="a paper crane", size="1024x1024"
+    )
+    return raw.headers["x-cache"], raw.parse().data[0].b64_json
+
+
+def test_serve_survives_kill_9_and_restarts_with_its_cache(env, tmp_path):
+    first = Server(["serve", "--port", "0"], env, tmp_path)
+    with first.client() as client:
+        outcome, image = ask(client)
+        assert outcome == "MISS"
+        assert ask(client) == ("HIT", image)
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    second = Server(["serve", "--port", "0"], env, tmp_path)
+    with second.client() as client:
+        assert ask(client) == ("HIT", image)
+    assert second.stop(signal.SIGTERM) == 0
+    assert "Traceback" not in second.stderr
+
+
+def test_serve_reads_config_and_interpolates_env(env, tmp_path):
+    config = tmp_path / "gateway.toml"
+    config.write_text('[server]\nhost = "${GW_HOST}"\n[defaults]\nmodel = "dall-e-2"\n')
+    server = Server(["serve", "--config", str(config), "--port", "0"],
+                    {**env, "GW_HOST": "127.0.0.1"}, tmp_path)
+    with server.client() as client:
+        result = client.images.generate(prompt="a cat", size="256x256")
+        assert result.data[0].url.endswith(".png")  # dall-e-2 answers with a URL by default
+    assert server.stop(signal.SIGINT) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[server]\nport = 'eighty'\n", "server.port"),
+        ("[server\n", "not valid TOML"),
+        ("[cache]\nmax_bytes = -5\n", "cache.max_bytes"),
+        ("[providers.openai]\napi_kee = 'x'\n", "providers.openai.api_kee"),
+        ("[nonsense]\n", "nonsense"),
+    ],
+)
+def test_config_errors_name_the_path_and_exit_non_zero(env, tmp_path, text, fragment):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    done = subprocess.run([sys.executable, "-m", "proxy", "serve", "--config", str(config)],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
+    assert done.returncode == 2
+    assert fragment in done.stderr and "Traceback" not in done.stderr
+
+
+def test_missing_config_file_is_an_error(env, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "proxy", "serve", "--config", "nope.toml"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
+    assert done.returncode == 2 and "file not found" in done.stderr
