@@ -1,24 +1,31 @@
 """Cache decisions: request Cache-Control directives and what a lookup found.
 
-    no-cache        skip the lookup, generate, store           -> X-Cache: BYPASS
-    no-store        look up as usual, but store nothing new
-    only-if-cached  never spend: a miss is a 504
-    max-age=N       only entries younger than N seconds count
+no-cache        skip the lookup, generate, store           -> X-Cache: BYPASS
+no-store        look up as usual, but store nothing new
+only-if-cached  never spend: a miss is a 504
+max-age=N       only entries younger than N seconds count
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from policies.errors import InvalidRequest, NotCached
 from policies.models import Entry
 
-__all__ = ["CacheDirectives", "CacheOutcome", "LookupPlan", "outcome_of", "parse_cache_control", "plan_lookup"]
+__all__ = [
+    "CacheDirectives",
+    "CacheOutcome",
+    "LookupPlan",
+    "outcome_of",
+    "parse_cache_control",
+    "plan_lookup",
+]
 
 
-class CacheOutcome(str, Enum):
+class CacheOutcome(StrEnum):
     HIT = "HIT"
     MISS = "MISS"
     PARTIAL = "PARTIAL"

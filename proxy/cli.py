@@ -44,8 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         asyncio.run(_serve(settings))
     except OSError as exc:
-        print(f"imagegate: cannot listen on {server.host}:{server.port}: {exc.strerror}",
-              file=sys.stderr)
+        print(
+            f"imagegate: cannot listen on {server.host}:{server.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -74,8 +76,9 @@ async def _serve(settings: Settings) -> None:
 
 def _bound(site: web.TCPSite, settings: Settings) -> tuple[str, int]:
     server = site._server  # the asyncio server; its sockets tell the port when 0 was asked
-    if server is not None and getattr(server, "sockets", None):
-        sockname = server.sockets[0].getsockname()
+    sockets = getattr(server, "sockets", None)
+    if sockets:
+        sockname = sockets[0].getsockname()
         return str(sockname[0]), int(sockname[1])
     return settings.server.host, settings.server.port
 

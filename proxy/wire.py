@@ -15,6 +15,7 @@ from policies.catalog import Family
 from policies.errors import InvalidRequest, PayloadTooLarge
 from policies.models import ImageRequest, UploadInfo
 from proxy.imaging import probe_upload
+from proxy.keys import SETTINGS
 from proxy.service import Served
 
 __all__ = ["Form", "blob_url", "images_body", "read_form", "read_json", "sse_events"]
@@ -52,7 +53,7 @@ async def _read_body(request: web.Request) -> bytes:
 
 
 def _too_large(request: web.Request) -> PayloadTooLarge:
-    limit = request.app["max_body_mb"] if "max_body_mb" in request.app else 0
+    limit = request.app[SETTINGS].server.max_body_mb
     return PayloadTooLarge(
         f"The request body is larger than this gateway accepts ({limit} MiB); "
         "send smaller images or raise [server] max_body_mb.",
@@ -87,13 +88,15 @@ async def read_form(request: web.Request, max_bytes: int) -> Form:
         try:
             part = await reader.next()
         except (ValueError, AssertionError) as exc:
-            raise InvalidRequest("The multipart body is malformed.",
-                                 code="invalid_multipart") from exc
+            raise InvalidRequest(
+                "The multipart body is malformed.", code="invalid_multipart"
+            ) from exc
         if part is None:
             return form
         if not isinstance(part, BodyPartReader):
-            raise InvalidRequest("Nested multipart bodies are not supported.",
-                                 code="invalid_multipart")
+            raise InvalidRequest(
+                "Nested multipart bodies are not supported.", code="invalid_multipart"
+            )
         data = await _read_part(part, max_bytes - total, request)
         total += len(data)
         _add_part(form, part, data)
@@ -138,8 +141,9 @@ def _add_part(form: Form, part: BodyPartReader, data: bytes) -> None:
             setattr(form, param, info)
         return
     if part.filename is not None:
-        raise InvalidRequest(f"Unexpected file part '{name[:40]}'.", param=name[:40],
-                             code="unknown_parameter")
+        raise InvalidRequest(
+            f"Unexpected file part '{name[:40]}'.", param=name[:40], code="unknown_parameter"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -199,7 +203,9 @@ def _echo(served: Served, request: ImageRequest) -> dict[str, Any]:
         "size": f"{first.width}x{first.height}",
         "quality": "medium" if request.quality == "auto" else request.quality,
         "usage": {
-            "input_tokens": 0, "output_tokens": 0, "total_tokens": 0,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "total_tokens": 0,
             "input_tokens_details": {"text_tokens": 0, "image_tokens": 0},
         },
     }
@@ -218,7 +224,5 @@ def sse_events(served: Served, request: ImageRequest, *, created: int) -> Sequen
             "created_at": created,
             **echo,
         }
-        events.append(
-            f"event: {kind}.completed\ndata: {json.dumps(payload)}\n\n".encode()
-        )
+        events.append(f"event: {kind}.completed\ndata: {json.dumps(payload)}\n\n".encode())
     return events

@@ -120,8 +120,9 @@ def provider() -> CountingProvider:
     return CountingProvider()
 
 
-async def start_gateway(settings: Settings, provider: CountingProvider, clock: ManualClock,
-                        **kw) -> Gateway:
+async def start_gateway(
+    settings: Settings, provider: CountingProvider, clock: ManualClock, **kw
+) -> Gateway:
     app = create_app(settings, providers={"placeholder": provider}, clock=clock, **kw)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
@@ -135,5 +136,11 @@ async def gateway(settings, provider, clock) -> AsyncIterator[Gateway]:
     await gw.close()
 
 
-__all__ = ["CountingProvider", "Gateway", "ManualClock", "ProviderError", "replace",
-           "start_gateway"]
+__all__ = [
+    "CountingProvider",
+    "Gateway",
+    "ManualClock",
+    "ProviderError",
+    "replace",
+    "start_gateway",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 
 from aiohttp import web
 
@@ -59,7 +60,7 @@ def _format_of(data: bytes) -> str:
 
 
 async def _stream_file(
-    request: web.Request, path: object, size: int, fmt: str, headers: dict[str, str]
+    request: web.Request, path: Path, size: int, fmt: str, headers: dict[str, str]
 ) -> web.StreamResponse:
     with open(path, "rb") as handle:  # noqa: ASYNC230 - reads below go through a thread
         head = await asyncio.to_thread(handle.read, 512)

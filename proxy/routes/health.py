@@ -19,15 +19,31 @@ async def list_models(request: web.Request) -> web.Response:
     catalog = request.app[CATALOG]
     data: list[dict[str, object]] = []
     for spec in catalog.models.values():
-        data.append({
-            "id": spec.name, "object": "model", "created": 0, "owned_by": spec.owned_by,
-            "provider": spec.provider, "family": spec.family, "description": spec.description,
-            "retired": spec.retired, "successor": spec.successor,
-        })
+        data.append(
+            {
+                "id": spec.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": spec.owned_by,
+                "provider": spec.provider,
+                "family": spec.family,
+                "description": spec.description,
+                "retired": spec.retired,
+                "successor": spec.successor,
+            }
+        )
     for alias, target in catalog.aliases.items():
         spec = catalog.models[target]
-        data.append({"id": alias, "object": "model", "created": 0, "owned_by": spec.owned_by,
-                     "alias_of": target, "family": spec.family})
+        data.append(
+            {
+                "id": alias,
+                "object": "model",
+                "created": 0,
+                "owned_by": spec.owned_by,
+                "alias_of": target,
+                "family": spec.family,
+            }
+        )
     return web.json_response({"object": "list", "data": data})
 
 

@@ -34,8 +34,12 @@ async def edits(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     form = await read_form(request, settings.server.max_body_mb * 1024 * 1024)
     parsed = parse_edit(
-        form.fields, form.images, form.mask, request.app[CATALOG],
-        default_model=settings.default_model, markup=form.markup,
+        form.fields,
+        form.images,
+        form.mask,
+        request.app[CATALOG],
+        default_model=settings.default_model,
+        markup=form.markup,
     )
     return await _respond(request, parsed, form.uploads)
 
@@ -57,14 +61,18 @@ async def _respond(
     directives = parse_cache_control(request.headers.get("Cache-Control"))
     delivery = parsed.delivery
     url_mode = delivery.response_format == "url" and not delivery.stream
-    served = await request.app[SERVICE].serve(
-        parsed, uploads, directives, need_bytes=not url_mode
-    )
+    served = await request.app[SERVICE].serve(parsed, uploads, directives, need_bytes=not url_mode)
     headers = _headers(served)
     request[CACHE_OUTCOME] = served.outcome.value
-    log.info("images.served", cache=served.outcome.value, key=served.key[:12],
-             model=served.model, provider=served.provider, images=len(served.images),
-             cost_usd=headers["X-Imagegate-Cost-USD"])
+    log.info(
+        "images.served",
+        cache=served.outcome.value,
+        key=served.key[:12],
+        model=served.model,
+        provider=served.provider,
+        images=len(served.images),
+        cost_usd=headers["X-Imagegate-Cost-USD"],
+    )
     created = int(request.app[SERVICE].clock())
     if delivery.stream:
         return await _stream(request, served, parsed, headers, created)
@@ -97,11 +105,15 @@ def _base_url(request: web.Request) -> str:
 
 
 async def _stream(
-    request: web.Request, served: Served, parsed: ParsedRequest, headers: dict[str, str],
+    request: web.Request,
+    served: Served,
+    parsed: ParsedRequest,
+    headers: dict[str, str],
     created: int,
 ) -> web.StreamResponse:
-    response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream",
-                                           "Cache-Control": "no-cache"})
+    response = web.StreamResponse(
+        headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
     await response.prepare(request)
     for event in sse_events(served, parsed.request, created=created):
         await response.write(event)

@@ -16,8 +16,16 @@ from policies.models import Entry
 
 
 def entry(created: float) -> Entry:
-    return Entry(blob="a" * 64, format="png", width=1, height=1, model="m", provider="p",
-                 cost_micros=0, created=created)
+    return Entry(
+        blob="a" * 64,
+        format="png",
+        width=1,
+        height=1,
+        model="m",
+        provider="p",
+        cost_micros=0,
+        created=created,
+    )
 
 
 @pytest.mark.parametrize(
@@ -70,8 +78,10 @@ def test_outcomes():
     assert outcome_of(plan, bypass, generated=1, coalesced=0) is CacheOutcome.BYPASS
 
 
-@given(st.lists(st.one_of(st.none(), st.floats(0, 1000)), min_size=1, max_size=10),
-       st.one_of(st.none(), st.integers(0, 1000)))
+@given(
+    st.lists(st.one_of(st.none(), st.floats(0, 1000)), min_size=1, max_size=10),
+    st.one_of(st.none(), st.integers(0, 1000)),
+)
 def test_every_index_is_either_cached_or_missing(created, max_age):
     found = [None if c is None else entry(c) for c in created]
     plan = plan_lookup(found, CacheDirectives(max_age=max_age), now=1000)

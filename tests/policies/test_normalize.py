@@ -28,12 +28,20 @@ def key_of(body: dict[str, object]) -> str:
 
 BASE = {"model": "gpt-image-1.5", "prompt": "A red fox in snow"}
 GPT_DEFAULTS = {
-    "size": "auto", "quality": "auto", "background": "auto", "output_format": "png",
-    "moderation": "auto", "n": 1,
+    "size": "auto",
+    "quality": "auto",
+    "background": "auto",
+    "output_format": "png",
+    "moderation": "auto",
+    "n": 1,
 }
 IGNORED = {
-    "user": "u-123", "safety_identifier": "s-9", "response_format": "url", "stream": False,
-    "partial_images": 2, "n": 3,
+    "user": "u-123",
+    "safety_identifier": "s-9",
+    "response_format": "url",
+    "stream": False,
+    "partial_images": 2,
+    "n": 3,
 }
 
 prompts = st.text(min_size=1, max_size=200).filter(lambda s: s.strip())
@@ -74,15 +82,22 @@ def test_key_ignores_unicode_normal_form(prompt):
 
 @given(prompts)
 def test_key_keeps_case(prompt):
-    if prompt.upper() == prompt.lower() or normalize_prompt(prompt.upper()) == normalize_prompt(prompt.lower()):
+    if prompt.upper() == prompt.lower() or normalize_prompt(prompt.upper()) == normalize_prompt(
+        prompt.lower()
+    ):
         return
     assert key_of({**BASE, "prompt": prompt.upper()}) != key_of({**BASE, "prompt": prompt.lower()})
 
 
 PIXEL_CHANGES = [
-    {"size": "1536x1024"}, {"quality": "high"}, {"background": "transparent"},
-    {"output_format": "webp"}, {"moderation": "low"}, {"model": "gpt-image-1-mini"},
-    {"prompt": "A red fox in rain"}, {"seed": 7},
+    {"size": "1536x1024"},
+    {"quality": "high"},
+    {"background": "transparent"},
+    {"output_format": "webp"},
+    {"moderation": "low"},
+    {"model": "gpt-image-1-mini"},
+    {"prompt": "A red fox in rain"},
+    {"seed": 7},
 ]
 
 
@@ -109,9 +124,16 @@ def test_scope_separates_keys():
 
 
 def test_delivery_fields_are_parsed():
-    parsed = parse_generation({**BASE, "n": 3, "stream": True, "partial_images": 2},
-                              CATALOG, default_model="gpt-image-1.5")
-    assert (parsed.delivery.n, parsed.delivery.stream, parsed.delivery.partial_images) == (3, True, 2)
+    parsed = parse_generation(
+        {**BASE, "n": 3, "stream": True, "partial_images": 2},
+        CATALOG,
+        default_model="gpt-image-1.5",
+    )
+    assert (parsed.delivery.n, parsed.delivery.stream, parsed.delivery.partial_images) == (
+        3,
+        True,
+        2,
+    )
     assert parsed.delivery.response_format == "b64_json"
     dalle = parse_generation({"model": "dall-e-2", "prompt": "x"}, CATALOG, default_model="x")
     assert dalle.delivery.response_format == "url"
@@ -138,8 +160,11 @@ BAD_GENERATIONS = [
     ({"model": "dall-e-3", "prompt": "x", "size": "1536x1024"}, "size", "invalid_size"),
     ({"model": "dall-e-3", "prompt": "x" * 4001}, "prompt", "string_above_max_length"),
     ({"model": "dall-e-2", "prompt": "x" * 1001}, "prompt", "string_above_max_length"),
-    ({"model": "dall-e-2", "prompt": "x", "background": "opaque"}, "background",
-     "unsupported_parameter"),
+    (
+        {"model": "dall-e-2", "prompt": "x", "background": "opaque"},
+        "background",
+        "unsupported_parameter",
+    ),
     ({"model": "dall-e-2", "prompt": "x", "stream": True}, "stream", "unsupported_parameter"),
     ({"model": "gpt-image-2", "prompt": "x", "size": "1000x1000"}, "size", "invalid_size"),
     ({"model": "gpt-image-2", "prompt": "x", "size": "3840x1024"}, "size", "invalid_size"),
@@ -160,27 +185,58 @@ def test_bad_generations_say_what_to_fix(body, param, code):
 def test_unknown_model_is_404_model_not_found():
     with pytest.raises(ModelNotFound) as info:
         parse_generation({"model": "nope", "prompt": "x"}, CATALOG, default_model="x")
-    assert (info.value.status_hint, info.value.code, info.value.param) == (404, "model_not_found", "model")
+    assert (info.value.status_hint, info.value.code, info.value.param) == (
+        404,
+        "model_not_found",
+        "model",
+    )
 
 
 def test_flexible_sizes_accept_valid_shapes():
     for size in ("2048x1024", "3840x2160", "1024x3072", "auto"):
-        parse_generation({"model": "gpt-image-2", "prompt": "x", "size": size}, CATALOG,
-                         default_model="x")
+        parse_generation(
+            {"model": "gpt-image-2", "prompt": "x", "size": size}, CATALOG, default_model="x"
+        )
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=8,
 )
 
 
-@given(st.dictionaries(st.sampled_from([
-    "model", "prompt", "n", "size", "quality", "style", "background", "output_format",
-    "output_compression", "moderation", "stream", "partial_images", "user", "response_format",
-    "seed", "svg", "complexity", "frame_count", "x",
-]), json_values, max_size=8))
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "model",
+                "prompt",
+                "n",
+                "size",
+                "quality",
+                "style",
+                "background",
+                "output_format",
+                "output_compression",
+                "moderation",
+                "stream",
+                "partial_images",
+                "user",
+                "response_format",
+                "seed",
+                "svg",
+                "complexity",
+                "frame_count",
+                "x",
+            ]
+        ),
+        json_values,
+        max_size=8,
+    )
+)
 def test_any_body_parses_or_gives_a_gateway_4xx(body):
     """The h11 fuzz rule: either a request, or an InvalidRequest/ModelNotFound, nothing else."""
     try:
@@ -217,10 +273,18 @@ BAD_EDITS = [
     ({"prompt": "x", "model": "dall-e-2"}, [png("a"), png("b")], None, "image"),
     ({"prompt": "x", "model": "dall-e-2"}, [png("a", fmt="jpeg")], None, "image"),
     ({"prompt": "x", "model": "dall-e-3"}, [png("a")], None, "model"),
-    ({"prompt": "x", "model": "gpt-image-1-mini", "input_fidelity": "high"}, [png("a")], None,
-     "input_fidelity"),
-    ({"prompt": "x", "model": "gpt-image-2", "input_fidelity": "low"}, [png("a")], None,
-     "input_fidelity"),
+    (
+        {"prompt": "x", "model": "gpt-image-1-mini", "input_fidelity": "high"},
+        [png("a")],
+        None,
+        "input_fidelity",
+    ),
+    (
+        {"prompt": "x", "model": "gpt-image-2", "input_fidelity": "low"},
+        [png("a")],
+        None,
+        "input_fidelity",
+    ),
     ({"prompt": "x", "style": "vivid"}, [png("a")], None, "style"),
     ({"prompt": "x", "n": "two"}, [png("a")], None, "n"),
 ]

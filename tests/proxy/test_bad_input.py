@@ -32,61 +32,176 @@ CASES = [
     ("json array", "POST", GEN, lambda: b"[1, 2]", 400, None, "invalid_json"),
     ("empty body", "POST", GEN, lambda: b"", 400, None, "invalid_json"),
     ("not utf-8", "POST", GEN, lambda: b'{"prompt": "\xff\xfe"}', 400, None, "invalid_json"),
-    ("deep nesting", "POST", GEN, lambda: b"[" * 100_000 + b"]" * 100_000, 400, None,
-     "invalid_json"),
+    (
+        "deep nesting",
+        "POST",
+        GEN,
+        lambda: b"[" * 100_000 + b"]" * 100_000,
+        400,
+        None,
+        "invalid_json",
+    ),
     ("prompt wrong type", "POST", GEN, lambda: {"prompt": ["x"]}, 400, "prompt", "invalid_type"),
     ("n out of range", "POST", GEN, lambda: {"prompt": "x", "n": 99}, 400, "n", "invalid_value"),
     ("n huge int", "POST", GEN, lambda: {"prompt": "x", "n": 10**40}, 400, "n", "invalid_value"),
-    ("size wrong", "POST", GEN, lambda: {"prompt": "x", "size": "9x9"}, 400, "size",
-     "invalid_size"),
-    ("unknown model", "POST", GEN, lambda: {"prompt": "x", "model": "dall-e-9"}, 404, "model",
-     "model_not_found"),
-    ("unknown field", "POST", GEN, lambda: {"prompt": "x", "colour": "red"}, 400, "colour",
-     "unknown_parameter"),
-    ("style on gpt", "POST", GEN, lambda: {"prompt": "x", "style": "vivid"}, 400, "style",
-     "unsupported_parameter"),
-    ("form to json route", "POST", GEN, lambda: form({"prompt": "x"}), 400, None,
-     "invalid_content_type"),
-    ("json to edit route", "POST", EDIT, lambda: {"prompt": "x"}, 400, None,
-     "invalid_content_type"),
-    ("edit without image", "POST", EDIT, lambda: form({"prompt": "x"}), 400, "image",
-     "missing_required_parameter"),
-    ("non-image upload", "POST", EDIT,
-     lambda: form({"prompt": "x"}, {"image": ("a.png", b"hello, not an image", "image/png")}),
-     400, "image", "invalid_image_format"),
-    ("text file as png", "POST", EDIT,
-     lambda: form({"prompt": "x"}, {"image": ("a.png", b"%PDF-1.4 fake", "image/png")}),
-     400, "image", "invalid_image_format"),
-    ("mask of wrong size", "POST", EDIT,
-     lambda: form({"prompt": "x"}, {"image": ("a.png", PNG, "image/png"),
-                                    "mask": ("m.png", make_png(32, 32, alpha=True), "image/png")}),
-     400, "mask", "invalid_mask_size"),
-    ("mask without alpha", "POST", EDIT,
-     lambda: form({"prompt": "x"}, {"image": ("a.png", PNG, "image/png"),
-                                    "mask": ("m.png", PNG, "image/png")}),
-     400, "mask", "invalid_image_format"),
-    ("variation non-square", "POST", VAR,
-     lambda: form({}, {"image": ("a.png", make_png(64, 32), "image/png")}), 400, "image",
-     "invalid_image_shape"),
-    ("variation with prompt", "POST", VAR,
-     lambda: form({"prompt": "x"}, {"image": ("a.png", PNG, "image/png")}), 400, "prompt",
-     "unknown_parameter"),
-    ("unknown route", "POST", "/v1/images/upscale", lambda: {"prompt": "x"}, 404, None,
-     "not_found"),
+    (
+        "size wrong",
+        "POST",
+        GEN,
+        lambda: {"prompt": "x", "size": "9x9"},
+        400,
+        "size",
+        "invalid_size",
+    ),
+    (
+        "unknown model",
+        "POST",
+        GEN,
+        lambda: {"prompt": "x", "model": "dall-e-9"},
+        404,
+        "model",
+        "model_not_found",
+    ),
+    (
+        "unknown field",
+        "POST",
+        GEN,
+        lambda: {"prompt": "x", "colour": "red"},
+        400,
+        "colour",
+        "unknown_parameter",
+    ),
+    (
+        "style on gpt",
+        "POST",
+        GEN,
+        lambda: {"prompt": "x", "style": "vivid"},
+        400,
+        "style",
+        "unsupported_parameter",
+    ),
+    (
+        "form to json route",
+        "POST",
+        GEN,
+        lambda: form({"prompt": "x"}),
+        400,
+        None,
+        "invalid_content_type",
+    ),
+    (
+        "json to edit route",
+        "POST",
+        EDIT,
+        lambda: {"prompt": "x"},
+        400,
+        None,
+        "invalid_content_type",
+    ),
+    (
+        "edit without image",
+        "POST",
+        EDIT,
+        lambda: form({"prompt": "x"}),
+        400,
+        "image",
+        "missing_required_parameter",
+    ),
+    (
+        "non-image upload",
+        "POST",
+        EDIT,
+        lambda: form({"prompt": "x"}, {"image": ("a.png", b"hello, not an image", "image/png")}),
+        400,
+        "image",
+        "invalid_image_format",
+    ),
+    (
+        "text file as png",
+        "POST",
+        EDIT,
+        lambda: form({"prompt": "x"}, {"image": ("a.png", b"%PDF-1.4 fake", "image/png")}),
+        400,
+        "image",
+        "invalid_image_format",
+    ),
+    (
+        "mask of wrong size",
+        "POST",
+        EDIT,
+        lambda: form(
+            {"prompt": "x"},
+            {
+                "image": ("a.png", PNG, "image/png"),
+                "mask": ("m.png", make_png(32, 32, alpha=True), "image/png"),
+            },
+        ),
+        400,
+        "mask",
+        "invalid_mask_size",
+    ),
+    (
+        "mask without alpha",
+        "POST",
+        EDIT,
+        lambda: form(
+            {"prompt": "x"},
+            {"image": ("a.png", PNG, "image/png"), "mask": ("m.png", PNG, "image/png")},
+        ),
+        400,
+        "mask",
+        "invalid_image_format",
+    ),
+    (
+        "variation non-square",
+        "POST",
+        VAR,
+        lambda: form({}, {"image": ("a.png", make_png(64, 32), "image/png")}),
+        400,
+        "image",
+        "invalid_image_shape",
+    ),
+    (
+        "variation with prompt",
+        "POST",
+        VAR,
+        lambda: form({"prompt": "x"}, {"image": ("a.png", PNG, "image/png")}),
+        400,
+        "prompt",
+        "unknown_parameter",
+    ),
+    (
+        "unknown route",
+        "POST",
+        "/v1/images/upscale",
+        lambda: {"prompt": "x"},
+        404,
+        None,
+        "not_found",
+    ),
     ("wrong method", "GET", GEN, lambda: None, 405, None, "method_not_allowed"),
     ("unknown blob", "GET", "/images/" + "0" * 64 + ".png", lambda: None, 404, None, "not_found"),
     ("blob bad ext", "GET", "/images/" + "0" * 64 + ".exe", lambda: None, 404, None, "not_found"),
     ("blob short sha", "GET", "/images/abc.png", lambda: None, 404, None, "not_found"),
-    ("path traversal", "GET", "/images/..%2F..%2Fetc%2Fpasswd", lambda: None, 404, None,
-     "not_found"),
+    (
+        "path traversal",
+        "GET",
+        "/images/..%2F..%2Fetc%2Fpasswd",
+        lambda: None,
+        404,
+        None,
+        "not_found",
+    ),
     ("bad max-age", "POST", GEN, lambda: {"prompt": "x"}, 400, None, "invalid_cache_control"),
 ]
 
 
-@pytest.mark.parametrize(("name", "method", "path", "body", "status", "param", "code"), CASES,
-                         ids=[c[0] for c in CASES])
-async def test_bad_request_gets_an_openai_error(gateway, name, method, path, body, status, param,
-                                                code):
+@pytest.mark.parametrize(
+    ("name", "method", "path", "body", "status", "param", "code"), CASES, ids=[c[0] for c in CASES]
+)
+async def test_bad_request_gets_an_openai_error(
+    gateway, name, method, path, body, status, param, code
+):
     payload = body()
     headers = {"Cache-Control": "max-age=soon"} if name == "bad max-age" else {}
     kwargs: dict = {"headers": headers}
@@ -121,13 +236,15 @@ async def test_oversized_body_is_a_413(settings, provider, clock):
     try:
         async with aiohttp.ClientSession() as http:
             big = io.BytesIO(json.dumps({"prompt": "x" * (2 * 1024 * 1024)}).encode())
-            async with http.post(gw.base_url + "/images/generations", data=big,
-                                 headers=JSON) as got:
+            async with http.post(
+                gw.base_url + "/images/generations", data=big, headers=JSON
+            ) as got:
                 assert got.status == 413
                 assert (await got.json())["error"]["type"] == "invalid_request_error"
             files = {"image": ("a.png", io.BytesIO(b"\x89PNG" + b"0" * (2 << 20)), "image/png")}
-            async with http.post(gw.base_url + "/images/edits",
-                                 data=form({"prompt": "x"}, files)) as got:
+            async with http.post(
+                gw.base_url + "/images/edits", data=form({"prompt": "x"}, files)
+            ) as got:
                 assert got.status == 413
             async with http.get(gw.root + "/healthz") as alive:
                 assert alive.status == 200

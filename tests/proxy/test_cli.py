@@ -18,8 +18,12 @@ URL = re.compile(r"(http://\S+/v1)")
 class Server:
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "proxy", *args], stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
+            [sys.executable, "-m", "proxy", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=cwd,
         )
         line = self.proc.stdout.readline()
         match = URL.search(line)
@@ -43,8 +47,11 @@ class Server:
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     root = Path(__file__).resolve().parents[2]
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("IMAGEGATE_", "OPENAI_", "REPLICATE_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("IMAGEGATE_", "OPENAI_", "REPLICATE_"))
+    }
     return {**clean, "PYTHONPATH": str(root), "IMAGEGATE_DATA_DIR": str(tmp_path / "data")}
 
 
@@ -73,8 +80,9 @@ def test_serve_survives_kill_9_and_restarts_with_its_cache(env, tmp_path):
 def test_serve_reads_config_and_interpolates_env(env, tmp_path):
     config = tmp_path / "gateway.toml"
     config.write_text('[server]\nhost = "${GW_HOST}"\n[defaults]\nmodel = "dall-e-2"\n')
-    server = Server(["serve", "--config", str(config), "--port", "0"],
-                    {**env, "GW_HOST": "127.0.0.1"}, tmp_path)
+    server = Server(
+        ["serve", "--config", str(config), "--port", "0"], {**env, "GW_HOST": "127.0.0.1"}, tmp_path
+    )
     with server.client() as client:
         result = client.images.generate(prompt="a cat", size="256x256")
         assert result.data[0].url.endswith(".png")  # dall-e-2 answers with a URL by default
@@ -94,13 +102,25 @@ def test_serve_reads_config_and_interpolates_env(env, tmp_path):
 def test_config_errors_name_the_path_and_exit_non_zero(env, tmp_path, text, fragment):
     config = tmp_path / "bad.toml"
     config.write_text(text)
-    done = subprocess.run([sys.executable, "-m", "proxy", "serve", "--config", str(config)],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=30,
+    )
     assert done.returncode == 2
     assert fragment in done.stderr and "Traceback" not in done.stderr
 
 
 def test_missing_config_file_is_an_error(env, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "proxy", "serve", "--config", "nope.toml"],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", "serve", "--config", "nope.toml"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=30,
+    )
     assert done.returncode == 2 and "file not found" in done.stderr

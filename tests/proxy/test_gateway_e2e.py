@@ -52,14 +52,21 @@ async def test_miss_then_hit_returns_the_same_bytes_for_free(gateway):
 async def test_sync_client_and_equivalent_bodies_share_an_entry(gateway):
     client = gateway.sync_client()
     first = await asyncio.to_thread(
-        client.images.with_raw_response.generate, model="gpt-image-1-mini", prompt=PROMPT,
-        size="1024x1024", user="alice",
+        client.images.with_raw_response.generate,
+        model="gpt-image-1-mini",
+        prompt=PROMPT,
+        size="1024x1024",
+        user="alice",
     )
     # Same pixels: whitespace runs, explicit defaults and nulls do not change the key.
     second = await asyncio.to_thread(
-        client.images.with_raw_response.generate, model="gpt-image-1-mini",
-        prompt="  " + PROMPT.replace(" ", "   ") + "\n", size="1024x1024", quality="auto",
-        background=None, user="bob",
+        client.images.with_raw_response.generate,
+        model="gpt-image-1-mini",
+        prompt="  " + PROMPT.replace(" ", "   ") + "\n",
+        size="1024x1024",
+        quality="auto",
+        background=None,
+        user="bob",
     )
     assert first.headers["x-cache"] == "MISS" and second.headers["x-cache"] == "HIT"
     assert first.headers["x-cache-key"] == second.headers["x-cache-key"]
@@ -96,8 +103,9 @@ async def test_public_base_url_is_used_for_image_urls(settings, provider, clock)
 
     from tests.conftest import start_gateway
 
-    settings = replace(settings, server=replace(settings.server,
-                                                public_base_url="https://img.example.com"))
+    settings = replace(
+        settings, server=replace(settings.server, public_base_url="https://img.example.com")
+    )
     gw = await start_gateway(settings, provider, clock)
     try:
         _, r = await generate(gw.client(), response_format="url")
@@ -226,7 +234,7 @@ async def test_edits_are_keyed_by_image_content(gateway):
 async def test_variations_work_with_dall_e_2(gateway):
     client = gateway.client()
     image = make_png(256, 256, (10, 120, 30))
-    with pytest.warns(DeprecationWarning):
+    with pytest.warns(DeprecationWarning, match="deprecated"):
         first = await client.images.with_raw_response.create_variation(
             image=image, n=2, size="256x256", response_format="b64_json"
         )
@@ -261,7 +269,10 @@ async def test_models_health_and_metrics(gateway):
         await generate(client)
         async with http.get(gateway.root + "/metrics") as got:
             text = await got.text()
-    assert 'imagegate_http_requests_total{method="POST",route="/v1/images/generations",status="200"}' in text
+    assert (
+        'imagegate_http_requests_total{method="POST",route="/v1/images/generations",status="200"}'
+        in text
+    )
     assert 'imagegate_cache_lookups_total{outcome="miss"} 1.0' in text
     assert PROMPT not in text
 
