@@ -1,0 +1,252 @@
+"""The embedded default stores: blobs and entries in diskcache directories.
+
+Both stores keep nothing that matters only in memory: every `put` is committed to sqlite
+(and, for blobs, to a file written before the commit) before it returns, so the data
+survives `kill -9` and is shared by every process that opens the same directory.
+
+Durability choice: sqlite in WAL mode with `synchronous=NORMAL` (diskcache's defaults,
+spelled out below). A committed transaction survives the process dying at any point; only
+an OS crash or power loss can drop the last few commits, which for a cache is a miss, and
+blob files are not fsynced either: a blob file torn by power loss fails verification on
+its next read and is dropped (healed), never served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Final, NamedTuple
+
+import diskcache
+
+from policies.models import Entry
+from proxy.ports import BlobFile
+
+__all__ = ["DiskBlobStore", "DiskEntryStore"]
+
+_UNBOUNDED: Final = 2**62  # diskcache's default size_limit is 1 GiB; "no bound" is huge.
+_MEMO_LIMIT: Final = 65_536  # verified-file signatures remembered per process
+_PING_KEY: Final = "__ping__"
+_SQLITE: Final[dict[str, object]] = {"sqlite_journal_mode": "wal", "sqlite_synchronous": 1}
+
+# diskcache has no public query for these; the schema is stable across diskcache 5.x
+# (pinned <6 in pyproject). Keys of this store are always `str`, stored with raw = 1.
+_SELECT_FILENAME: Final = "SELECT filename FROM Cache WHERE key = ? AND raw = 1"
+_SELECT_LRU: Final = "SELECT key FROM Cache WHERE key != ? ORDER BY access_time LIMIT 1"
+
+
+class _Signature(NamedTuple):
+    """What must be unchanged for a verified file to stay verified without re-hashing."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    ino: int
+
+
+def _signature(handle: io.BufferedReader) -> _Signature:
+    st = os.fstat(handle.fileno())
+    return _Signature(str(handle.name), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+class DiskBlobStore:
+    """sha256 -> image bytes, each blob one file of a diskcache `Cache` in `directory`.
+
+    `max_bytes` bounds diskcache's `volume()` (blob files plus its sqlite index): past it,
+    a `put` evicts the least recently used (read or put) other blobs. The counters
+    `evictions`, `healed` and `verifications` count what *this process* did.
+
+    Reads never return bytes that don't hash to their address. A file is hashed the first
+    time this process reads it and again whenever its (path, size, mtime_ns, inode) changes.
+    Known limit: a same-size in-place rewrite that lands within the filesystem's timestamp
+    granularity of the last verification, or silent bit rot, is only caught by a process
+    that has not verified that file yet.
+    """
+
+    def __init__(self, directory: Path, *, max_bytes: int | None = None) -> None:
+        self._max_bytes = max_bytes
+        # cull_limit=0: diskcache's own culling on `set` drops up to 10 LRU rows at once
+        # (possibly the one just stored); `_evict` drops exactly what is needed instead.
+        self._cache = diskcache.Cache(
+            str(directory),
+            eviction_policy="least-recently-used",
+            size_limit=_UNBOUNDED if max_bytes is None else max_bytes,
+            cull_limit=0,
+            disk_min_file_size=0,  # every blob is a file, so `open` can hand out its path
+            **_SQLITE,
+        )
+        self._lock = threading.Lock()
+        self._memo: OrderedDict[str, _Signature] = OrderedDict()
+        self.evictions = 0
+        self.healed = 0
+        self.verifications = 0
+
+    @property
+    def directory(self) -> Path:
+        return Path(self._cache.directory)
+
+    def put(self, data: bytes) -> str:
+        """Store `data` unless a verified copy is there already; return its sha256 hex."""
+        sha = hashlib.sha256(data).hexdigest()
+        if self.open(sha) is not None:
+            return sha
+        # `add` writes the file, then inserts the row in one transaction unless another
+        # process added the same blob meanwhile (then its own file is removed again).
+        if self._cache.add(sha, bytes(data)):
+            self._evict(keep=sha)
+        return sha
+
+    def get(self, sha256: str) -> bytes | None:
+        handle = self._handle(sha256)
+        if handle is None:
+            return None
+        with handle:
+            before = _signature(handle)
+            data = handle.read()
+            after = _signature(handle)
+        if self._trusted(sha256, before, after):
+            return data
+        if not self._check(sha256, hashlib.sha256(data).hexdigest(), before, after):
+            return None
+        return data
+
+    def open(self, sha256: str) -> BlobFile | None:
+        handle = self._handle(sha256)
+        if handle is None:
+            return None
+        with handle:
+            before = _signature(handle)
+            if not self._trusted(sha256, before, before):
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+                if not self._check(sha256, digest, before, _signature(handle)):
+                    return None
+        return BlobFile(path=Path(before.path), size=before.size)
+
+    def ping(self) -> None:
+        _ = _PING_KEY in self._cache  # a real sqlite read; raises if the index is unusable
+
+    def close(self) -> None:
+        self._cache.close()
+
+    def _handle(self, sha: str) -> io.BufferedReader | None:
+        """An open handle on `sha`'s file (marking it used), or None if there is none."""
+        value = self._cache.get(sha, read=True)
+        if isinstance(value, io.BufferedReader):
+            return value
+        # A row whose file is gone (or an in-database value this store never writes).
+        if value is not None or sha in self._cache:
+            self._drop(sha, bad_path=None)
+        return None
+
+    def _trusted(self, sha: str, before: _Signature, after: _Signature) -> bool:
+        with self._lock:
+            if before != after or self._memo.get(sha) != before:
+                return False
+            self._memo.move_to_end(sha)
+            return True
+
+    def _check(self, sha: str, digest: str, before: _Signature, after: _Signature) -> bool:
+        """Record one verification; remember a good file, drop a bad one."""
+        with self._lock:
+            self.verifications += 1
+        if digest != sha:
+            self._drop(sha, bad_path=before.path)
+            return False
+        if before == after:  # the file did not change while it was being hashed
+            with self._lock:
+                self._memo[sha] = before
+                self._memo.move_to_end(sha)
+                if len(self._memo) > _MEMO_LIMIT:
+                    self._memo.popitem(last=False)
+        return True
+
+    def _drop(self, sha: str, bad_path: str | None) -> None:
+        """Delete `sha` if its row still holds the bad file (`bad_path`), or, with None,
+        a missing file or an in-database value. A concurrent good re-put is left alone."""
+        with self._cache.transact():
+            row = self._cache._sql(_SELECT_FILENAME, (sha,)).fetchone()
+            if row is None:
+                return
+            path = None if row[0] is None else os.path.join(self._cache.directory, row[0])
+            if bad_path is not None:
+                still_bad = path == bad_path
+            else:
+                still_bad = path is None or not os.path.exists(path)
+            if not still_bad:
+                return
+            self._cache.delete(sha)
+        with self._lock:
+            self.healed += 1
+            self._memo.pop(sha, None)
+
+    def _evict(self, keep: str) -> None:
+        """Drop least recently used blobs other than `keep` until within `max_bytes`."""
+        if self._max_bytes is None:
+            return
+        evicted: list[str] = []
+        with self._cache.transact():
+            while self._cache.volume() > self._max_bytes:
+                row = self._cache._sql(_SELECT_LRU, (keep,)).fetchone()
+                if row is None:  # `keep` alone is over the bound: keep it anyway
+                    break
+                if self._cache.delete(row[0]):
+                    evicted.append(row[0])
+        with self._lock:
+            self.evictions += len(evicted)
+            for sha in evicted:
+                self._memo.pop(sha, None)
+
+
+def _entry_key(key: str, index: int) -> str:
+    return f"{key}/{index}"
+
+
+class DiskEntryStore:
+    """(request key, index) -> Entry as JSON text in a diskcache `Cache` in `directory`.
+
+    Unbounded in size (entries are tiny); a `ttl` becomes diskcache's `expire`, and
+    diskcache removes expired rows as later `put`s happen. An entry whose blob was evicted
+    is still returned: the service treats that as a miss.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self._cache = diskcache.Cache(
+            str(directory),
+            eviction_policy="none",
+            size_limit=_UNBOUNDED,
+            **_SQLITE,
+        )
+
+    @property
+    def directory(self) -> Path:
+        return Path(self._cache.directory)
+
+    def get(self, key: str, index: int) -> Entry | None:
+        raw = self._cache.get(_entry_key(key, index))
+        if not isinstance(raw, str):
+            return None
+        try:
+            parsed = json.loads(raw)
+            return Entry.from_json(parsed) if isinstance(parsed, dict) else None
+        except (ValueError, KeyError, TypeError, AssertionError):
+            # Unreadable (e.g. written by a newer version sharing the directory): a miss,
+            # left in place; the service's next put for this key overwrites it.
+            return None
+
+    def put(self, key: str, index: int, entry: Entry, *, ttl: float | None = None) -> None:
+        text = json.dumps(entry.to_json(), separators=(",", ":"), sort_keys=True)
+        self._cache.set(_entry_key(key, index), text, expire=ttl)
+
+    def delete(self, key: str, index: int) -> None:
+        self._cache.delete(_entry_key(key, index))
+
+    def ping(self) -> None:
+        _ = _PING_KEY in self._cache  # a real sqlite read; raises if the index is unusable
+
+    def close(self) -> None:
+        self._cache.close()
