@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import signal
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,11 @@ __all__ = ["main"]
 log = structlog.get_logger("imagegate.cli")
 
 
+# Each command module exposes `register(commands)`, which adds its sub-parser and sets
+# `func` (args -> exit status) as the parser default.
+_COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="imagegate", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -28,7 +34,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", help="config file (default: $IMAGEGATE_CONFIG, ./config.toml)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8080; 0 picks a free one)")
+    serve.set_defaults(func=run_serve)
+    for name in _COMMAND_MODULES:
+        importlib.import_module(name).register(commands)
     args = parser.parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+def run_serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(find_config(args.config))
     except ConfigError as exc:
