@@ -53,11 +53,18 @@ def create_app(
     metrics = Metrics()
     data_dir = settings.data_dir
     entry_store = entries or DiskEntryStore(data_dir / "entries")
-    blob_store = blobs_store or DiskBlobStore(data_dir / "blobs", max_bytes=settings.cache.max_bytes)
+    blob_store = blobs_store or DiskBlobStore(
+        data_dir / "blobs", max_bytes=settings.cache.max_bytes
+    )
     registry = build_registry(settings, providers or {})
     service = ImageService(
-        catalog=catalog, entries=entry_store, blobs=blob_store, providers=registry,
-        metrics=metrics, clock=clock, ttl_seconds=settings.cache.ttl_seconds,
+        catalog=catalog,
+        entries=entry_store,
+        blobs=blob_store,
+        providers=registry,
+        metrics=metrics,
+        clock=clock,
+        ttl_seconds=settings.cache.ttl_seconds,
     )
     app[SETTINGS] = settings
     app[CATALOG] = catalog

@@ -106,16 +106,26 @@ class Settings:
 
 # section -> key -> (type, TOML path help). Types: the Python type the value must have.
 _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
-    "server": {"host": (str, "an address"), "port": (int, "0-65535"),
-               "public_base_url": (str, "a URL"), "max_body_mb": (int, "MiB")},
+    "server": {
+        "host": (str, "an address"),
+        "port": (int, "0-65535"),
+        "public_base_url": (str, "a URL"),
+        "max_body_mb": (int, "MiB"),
+    },
     "storage": {"data_dir": (str, "a directory")},
-    "cache": {"ttl_seconds": ((int, float), "seconds"), "max_bytes": (int, "bytes"),
-              "share_across_teams": (bool, "true or false")},
+    "cache": {
+        "ttl_seconds": ((int, float), "seconds"),
+        "max_bytes": (int, "bytes"),
+        "share_across_teams": (bool, "true or false"),
+    },
     "logging": {"level": (str, "debug|info|warning|error"), "format": (str, "auto|json|console")},
     "defaults": {"model": (str, "a model name")},
 }
 _PROVIDER_KEYS: dict[str, type | tuple[type, ...]] = {
-    "enabled": bool, "api_key": str, "api_token": str, "base_url": str,
+    "enabled": bool,
+    "api_key": str,
+    "api_token": str,
+    "base_url": str,
     "timeout_seconds": (int, float),
 }
 _PROVIDERS = ("placeholder", "openai", "replicate")
@@ -166,7 +176,7 @@ def _section(raw: dict[str, Any], name: str, source: str) -> dict[str, Any]:
         if key not in schema:
             raise ConfigError(source, f"{name}.{key}", f"unknown key; known: {', '.join(schema)}")
         typ, hint = schema[key]
-        if isinstance(value, bool) and typ is not bool or not isinstance(value, typ):
+        if (isinstance(value, bool) and typ is not bool) or not isinstance(value, typ):
             raise ConfigError(source, f"{name}.{key}", f"expected {hint}, got {value!r}")
     return section
 
@@ -186,8 +196,9 @@ def _build(raw: dict[str, Any], source: str, environ: Mapping[str, str]) -> Sett
         if key in cache and cache[key] <= 0:
             raise ConfigError(source, f"cache.{key}", "must be positive (leave it out for none)")
     log = _section(raw, "logging", source)
-    _check_choice(source, "logging.level", log.get("level", "info"),
-                  ("debug", "info", "warning", "error"))
+    _check_choice(
+        source, "logging.level", log.get("level", "info"), ("debug", "info", "warning", "error")
+    )
     _check_choice(source, "logging.format", log.get("format", "auto"), ("auto", "json", "console"))
     data_dir = environ.get("IMAGEGATE_DATA_DIR") or storage.get("data_dir") or ".imagegate"
     return Settings(
@@ -220,7 +231,7 @@ def _providers(raw: Any, source: str) -> dict[str, ProviderSettings]:
             typ = _PROVIDER_KEYS.get(key)
             if typ is None:
                 raise ConfigError(source, f"{path}.{key}", "unknown key")
-            if isinstance(value, bool) and typ is not bool or not isinstance(value, typ):
+            if (isinstance(value, bool) and typ is not bool) or not isinstance(value, typ):
                 raise ConfigError(source, f"{path}.{key}", f"wrong type: {type(value).__name__}")
         secret = table.get("api_key") or table.get("api_token") or ""
         out[name] = ProviderSettings(

@@ -37,8 +37,14 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     metrics.requests.labels(route, request.method, str(response.status)).inc()
     metrics.request_seconds.labels(route, cache).observe(elapsed)
     if route.startswith("/v1/images"):
-        log.info("http.request_completed", method=request.method, route=route,
-                 status=response.status, cache=cache, ms=round(elapsed * 1000, 2))
+        log.info(
+            "http.request_completed",
+            method=request.method,
+            route=route,
+            status=response.status,
+            cache=cache,
+            ms=round(elapsed * 1000, 2),
+        )
     return response
 
 

@@ -84,7 +84,9 @@ class ImageService:
         )
         if plan.missing and directives.only_if_cached:
             plan_lookup([None], directives, now=self.clock())  # raises NotCached
-        generated, coalesced, cost = await self._fill(key, parsed, uploads, plan, directives, images)
+        generated, coalesced, cost = await self._fill(
+            key, parsed, uploads, plan, directives, images
+        )
         outcome = outcome_of(plan, directives, generated=generated, coalesced=coalesced)
         self.metrics.cache_lookups.labels(outcome=outcome.value.lower()).inc()
         ordered = tuple(images[i] for i in range(n))
@@ -174,27 +176,46 @@ class ImageService:
             if len(result.images) != len(indexes):
                 raise ProviderError(
                     f"{provider.name} returned {len(result.images)} image(s) "
-                    f"for {len(indexes)} requested", code="invalid_output",
+                    f"for {len(indexes)} requested",
+                    code="invalid_output",
                 )
             checked = [_check(parsed, image.data) for image in result.images]
         except GatewayError as exc:
             self.metrics.provider_calls.labels(provider.name, spec.name, exc.code or "error").inc()
-            log.warning("provider.call_failed", provider=provider.name, model=spec.name,
-                        error=exc.message, code=exc.code)
+            log.warning(
+                "provider.call_failed",
+                provider=provider.name,
+                model=spec.name,
+                error=exc.message,
+                code=exc.code,
+            )
             raise
         self.metrics.provider_calls.labels(provider.name, spec.name, "ok").inc()
-        log.info("provider.called", provider=provider.name, model=spec.name,
-                 images=len(indexes), cost_micros=result.cost_micros,
-                 seconds=round(self.clock() - started, 3))
+        log.info(
+            "provider.called",
+            provider=provider.name,
+            model=spec.name,
+            images=len(indexes),
+            cost_micros=result.cost_micros,
+            seconds=round(self.clock() - started, 3),
+        )
         now = self.clock()
         costs = _split_cost(result.cost_micros, len(indexes))
         landed: dict[int, Landed] = {}
         for pos, index in enumerate(indexes):
             image, (width, height) = result.images[pos], checked[pos]
             blob = await asyncio.to_thread(self.blobs.put, image.data)
-            entry = Entry(blob=blob, format=request.output_format, width=width, height=height,
-                          model=spec.name, provider=provider.name, cost_micros=costs[pos],
-                          created=now, revised_prompt=image.revised_prompt)
+            entry = Entry(
+                blob=blob,
+                format=request.output_format,
+                width=width,
+                height=height,
+                model=spec.name,
+                provider=provider.name,
+                cost_micros=costs[pos],
+                created=now,
+                revised_prompt=image.revised_prompt,
+            )
             if not directives.no_store:
                 await asyncio.to_thread(self.entries.put, key, index, entry, ttl=self.ttl_seconds)
             landed[index] = Landed(entry, image.data)
@@ -206,7 +227,9 @@ class ImageService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-def _forget(tasks: set[asyncio.Task[tuple[int, dict[int, Landed]]]]) -> Callable[[asyncio.Task[tuple[int, dict[int, Landed]]]], None]:
+def _forget(
+    tasks: set[asyncio.Task[tuple[int, dict[int, Landed]]]],
+) -> Callable[[asyncio.Task[tuple[int, dict[int, Landed]]]], None]:
     def done(task: asyncio.Task[tuple[int, dict[int, Landed]]]) -> None:
         tasks.discard(task)
         if not task.cancelled():

@@ -9,9 +9,27 @@ from pathlib import Path
 
 import policies
 
-FORBIDDEN = {"asyncio", "aiohttp", "openai", "replicate", "prometheus_client", "structlog",
-             "diskcache", "sqlite3", "redis", "httpx", "requests", "time", "os", "socket",
-             "subprocess", "pathlib", "random", "proxy", "PIL"}
+FORBIDDEN = {
+    "asyncio",
+    "aiohttp",
+    "openai",
+    "replicate",
+    "prometheus_client",
+    "structlog",
+    "diskcache",
+    "sqlite3",
+    "redis",
+    "httpx",
+    "requests",
+    "time",
+    "os",
+    "socket",
+    "subprocess",
+    "pathlib",
+    "random",
+    "proxy",
+    "PIL",
+}
 
 
 def _modules():

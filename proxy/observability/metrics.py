@@ -18,24 +18,32 @@ class Metrics:
     def __post_init__(self) -> None:
         r = self.registry
         self.requests = Counter(
-            "imagegate_http_requests_total", "HTTP requests by route template, method and status",
-            ("route", "method", "status"), registry=r,
+            "imagegate_http_requests_total",
+            "HTTP requests by route template, method and status",
+            ("route", "method", "status"),
+            registry=r,
         )
         self.request_seconds = Histogram(
             "imagegate_http_request_duration_seconds",
             "HTTP request duration by route template and cache outcome",
-            ("route", "cache"), buckets=_LATENCY_BUCKETS, registry=r,
+            ("route", "cache"),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.cache_lookups = Counter(
             "imagegate_cache_lookups_total",
             "Image requests by cache outcome (hit, miss, partial, coalesced, bypass)",
-            ("outcome",), registry=r,
+            ("outcome",),
+            registry=r,
         )
         self.provider_calls = Counter(
-            "imagegate_provider_calls_total", "Upstream calls by provider, model and outcome",
-            ("provider", "model", "outcome"), registry=r,
+            "imagegate_provider_calls_total",
+            "Upstream calls by provider, model and outcome",
+            ("provider", "model", "outcome"),
+            registry=r,
         )
         self.blobs_healed = Counter(
             "imagegate_blobs_healed_total",
-            "Blobs dropped because their bytes no longer hashed to their address", registry=r,
+            "Blobs dropped because their bytes no longer hashed to their address",
+            registry=r,
         )
