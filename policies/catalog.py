@@ -9,18 +9,17 @@ so an alias and its model share cache entries.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from policies.errors import ModelNotFound
 
 __all__ = [
     "DEFAULT_FAMILIES",
-    "DEFAULT_MODELS",
     "Catalog",
     "Family",
     "ModelSpec",
-    "default_catalog",
+    "Price",
 ]
 
 
@@ -112,65 +111,100 @@ DEFAULT_FAMILIES: Mapping[str, Family] = MappingProxyType(
             edit_square_only=False,
             extras=("complexity", "frame_count", "frame_duration_ms", "svg"),
         ),
+        # Replicate, fal.ai and self-hosted diffusion models: OpenAI sizes map to the
+        # model's aspect ratios (each model lists the sizes it takes).
+        "diffusion": Family(
+            name="diffusion",
+            prompt_max=10_000,
+            n_max=10,
+            sizes=("auto", "1024x1024"),
+            default_size="auto",
+            qualities=("auto", "standard"),
+            default_quality="auto",
+            operations=("generate", "edit"),
+            output_formats=("png", "jpeg", "webp"),
+            edit_images_max=1,
+            edit_image_max_bytes=50 * 1024 * 1024,
+            edit_formats=("png", "jpeg", "webp"),
+            edit_square_only=False,
+        ),
+        # auto and the use cases: the router picks a concrete model per request.
+        "virtual": Family(
+            name="virtual",
+            prompt_max=32_000,
+            n_max=10,
+            sizes=(
+                "auto",
+                "256x256",
+                "512x512",
+                "1024x1024",
+                "1536x1024",
+                "1024x1536",
+                "1792x1024",
+                "1024x1792",
+            ),
+            default_size="auto",
+            qualities=("auto", "low", "medium", "high", "standard", "hd"),
+            default_quality="auto",
+            operations=("generate", "edit"),
+            gpt_fields=True,
+            output_formats=("png", "jpeg", "webp"),
+            edit_images_max=16,
+            edit_image_max_bytes=50 * 1024 * 1024,
+            edit_formats=("png", "jpeg", "webp"),
+            edit_square_only=False,
+            input_fidelities=("high", "low"),
+        ),
     }
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """A price formula in micro-USD. Every part that is set adds up."""
+
+    per_image: Mapping[str, int] = field(default_factory=dict)  # "quality:size", size, quality, "*"
+    per_megapixel: int = 0
+    tokens_text_in: int = 0  # per 1M tokens
+    tokens_image_in: int = 0
+    tokens_image_out: int = 0
+    output_tokens: Mapping[str, int] = field(default_factory=dict)  # "quality:size" -> tokens
+    gpu_hour: int = 0  # self-hosted: micro-USD per GPU-hour
+    gpu_seconds_per_image: float = 0.0  # for quotes before the GPU time is known
 
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
     name: str
     family: str
-    provider: str
-    upstream: str
-    owned_by: str = "openai"
+    provider: str = ""
+    upstream: str = ""
+    owned_by: str = "imagegate"
     aliases: tuple[str, ...] = ()
     description: str = ""
     retired: bool = False
     successor: str | None = None
+    available: bool = True
+    unavailable_reason: str = ""
+    needs: tuple[str, ...] = ()  # virtual models: strengths a candidate must have
+    sizes: tuple[str, ...] = ()  # overrides the family's sizes
+    aspect_ratios: Mapping[str, str] = field(default_factory=dict)
+    max_per_call: int = 10
+    edits: bool = False
+    masks: bool = False
+    seed: bool = False
+    transparent: bool = False
+    formats: tuple[str, ...] = ("png",)
+    strengths: tuple[str, ...] = ()
+    licence: str = "commercial"
+    safety_param: str | None = None
+    safety_value: int | str | None = None
     input_fidelities: tuple[str, ...] | None = None  # None: the family's
+    price: Price = field(default_factory=Price)
 
-
-def _openai(name: str, family: str, **kw: object) -> ModelSpec:
-    return ModelSpec(name=name, family=family, provider="openai", upstream=name, **kw)  # type: ignore[arg-type]
-
-
-DEFAULT_MODELS: tuple[ModelSpec, ...] = (
-    _openai(
-        "gpt-image-1-mini",
-        "gpt-image",
-        input_fidelities=("low",),
-        description="Cheapest GPT image model",
-    ),
-    _openai("gpt-image-1.5", "gpt-image", description="GPT image model, strong text rendering"),
-    _openai(
-        "gpt-image-2",
-        "gpt-image-2",
-        aliases=("gpt-image-2-2026-04-21",),
-        description="Flexible sizes up to 3840x2160",
-    ),
-    _openai("chatgpt-image-latest", "gpt-image-2", description="The model ChatGPT uses"),
-    _openai(
-        "dall-e-2",
-        "dall-e-2",
-        retired=True,
-        successor="gpt-image-1-mini",
-        description="Retired 2026-05-12; served by its successor",
-    ),
-    _openai(
-        "dall-e-3",
-        "dall-e-3",
-        retired=True,
-        successor="gpt-image-1.5",
-        description="Retired 2026-05-12; served by its successor",
-    ),
-    _openai(
-        "gpt-image-1",
-        "gpt-image",
-        retired=True,
-        successor="gpt-image-1.5",
-        description="Shut down 2026-10-23; served by its successor",
-    ),
-)
+    @property
+    def virtual(self) -> bool:
+        return self.family == "virtual"
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,12 +243,13 @@ class Catalog:
         return spec
 
     def family_of(self, spec: ModelSpec) -> Family:
-        return self.families[spec.family]
+        family = self.families[spec.family]
+        if spec.sizes:
+            return replace(family, sizes=spec.sizes)
+        if spec.aspect_ratios:
+            return replace(family, sizes=tuple(spec.aspect_ratios))
+        return family
 
     def names(self) -> tuple[str, ...]:
         """Every name a client may use: models, then aliases."""
         return (*self.models, *self.aliases)
-
-
-def default_catalog() -> Catalog:
-    return Catalog.build(DEFAULT_MODELS)

@@ -139,10 +139,24 @@ class NoRoute(GatewayError):
 
 
 class ProviderError(GatewayError):
+    """An upstream failed. `retryable` failures fall back to the next model; `retry_after`
+    (seconds) is the upstream's own hint, honoured before that model is tried again."""
+
     status_hint = 502
     openai_type = "server_error"
     default_code = "upstream_error"
     retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.retry_after = retry_after
 
 
 class ProviderTimeout(ProviderError):

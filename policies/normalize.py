@@ -163,6 +163,12 @@ def _model(
 ) -> tuple[ModelSpec, Family, str]:
     requested = fields.string("model") or default
     spec = catalog.resolve(requested)
+    if not spec.available:
+        raise InvalidRequest(
+            f"The model '{requested}' is not available: {spec.unavailable_reason}",
+            param="model",
+            code="model_unavailable",
+        )
     family = catalog.family_of(spec)
     if operation not in family.operations:
         verb = {"generate": "generations", "edit": "edits", "variation": "variations"}[operation]
@@ -230,23 +236,29 @@ def _style(fields: Fields, family: Family) -> str | None:
 def _gpt_fields(
     fields: Fields, family: Family, op: Operation
 ) -> tuple[ImageFormat, str | None, int | None, str | None]:
+    """output_format, background, output_compression, moderation, per the family's rules."""
+    why = f"for {family.name} models; it is a GPT image model parameter"
     if not family.gpt_fields:
-        why = f"for {family.name}; it is a GPT image model parameter"
-        for name in ("background", "output_format", "output_compression", "moderation"):
+        for name in ("background", "moderation"):
             fields.unsupported(name, why)
         if fields.boolean("stream"):
             raise InvalidRequest(
                 f"Streaming is not supported {why}.", param="stream", code="unsupported_parameter"
             )
-        return "png", None, None, None
+        if family.output_formats == ("png",):
+            fields.unsupported("output_format", why)
+            fields.unsupported("output_compression", why)
+            return "png", None, None, None
     fmt = cast(ImageFormat, fields.string("output_format", choices=family.output_formats) or "png")
+    compression = fields.integer("output_compression", low=0, high=100)
+    compression = (100 if compression is None else compression) if fmt in ("jpeg", "webp") else None
+    if not family.gpt_fields:
+        return fmt, None, compression, None
     background = fields.string("background", choices=("transparent", "opaque", "auto")) or "auto"
     if background == "transparent" and fmt not in ("png", "webp", "gif", "svg"):
         raise InvalidRequest(
             "A transparent background needs output_format 'png' or 'webp'.", param="background"
         )
-    compression = fields.integer("output_compression", low=0, high=100)
-    compression = (100 if compression is None else compression) if fmt in ("jpeg", "webp") else None
     moderation = None
     if op == "generate":
         moderation = fields.string("moderation", choices=("low", "auto")) or "auto"

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 import structlog
 from aiohttp import web
 
-from policies.catalog import Catalog, default_catalog
+from policies.catalog import Catalog
 from proxy.config import Settings
 from proxy.keys import BLOBS, CATALOG, ENTRIES, METRICS, SERVICE, SETTINGS
 from proxy.middlewares import error_middleware, request_middleware
@@ -49,7 +49,7 @@ def create_app(
         middlewares=[request_middleware, error_middleware],
         client_max_size=settings.server.max_body_mb * 1024 * 1024,
     )
-    catalog = catalog or default_catalog()
+    catalog = catalog or settings.catalog
     metrics = Metrics()
     data_dir = settings.data_dir
     entry_store = entries or DiskEntryStore(data_dir / "entries")

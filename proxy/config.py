@@ -16,11 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from policies.catalog import Catalog
+from policies.catalog_config import CatalogError
+from proxy.catalog_loader import load_catalog
+
 __all__ = [
     "CacheSettings",
     "ConfigError",
     "LoggingSettings",
     "ProviderSettings",
+    "RoutingSettings",
     "Secret",
     "ServerSettings",
     "Settings",
@@ -87,10 +92,27 @@ class LoggingSettings:
 @dataclass(frozen=True, slots=True)
 class ProviderSettings:
     name: str
+    kind: str = ""  # openai | replicate | fal | placeholder; built-in names imply it
     enabled: bool | None = None  # None: decided by whether credentials are present
     api_key: Secret = field(default_factory=lambda: Secret(""))
     base_url: str = ""
     timeout_seconds: float = 120.0
+    download_hosts: tuple[str, ...] = ()
+    max_image_mb: int = 50
+    requests_per_minute: int | None = None  # the upstream's limit, kept by the gateway
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSettings:
+    substitute: str = "never"  # never | equivalent | cheaper
+    commercial_only: bool = False
+    breaker_failures: int = 3
+    breaker_cooldown_seconds: float = 30.0
+    max_attempts: int = 3  # models tried per request before giving up
+
+
+def _default_catalog() -> Catalog:
+    return load_catalog()
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +123,8 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     default_model: str = "gpt-image-1.5"
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    catalog: Catalog = field(default_factory=_default_catalog)
     source: str = "built-in defaults"
 
 
@@ -120,15 +144,26 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
     },
     "logging": {"level": (str, "debug|info|warning|error"), "format": (str, "auto|json|console")},
     "defaults": {"model": (str, "a model name")},
+    "routing": {
+        "substitute": (str, "never|equivalent|cheaper"),
+        "commercial_only": (bool, "true or false"),
+        "breaker_failures": (int, "a count"),
+        "breaker_cooldown_seconds": ((int, float), "seconds"),
+        "max_attempts": (int, "a count"),
+    },
 }
 _PROVIDER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "kind": str,
     "enabled": bool,
     "api_key": str,
     "api_token": str,
     "base_url": str,
     "timeout_seconds": (int, float),
+    "download_hosts": list,
+    "max_image_mb": int,
+    "requests_per_minute": int,
 }
-_PROVIDERS = ("placeholder", "openai", "replicate")
+_KINDS = ("placeholder", "openai", "replicate", "fal")
 
 
 def find_config(explicit: str | None, environ: Mapping[str, str] = os.environ) -> Path | None:
@@ -182,7 +217,7 @@ def _section(raw: dict[str, Any], name: str, source: str) -> dict[str, Any]:
 
 
 def _build(raw: dict[str, Any], source: str, environ: Mapping[str, str]) -> Settings:
-    known = {*_SCHEMA, "providers"}
+    known = {*_SCHEMA, "providers", "models"}
     for name in raw:
         if name not in known:
             raise ConfigError(source, name, f"unknown section; known: {', '.join(sorted(known))}")
@@ -208,8 +243,30 @@ def _build(raw: dict[str, Any], source: str, environ: Mapping[str, str]) -> Sett
         logging=LoggingSettings(**log),
         default_model=_section(raw, "defaults", source).get("model", "gpt-image-1.5"),
         providers=_providers(raw.get("providers", {}), source),
+        routing=_routing(raw, source),
+        catalog=_catalog(raw.get("models", {}), source),
         source=source,
     )
+
+
+def _routing(raw: dict[str, Any], source: str) -> RoutingSettings:
+    table = _section(raw, "routing", source)
+    _check_choice(
+        source,
+        "routing.substitute",
+        table.get("substitute", "never"),
+        ("never", "equivalent", "cheaper"),
+    )
+    return RoutingSettings(**table)
+
+
+def _catalog(raw: Any, source: str) -> Catalog:
+    if not isinstance(raw, dict):
+        raise ConfigError(source, "models", "must be a table of [models.<name>]")
+    try:
+        return load_catalog(raw)
+    except CatalogError as exc:
+        raise ConfigError(source, exc.path, exc.problem) from None
 
 
 def _check_choice(source: str, path: str, value: str, choices: tuple[str, ...]) -> None:
@@ -220,25 +277,40 @@ def _check_choice(source: str, path: str, value: str, choices: tuple[str, ...]) 
 def _providers(raw: Any, source: str) -> dict[str, ProviderSettings]:
     if not isinstance(raw, dict):
         raise ConfigError(source, "providers", "must be a table of [providers.<name>]")
-    out: dict[str, ProviderSettings] = {}
-    for name, table in raw.items():
-        path = f"providers.{name}"
-        if name not in _PROVIDERS:
-            raise ConfigError(source, path, f"unknown provider; known: {', '.join(_PROVIDERS)}")
-        if not isinstance(table, dict):
-            raise ConfigError(source, path, "must be a table")
-        for key, value in table.items():
-            typ = _PROVIDER_KEYS.get(key)
-            if typ is None:
-                raise ConfigError(source, f"{path}.{key}", "unknown key")
-            if (isinstance(value, bool) and typ is not bool) or not isinstance(value, typ):
-                raise ConfigError(source, f"{path}.{key}", f"wrong type: {type(value).__name__}")
-        secret = table.get("api_key") or table.get("api_token") or ""
-        out[name] = ProviderSettings(
-            name=name,
-            enabled=table.get("enabled"),
-            api_key=Secret(secret),
-            base_url=table.get("base_url", ""),
-            timeout_seconds=float(table.get("timeout_seconds", 120.0)),
+    return {name: _provider(name, table, source) for name, table in raw.items()}
+
+
+def _provider(name: str, table: Any, source: str) -> ProviderSettings:
+    path = f"providers.{name}"
+    if not isinstance(table, dict):
+        raise ConfigError(source, path, "must be a table")
+    for key, value in table.items():
+        typ = _PROVIDER_KEYS.get(key)
+        if typ is None:
+            raise ConfigError(
+                source, f"{path}.{key}", f"unknown key; known: {', '.join(_PROVIDER_KEYS)}"
+            )
+        if (isinstance(value, bool) and typ is not bool) or not isinstance(value, typ):
+            raise ConfigError(source, f"{path}.{key}", f"wrong type: {type(value).__name__}")
+    kind = table.get("kind") or (name if name in _KINDS else "")
+    if kind not in _KINDS:
+        raise ConfigError(
+            source,
+            f"{path}.kind",
+            f"must be one of {', '.join(_KINDS)} (required for a provider named {name!r})",
         )
-    return out
+    hosts = table.get("download_hosts", [])
+    if not all(isinstance(h, str) for h in hosts):
+        raise ConfigError(source, f"{path}.download_hosts", "must be a list of host names")
+    secret = table.get("api_key") or table.get("api_token") or ""
+    return ProviderSettings(
+        name=name,
+        kind=kind,
+        enabled=table.get("enabled"),
+        api_key=Secret(secret),
+        base_url=table.get("base_url", ""),
+        timeout_seconds=float(table.get("timeout_seconds", 120.0)),
+        download_hosts=tuple(hosts),
+        max_image_mb=table.get("max_image_mb", 50),
+        requests_per_minute=table.get("requests_per_minute"),
+    )

@@ -9,6 +9,7 @@ from typing import Protocol
 
 from policies.catalog import ModelSpec
 from policies.models import Entry, GeneratedImage, ImageRequest
+from policies.pricing import Usage
 
 __all__ = [
     "BlobFile",
@@ -68,7 +69,8 @@ class EntryStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ProviderCall:
-    """One upstream call: make `len(indexes)` images for `request`."""
+    """One upstream call: make `len(indexes)` images for `request`, which is already
+    translated for `model` (its name, size, quality and prompt are what goes upstream)."""
 
     request: ImageRequest
     model: ModelSpec
@@ -78,8 +80,13 @@ class ProviderCall:
 
 @dataclass(frozen=True, slots=True)
 class ProviderResult:
+    """What came back. Cost: `cost_micros` when the provider knows it exactly (the
+    placeholder: 0); else the catalog's formula over `usage` (tokens) or `gpu_seconds`."""
+
     images: tuple[GeneratedImage, ...]
-    cost_micros: int = 0
+    cost_micros: int | None = None
+    usage: Usage | None = None
+    gpu_seconds: float | None = None
 
 
 class Provider(Protocol):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policies.catalog import default_catalog
+from proxy.catalog_loader import load_catalog
 from policies.errors import InvalidRequest, ModelNotFound
 from policies.models import UploadInfo
 from policies.normalize import (
@@ -19,7 +19,7 @@ from policies.normalize import (
     request_key,
 )
 
-CATALOG = default_catalog()
+CATALOG = load_catalog()
 
 
 def key_of(body: dict[str, object]) -> str:

@@ -1,0 +1,110 @@
+"""Prices in integer micro-USD: a worst-case quote before a call, the actual cost after.
+
+Every part of a model's `Price` that is set adds up:
+- per image: the first of "quality:size", size, quality, "*" that the table has. A quote for
+  `quality=auto` or `size=auto` takes the dearest matching entry.
+- per megapixel (1,000,000 pixels) of output: quoted on the requested size (auto: 1024x1024),
+  settled on the size the provider returned.
+- per token (per 1M, from the provider's usage): text in, image in, image out. Settled from
+  usage when the provider reports it; the per-image table is then only the quote's estimate.
+- GPU time: micro-USD per GPU-hour times seconds (self-hosted, or Replicate's predict_time).
+Fractions of a micro-dollar round up, once, on the total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from policies.catalog import ModelSpec, Price
+from policies.models import ImageRequest
+from policies.sizes import dimensions
+
+__all__ = ["Usage", "quote", "settle"]
+
+# Upper bound on the input tokens one uploaded image costs (a 1536x1024 input at high fidelity
+# is about 6,240 tokens); quotes use it so that a reservation covers the real bill.
+IMAGE_INPUT_TOKENS = 8_000
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    text_in: int = 0
+    image_in: int = 0
+    image_out: int = 0
+
+
+def quote(spec: ModelSpec, request: ImageRequest, images: int) -> int:
+    """The most this request can cost on `spec` for `images` images."""
+    price = spec.price
+    total = Fraction(_per_image(price, request, worst=True) * images)
+    total += _megapixels(price, dimensions(request.size)) * images
+    if price.tokens_text_in or price.tokens_image_in:
+        prompt_tokens = len(request.prompt or "") + 16
+        image_tokens = IMAGE_INPUT_TOKENS * (len(request.images) + (1 if request.mask else 0))
+        total += _tokens(price, Usage(text_in=prompt_tokens, image_in=image_tokens))
+    if price.gpu_hour and price.gpu_seconds_per_image:
+        total += Fraction(price.gpu_hour) * Fraction(price.gpu_seconds_per_image) * images / 3600
+    return _ceil(total)
+
+
+def settle(
+    spec: ModelSpec,
+    request: ImageRequest,
+    images: int,
+    *,
+    usage: Usage | None = None,
+    gpu_seconds: float | None = None,
+    output_size: tuple[int, int] | None = None,
+) -> int:
+    """What the call cost, from the formula and what the provider reported."""
+    price = spec.price
+    if usage is not None and (price.tokens_image_out or price.tokens_text_in):
+        total = _tokens(price, usage)
+    else:
+        total = Fraction(_per_image(price, request, worst=True) * images)
+    size = output_size or dimensions(request.size)
+    total += _megapixels(price, size) * images
+    if price.gpu_hour:
+        seconds = gpu_seconds if gpu_seconds is not None else price.gpu_seconds_per_image * images
+        total += Fraction(price.gpu_hour) * Fraction(seconds) / 3600
+    return _ceil(total)
+
+
+def _per_image(price: Price, request: ImageRequest, *, worst: bool) -> int:
+    if not price.per_image:
+        return 0
+    quality, size = request.quality, request.size
+    for key in (f"{quality}:{size}", size, quality, "*"):
+        if key in price.per_image:
+            return price.per_image[key]
+    if not worst:
+        return 0
+    matching = [value for key, value in price.per_image.items() if _matches(key, quality, size)]
+    return max(matching or price.per_image.values())
+
+
+def _matches(key: str, quality: str, size: str) -> bool:
+    q, _, s = key.partition(":") if ":" in key else ("", "", key)
+    quality_ok = quality == "auto" or not q or q == quality
+    size_ok = size == "auto" or s == size or not s
+    return quality_ok and size_ok
+
+
+def _megapixels(price: Price, size: tuple[int, int]) -> Fraction:
+    if not price.per_megapixel:
+        return Fraction(0)
+    return Fraction(price.per_megapixel * size[0] * size[1], 1_000_000)
+
+
+def _tokens(price: Price, usage: Usage) -> Fraction:
+    return Fraction(
+        usage.text_in * price.tokens_text_in
+        + usage.image_in * price.tokens_image_in
+        + usage.image_out * price.tokens_image_out,
+        1_000_000,
+    )
+
+
+def _ceil(value: Fraction) -> int:
+    return -((-value.numerator) // value.denominator)

@@ -1,0 +1,154 @@
+"""Routing: which models can serve a request, cheapest first.
+
+A request names a concrete model (pinned), a retired model (served by its successor with the
+old request's meaning), or a virtual model (`auto` or a use case such as `text`). The router
+keeps the models that can serve the request and that policy allows, drops those whose circuit
+is open, quotes each, and orders them: cheapest first, then the most strengths for the use
+case, then by name. The shell tries them in that order, falling back on retryable failures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from policies.catalog import Catalog, ModelSpec
+from policies.errors import InvalidRequest, NoRoute
+from policies.models import ImageRequest
+from policies.pricing import quote
+from policies.sizes import dimensions
+from policies.translate import translate
+
+__all__ = ["Candidate", "RoutePolicy", "plan_route"]
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    providers: frozenset[str]  # providers that can take calls (configured with credentials)
+    substitute: Literal["never", "equivalent", "cheaper"] = "never"
+    commercial_only: bool = False
+    allowed_models: frozenset[str] | None = None  # a key's allow-list
+    cheap_only: bool = False  # budget pressure: only models with the `budget` strength
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    spec: ModelSpec
+    request: ImageRequest  # what goes upstream (model, size, quality, prompt mapped)
+    quote_micros: int
+    target_size: tuple[int, int] | None  # what the client gets; None: whatever came back
+    exact_size: bool  # True: the provider must return upstream size exactly
+
+
+def plan_route(
+    request: ImageRequest,
+    catalog: Catalog,
+    policy: RoutePolicy,
+    *,
+    images: int,
+    circuit_open: Callable[[str], bool] = lambda _: False,
+) -> tuple[Candidate, ...]:
+    """Every model that can serve `request`, in the order to try them. Raises `NoRoute`."""
+    asked = catalog.resolve(request.model)
+    _check_allowed(asked, policy)
+    reasons: dict[str, str] = {}
+    found: list[Candidate] = []
+    for spec in _pool(asked, catalog, policy):
+        why = _unfit(spec, request, policy, circuit_open)
+        if why:
+            reasons[spec.name] = why
+            continue
+        upstream, target, exact = translate(request, asked, spec)
+        found.append(Candidate(spec, upstream, quote(spec, upstream, images), target, exact))
+    if not found:
+        raise _no_route(asked, reasons)
+    rank = asked.needs or asked.strengths
+    found.sort(key=lambda c: (c.quote_micros, -len(set(rank) & set(c.spec.strengths)), c.spec.name))
+    if not asked.virtual and not asked.retired and policy.substitute != "cheaper":
+        found.sort(key=lambda c: c.spec.name != asked.name)  # the pinned model first
+    return tuple(found)
+
+
+def _check_allowed(asked: ModelSpec, policy: RoutePolicy) -> None:
+    if policy.allowed_models is not None and asked.name not in policy.allowed_models:
+        allowed = ", ".join(sorted(policy.allowed_models))
+        raise InvalidRequest(
+            f"This API key may not use the model '{asked.name}'. Allowed: {allowed}.",
+            param="model",
+            code="model_not_allowed",
+        )
+    if not asked.available:
+        raise NoRoute(
+            f"The model '{asked.name}' is not available: {asked.unavailable_reason}",
+            param="model",
+            code="model_unavailable",
+        )
+
+
+def _pool(asked: ModelSpec, catalog: Catalog, policy: RoutePolicy) -> list[ModelSpec]:
+    if asked.virtual:
+        return [
+            s
+            for s in catalog.models.values()
+            if set(asked.needs) <= set(s.strengths) or (not asked.needs and not s.virtual)
+        ]
+    if asked.retired and asked.successor is not None:
+        successor = catalog.models[asked.successor]
+        return [successor, *_substitutes(successor, catalog, policy)]
+    return [asked, *_substitutes(asked, catalog, policy)]
+
+
+def _substitutes(spec: ModelSpec, catalog: Catalog, policy: RoutePolicy) -> list[ModelSpec]:
+    if policy.substitute == "never":
+        return []
+    return [
+        s
+        for s in catalog.models.values()
+        if s.name != spec.name and set(spec.strengths) <= set(s.strengths)
+    ]
+
+
+def _unfit(
+    spec: ModelSpec, request: ImageRequest, policy: RoutePolicy, circuit_open: Callable[[str], bool]
+) -> str:
+    checks = (
+        (spec.virtual or spec.retired, "not a concrete model"),
+        (not spec.available, spec.unavailable_reason or "unavailable"),
+        (spec.provider not in policy.providers, f"provider '{spec.provider}' is not configured"),
+        (
+            policy.commercial_only and spec.licence != "commercial",
+            f"licence is {spec.licence} and commercial use is required",
+        ),
+        (policy.cheap_only and "budget" not in spec.strengths, "budget pressure: cheap tier only"),
+        (request.operation != "generate" and not spec.edits, "does not take edits"),
+        (request.mask is not None and not spec.masks, "does not take masks"),
+        (request.seed is not None and not spec.seed, "does not take a seed"),
+        (
+            request.background == "transparent" and not spec.transparent,
+            "cannot make a transparent background",
+        ),
+        (not _size_ok(spec, request.size), f"cannot make {request.size}"),
+        (circuit_open(spec.name), "circuit open after repeated failures"),
+    )
+    return next((why for failed, why in checks if failed), "")
+
+
+def _size_ok(spec: ModelSpec, size: str) -> bool:
+    if spec.aspect_ratios:
+        return size in spec.aspect_ratios
+    if spec.family == "gpt-image-2":
+        return True
+    if size == "auto":
+        return True
+    width, height = dimensions(size)
+    # GPT image models make 1024-class sizes; smaller or wider ones are fitted after.
+    return max(width, height) / min(width, height) <= 2 or spec.family.startswith("dall-e")
+
+
+def _no_route(asked: ModelSpec, reasons: dict[str, str]) -> NoRoute:
+    detail = "; ".join(f"{name}: {why}" for name, why in sorted(reasons.items())[:8])
+    return NoRoute(
+        f"No model can serve this request for '{asked.name}' ({detail or 'no candidates'}).",
+        param="model",
+    )
