@@ -9,13 +9,17 @@ import structlog
 from aiohttp import web
 
 from policies.catalog import Catalog
+from policies.circuit import Breaker
 from proxy.config import Settings
+from proxy.generation import Generator
 from proxy.keys import BLOBS, CATALOG, ENTRIES, METRICS, SERVICE, SETTINGS
 from proxy.middlewares import error_middleware, request_middleware
 from proxy.observability.metrics import Metrics
 from proxy.ports import BlobStore, EntryStore, Provider
+from proxy.providers.factory import build_providers
 from proxy.providers.placeholder import PlaceholderProvider
 from proxy.providers.registry import ProviderRegistry
+from proxy.router import Router
 from proxy.routes import blobs, health, images
 from proxy.service import ImageService
 from proxy.stores.disk import DiskBlobStore, DiskEntryStore
@@ -56,12 +60,27 @@ def create_app(
     blob_store = blobs_store or DiskBlobStore(
         data_dir / "blobs", max_bytes=settings.cache.max_bytes
     )
-    registry = build_registry(settings, providers or {})
+    registry = build_registry(
+        settings, build_providers(settings) if providers is None else providers
+    )
+    routing = settings.routing
+    router = Router(
+        catalog=catalog,
+        registry=registry,
+        metrics=metrics,
+        clock=clock,
+        breaker=Breaker(
+            threshold=routing.breaker_failures, cooldown=routing.breaker_cooldown_seconds
+        ),
+        substitute=routing.substitute,
+        commercial_only=routing.commercial_only,
+    )
     service = ImageService(
         catalog=catalog,
         entries=entry_store,
         blobs=blob_store,
-        providers=registry,
+        router=router,
+        generator=Generator(router, metrics, max_attempts=routing.max_attempts),
         metrics=metrics,
         clock=clock,
         ttl_seconds=settings.cache.ttl_seconds,

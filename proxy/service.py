@@ -15,15 +15,14 @@ import structlog
 
 from policies.cache import CacheDirectives, CacheOutcome, LookupPlan, outcome_of, plan_lookup
 from policies.catalog import Catalog
-from policies.errors import GatewayError, ProviderError
+from policies.errors import ProviderError
 from policies.models import Entry, ParsedRequest
 from policies.normalize import request_key
-from policies.sizes import dimensions
 from proxy.flights import Flights, Landed
-from proxy.imaging import check_output
+from proxy.generation import Generator
 from proxy.observability.metrics import Metrics
-from proxy.ports import BlobStore, EntryStore, ProviderCall
-from proxy.providers.registry import ProviderRegistry
+from proxy.ports import BlobStore, EntryStore
+from proxy.router import Router
 
 __all__ = ["ImageService", "Served", "ServedImage"]
 
@@ -51,7 +50,8 @@ class ImageService:
     catalog: Catalog
     entries: EntryStore
     blobs: BlobStore
-    providers: ProviderRegistry
+    router: Router
+    generator: Generator
     metrics: Metrics
     clock: Callable[[], float]
     ttl_seconds: float | None = None
@@ -167,59 +167,34 @@ class ImageService:
         directives: CacheDirectives,
     ) -> tuple[int, dict[int, Landed]]:
         request = parsed.request
-        spec = self.catalog.resolve(request.model)
-        provider = self.providers.choose(spec)
-        call = ProviderCall(request=request, model=spec, indexes=indexes, uploads=uploads)
-        started = self.clock()
-        try:
-            result = await provider.generate(call)
-            if len(result.images) != len(indexes):
-                raise ProviderError(
-                    f"{provider.name} returned {len(result.images)} image(s) "
-                    f"for {len(indexes)} requested",
-                    code="invalid_output",
-                )
-            checked = [_check(parsed, image.data) for image in result.images]
-        except GatewayError as exc:
-            self.metrics.provider_calls.labels(provider.name, spec.name, exc.code or "error").inc()
-            log.warning(
-                "provider.call_failed",
-                provider=provider.name,
-                model=spec.name,
-                error=exc.message,
-                code=exc.code,
-            )
-            raise
-        self.metrics.provider_calls.labels(provider.name, spec.name, "ok").inc()
-        log.info(
-            "provider.called",
-            provider=provider.name,
-            model=spec.name,
-            images=len(indexes),
-            cost_micros=result.cost_micros,
-            seconds=round(self.clock() - started, 3),
-        )
+        candidates = self.router.plan(request, images=len(indexes))
+        made = await self.generator.make(candidates, indexes, uploads)
+        asked = self.catalog.resolve(request.model)
         now = self.clock()
-        costs = _split_cost(result.cost_micros, len(indexes))
+        costs = _split_cost(made.cost_micros, len(indexes))
         landed: dict[int, Landed] = {}
         for pos, index in enumerate(indexes):
-            image, (width, height) = result.images[pos], checked[pos]
-            blob = await asyncio.to_thread(self.blobs.put, image.data)
+            image = made.images[pos]
+            revised = image.revised_prompt
+            if revised is None and asked.family == "dall-e-3":
+                revised = candidates[0].request.prompt  # DALL·E 3 clients expect one
+            data = image.image.data
+            blob = await asyncio.to_thread(self.blobs.put, data)
             entry = Entry(
                 blob=blob,
                 format=request.output_format,
-                width=width,
-                height=height,
-                model=spec.name,
-                provider=provider.name,
+                width=image.image.width,
+                height=image.image.height,
+                model=made.model,
+                provider=made.provider,
                 cost_micros=costs[pos],
                 created=now,
-                revised_prompt=image.revised_prompt,
+                revised_prompt=revised,
             )
             if not directives.no_store:
                 await asyncio.to_thread(self.entries.put, key, index, entry, ttl=self.ttl_seconds)
-            landed[index] = Landed(entry, image.data)
-        return result.cost_micros, landed
+            landed[index] = Landed(entry, data)
+        return made.cost_micros, landed
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
@@ -242,10 +217,3 @@ def _split_cost(total: int, count: int) -> list[int]:
     """Split integer micro-USD over `count` images so that the parts add up exactly."""
     base, rest = divmod(total, count)
     return [base + (1 if i < rest else 0) for i in range(count)]
-
-
-def _check(parsed: ParsedRequest, data: bytes) -> tuple[int, int]:
-    request = parsed.request
-    expected = None if request.size == "auto" else dimensions(request.size)
-    info = check_output(data, expected_format=request.output_format, expected_size=expected)
-    return info.width, info.height

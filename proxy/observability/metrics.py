@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["Metrics"]
 
@@ -40,6 +40,25 @@ class Metrics:
             "imagegate_provider_calls_total",
             "Upstream calls by provider, model and outcome",
             ("provider", "model", "outcome"),
+            registry=r,
+        )
+        self.provider_seconds = Histogram(
+            "imagegate_provider_latency_seconds",
+            "Upstream call latency by provider and model",
+            ("provider", "model"),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "imagegate_fallbacks_total",
+            "Requests that fell back from one model to another",
+            ("from_model", "to_model"),
+            registry=r,
+        )
+        self.circuit_state = Gauge(
+            "imagegate_circuit_state",
+            "Circuit per model: 0 closed, 0.5 half-open, 1 open",
+            ("model",),
             registry=r,
         )
         self.blobs_healed = Counter(

@@ -30,6 +30,19 @@ class ProviderRegistry:
             param="model",
         )
 
+    @property
+    def placeholder_only(self) -> bool:
+        """The placeholder answers every request (enabled, or no real provider is ready)."""
+        return self.placeholder is not None
+
+    def ready(self) -> frozenset[str]:
+        return frozenset(n for n, p in self.providers.items() if p.has_credentials())
+
+    def get(self, name: str) -> Provider:
+        if self.placeholder is not None:
+            return self.placeholder
+        return self.providers[name]
+
     def all(self) -> tuple[Provider, ...]:
         extra = (self.placeholder,) if self.placeholder is not None else ()
         return (*self.providers.values(), *extra)

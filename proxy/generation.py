@@ -1,0 +1,184 @@
+"""One miss, made: route, call (fanned out by what a model makes per call), check, fall back.
+
+The router orders the models that can serve the request; each is tried in turn until one
+succeeds or a failure is not worth retrying elsewhere (the request itself was refused).
+Every try is counted per provider, model and outcome; every fallback too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from policies.errors import GatewayError, NoRoute, ProviderError
+from policies.pricing import settle
+from policies.routing import Candidate
+from policies.sizes import dimensions
+from proxy.observability.metrics import Metrics
+from proxy.output import Finished, finish_image
+from proxy.ports import Provider, ProviderCall, ProviderResult
+from proxy.router import Router
+
+__all__ = ["Generated", "Generator", "MadeImage"]
+
+log = structlog.get_logger("imagegate.generation")
+
+
+@dataclass(frozen=True, slots=True)
+class MadeImage:
+    image: Finished
+    revised_prompt: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Generated:
+    images: tuple[MadeImage, ...]
+    model: str
+    provider: str
+    cost_micros: int
+    attempts: int
+
+
+@dataclass
+class Generator:
+    router: Router
+    metrics: Metrics
+    max_attempts: int = 3
+
+    async def make(
+        self,
+        candidates: Sequence[Candidate],
+        indexes: tuple[int, ...],
+        uploads: Mapping[str, bytes],
+    ) -> Generated:
+        last: ProviderError | None = None
+        tried = candidates[: self.max_attempts]
+        for attempt, candidate in enumerate(tried, start=1):
+            if attempt > 1:
+                self.metrics.fallbacks.labels(
+                    tried[attempt - 2].spec.name, candidate.spec.name
+                ).inc()
+            try:
+                return await self._try(candidate, indexes, uploads, attempt)
+            except ProviderError as exc:
+                self.router.record(candidate.spec.name, ok=False, retry_after=exc.retry_after)
+                if not exc.retryable:
+                    raise
+                last = exc
+        if last is None:
+            raise NoRoute("No model could be tried for this request.")
+        if len(tried) > 1:
+            raise type(last)(
+                f"Every model tried failed ({len(tried)} attempts); the last said: {last.message}",
+                code=last.code,
+                retry_after=last.retry_after,
+            )
+        raise last
+
+    async def _try(
+        self,
+        candidate: Candidate,
+        indexes: tuple[int, ...],
+        uploads: Mapping[str, bytes],
+        attempt: int,
+    ) -> Generated:
+        spec = candidate.spec
+        provider = self.router.registry.get(spec.provider)
+        per_call = max(1, spec.max_per_call)
+        chunks = [indexes[i : i + per_call] for i in range(0, len(indexes), per_call)]
+        started = time.perf_counter()
+        try:
+            results = await asyncio.gather(
+                *(self._call(provider, candidate, chunk, uploads) for chunk in chunks)
+            )
+            made = await asyncio.to_thread(_finish_all, candidate, results)
+        except GatewayError as exc:
+            self._count(provider, spec.name, exc.code or "error", started)
+            log.warning(
+                "provider.call_failed",
+                provider=provider.name,
+                model=spec.name,
+                attempt=attempt,
+                code=exc.code,
+                error=exc.message,
+            )
+            if not isinstance(exc, ProviderError):
+                raise ProviderError(exc.message, code=exc.code) from exc
+            raise
+        self._count(provider, spec.name, "ok", started)
+        self.router.record(spec.name, ok=True)
+        cost = sum(
+            _cost(candidate, chunk, result, made)
+            for chunk, result in zip(chunks, results, strict=True)
+        )
+        log.info(
+            "provider.called",
+            provider=provider.name,
+            model=spec.name,
+            attempt=attempt,
+            images=len(indexes),
+            calls=len(chunks),
+            cost_micros=cost,
+        )
+        return Generated(tuple(made), spec.name, provider.name, cost, attempt)
+
+    async def _call(
+        self,
+        provider: Provider,
+        candidate: Candidate,
+        chunk: tuple[int, ...],
+        uploads: Mapping[str, bytes],
+    ) -> ProviderResult:
+        call = ProviderCall(
+            request=candidate.request, model=candidate.spec, indexes=chunk, uploads=uploads
+        )
+        result = await provider.generate(call)
+        if len(result.images) != len(chunk):
+            raise ProviderError(
+                f"{provider.name} returned {len(result.images)} image(s) for {len(chunk)} asked",
+                code="invalid_output",
+            )
+        return result
+
+    def _count(self, provider: Provider, model: str, outcome: str, started: float) -> None:
+        self.metrics.provider_calls.labels(provider.name, model, outcome).inc()
+        self.metrics.provider_seconds.labels(provider.name, model).observe(
+            time.perf_counter() - started
+        )
+
+
+def _finish_all(candidate: Candidate, results: Sequence[ProviderResult]) -> list[MadeImage]:
+    request = candidate.request
+    upstream = None if request.size == "auto" else dimensions(request.size)
+    made: list[MadeImage] = []
+    for result in results:
+        for image in result.images:
+            finished = finish_image(
+                image.data,
+                fmt=request.output_format,
+                compression=request.output_compression,
+                upstream_size=upstream,
+                exact=candidate.exact_size,
+                target=candidate.target_size,
+            )
+            made.append(MadeImage(finished, image.revised_prompt))
+    return made
+
+
+def _cost(
+    candidate: Candidate, chunk: tuple[int, ...], result: ProviderResult, made: list[MadeImage]
+) -> int:
+    if result.cost_micros is not None:
+        return result.cost_micros
+    return settle(
+        candidate.spec,
+        candidate.request,
+        len(chunk),
+        usage=result.usage,
+        gpu_seconds=result.gpu_seconds,
+        output_size=made[0].image.source,
+    )

@@ -1,0 +1,67 @@
+"""The router's state: circuits and upstream back-off per model, around `policies.routing`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from policies.catalog import Catalog
+from policies.circuit import Breaker, Circuit, record, state_at
+from policies.models import ImageRequest
+from policies.routing import Candidate, RoutePolicy, plan_route
+from policies.sizes import dimensions
+from proxy.observability.metrics import Metrics
+from proxy.providers.registry import ProviderRegistry
+
+__all__ = ["Router"]
+
+_STATE_VALUE = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
+
+
+@dataclass
+class Router:
+    catalog: Catalog
+    registry: ProviderRegistry
+    metrics: Metrics
+    clock: Callable[[], float]
+    breaker: Breaker = field(default_factory=Breaker)
+    substitute: str = "never"
+    commercial_only: bool = False
+    _circuits: dict[str, Circuit] = field(default_factory=dict)
+    _backoff_until: dict[str, float] = field(default_factory=dict)
+
+    def plan(
+        self,
+        request: ImageRequest,
+        *,
+        images: int,
+        allowed_models: frozenset[str] | None = None,
+        cheap_only: bool = False,
+    ) -> tuple[Candidate, ...]:
+        if self.registry.placeholder_only:
+            spec = self.catalog.resolve(request.model)
+            target = None if request.size == "auto" else dimensions(request.size)
+            return (Candidate(spec, request, 0, target, exact_size=True),)
+        policy = RoutePolicy(
+            providers=self.registry.ready(),
+            substitute=self.substitute,  # type: ignore[arg-type]
+            commercial_only=self.commercial_only,
+            allowed_models=allowed_models,
+            cheap_only=cheap_only,
+        )
+        return plan_route(request, self.catalog, policy, images=images, circuit_open=self.is_open)
+
+    def is_open(self, model: str) -> bool:
+        now = self.clock()
+        if now < self._backoff_until.get(model, 0.0):
+            return True
+        return state_at(self._circuits.get(model, Circuit()), self.breaker, now) == "open"
+
+    def record(self, model: str, *, ok: bool, retry_after: float | None = None) -> None:
+        now = self.clock()
+        circuit = record(self._circuits.get(model, Circuit()), self.breaker, ok=ok, now=now)
+        self._circuits[model] = circuit
+        if retry_after:
+            self._backoff_until[model] = now + retry_after
+        state = state_at(circuit, self.breaker, now)
+        self.metrics.circuit_state.labels(model=model).set(_STATE_VALUE[state])
