@@ -13,6 +13,7 @@ Fractions of a micro-dollar round up, once, on the total.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -37,7 +38,11 @@ class Usage:
 def quote(spec: ModelSpec, request: ImageRequest, images: int) -> int:
     """The most this request can cost on `spec` for `images` images."""
     price = spec.price
-    total = Fraction(_per_image(price, request, worst=True) * images)
+    per_image = Fraction(_per_image(price, request))
+    if price.output_tokens and price.tokens_image_out:
+        tokens = _lookup(price.output_tokens, request)
+        per_image = max(per_image, Fraction(tokens * price.tokens_image_out, 1_000_000))
+    total = per_image * images
     total += _megapixels(price, dimensions(request.size)) * images
     if price.tokens_text_in or price.tokens_image_in:
         prompt_tokens = len(request.prompt or "") + 16
@@ -62,7 +67,7 @@ def settle(
     if usage is not None and (price.tokens_image_out or price.tokens_text_in):
         total = _tokens(price, usage)
     else:
-        total = Fraction(_per_image(price, request, worst=True) * images)
+        total = Fraction(_per_image(price, request) * images)
     size = output_size or dimensions(request.size)
     total += _megapixels(price, size) * images
     if price.gpu_hour:
@@ -71,17 +76,18 @@ def settle(
     return _ceil(total)
 
 
-def _per_image(price: Price, request: ImageRequest, *, worst: bool) -> int:
-    if not price.per_image:
-        return 0
+def _per_image(price: Price, request: ImageRequest) -> int:
+    return _lookup(price.per_image, request) if price.per_image else 0
+
+
+def _lookup(table: Mapping[str, int], request: ImageRequest) -> int:
+    """The table's value for the request; for `auto` quality or size, the dearest match."""
     quality, size = request.quality, request.size
     for key in (f"{quality}:{size}", size, quality, "*"):
-        if key in price.per_image:
-            return price.per_image[key]
-    if not worst:
-        return 0
-    matching = [value for key, value in price.per_image.items() if _matches(key, quality, size)]
-    return max(matching or price.per_image.values())
+        if key in table:
+            return table[key]
+    matching = [value for key, value in table.items() if _matches(key, quality, size)]
+    return max(matching or table.values())
 
 
 def _matches(key: str, quality: str, size: str) -> bool:

@@ -100,12 +100,13 @@ def _pool(asked: ModelSpec, catalog: Catalog, policy: RoutePolicy) -> list[Model
 
 
 def _substitutes(spec: ModelSpec, catalog: Catalog, policy: RoutePolicy) -> list[ModelSpec]:
+    """`equivalent`: models with every strength of the pinned one; `cheaper`: models with its
+    main (first) strength. The pinned model stays in the list as a fallback either way."""
     if policy.substitute == "never":
         return []
+    wanted = set(spec.strengths) if policy.substitute == "equivalent" else set(spec.strengths[:1])
     return [
-        s
-        for s in catalog.models.values()
-        if s.name != spec.name and set(spec.strengths) <= set(s.strengths)
+        s for s in catalog.models.values() if s.name != spec.name and wanted <= set(s.strengths)
     ]
 
 
