@@ -35,6 +35,7 @@ from policies.models import (
     UploadInfo,
 )
 from policies.sizes import check_size
+from policies.uploads import check_edit_images, check_mask
 
 __all__ = [
     "KEY_PREFIX",
@@ -112,11 +113,11 @@ def parse_edit(
 ) -> ParsedRequest:
     fields = Fields(form, form=True)
     spec, family, requested = _model(fields, catalog, default_model, "edit")
-    _check_edit_images(images, family)
+    check_edit_images(images, family)
     if mask is not None and markup is not None:
         raise InvalidRequest("'markup' cannot be combined with 'mask'.", param="markup")
     if mask is not None:
-        _check_mask(mask, images[0])
+        check_mask(mask, images[0])
     request = _common(fields, spec, family, "edit", prompt_required=True)
     fidelity = _input_fidelity(fields, spec, family)
     fields.reject_unknown(_EDIT)
@@ -140,7 +141,7 @@ def parse_variation(
         raise InvalidRequest(
             "Missing required parameter: 'image'.", param="image", code="missing_required_parameter"
         )
-    _check_edit_images([image], family)
+    check_edit_images([image], family)
     size = fields.string("size") or family.default_size
     check_size(size, family)
     seed = fields.integer("seed", low=0, high=2**32 - 1)
@@ -312,55 +313,3 @@ def _delivery(fields: Fields, family: Family) -> Delivery:
     fields.string("safety_identifier")
     fmt = cast(Literal["url", "b64_json"], response_format or default_format)
     return Delivery(n=n, response_format=fmt, stream=stream, partial_images=partial)
-
-
-def _check_edit_images(images: Sequence[UploadInfo], family: Family) -> None:
-    param = "image"
-    if not images:
-        raise InvalidRequest(
-            "Missing required parameter: 'image'.", param=param, code="missing_required_parameter"
-        )
-    if len(images) > family.edit_images_max:
-        raise InvalidRequest(
-            f"Too many images: {family.name} takes at most {family.edit_images_max}.", param=param
-        )
-    for info in images:
-        if info.format not in family.edit_formats:
-            kinds = ", ".join(f"'image/{f}'" for f in family.edit_formats)
-            raise InvalidRequest(
-                f"Invalid file 'image': unsupported format '{info.format}'. "
-                f"Supported file formats for {family.name} are {kinds}.",
-                param=param,
-                code="invalid_image_format",
-            )
-        if info.nbytes > family.edit_image_max_bytes:
-            limit = family.edit_image_max_bytes // (1024 * 1024)
-            raise InvalidRequest(
-                f"Invalid file 'image': larger than {limit} MB.",
-                param=param,
-                code="image_too_large",
-            )
-        if family.edit_square_only and info.width != info.height:
-            raise InvalidRequest(
-                f"Invalid file 'image': {family.name} needs a square image, got "
-                f"{info.width}x{info.height}.",
-                param=param,
-                code="invalid_image_shape",
-            )
-
-
-def _check_mask(mask: UploadInfo, image: UploadInfo) -> None:
-    if mask.format != "png" or not mask.has_alpha:
-        raise InvalidRequest(
-            "Invalid file 'mask': it must be a PNG with an alpha channel; fully transparent "
-            "pixels mark the area to edit.",
-            param="mask",
-            code="invalid_image_format",
-        )
-    if (mask.width, mask.height) != (image.width, image.height):
-        raise InvalidRequest(
-            f"Invalid file 'mask': it must have the same dimensions as the image "
-            f"({image.width}x{image.height}), got {mask.width}x{mask.height}.",
-            param="mask",
-            code="invalid_mask_size",
-        )
