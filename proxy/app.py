@@ -14,7 +14,7 @@ from proxy.config import Settings
 from proxy.generation import Generator
 from proxy.keys import BLOBS, CATALOG, ENTRIES, METRICS, SERVICE, SETTINGS
 from proxy.middlewares import error_middleware, request_middleware
-from proxy.observability.metrics import Metrics
+from proxy.observability.metrics import Metrics, StoreCollector
 from proxy.ports import BlobStore, EntryStore, Provider
 from proxy.providers.factory import build_providers
 from proxy.providers.placeholder import PlaceholderProvider
@@ -60,9 +60,9 @@ def create_app(
     blob_store = blobs_store or DiskBlobStore(
         data_dir / "blobs", max_bytes=settings.cache.max_bytes
     )
-    registry = build_registry(
-        settings, build_providers(settings) if providers is None else providers
-    )
+    made = build_providers(settings) if providers is None else providers
+    registry = build_registry(settings, made)
+    metrics.registry.register(StoreCollector(blob_store, entry_store))
     routing = settings.routing
     router = Router(
         catalog=catalog,

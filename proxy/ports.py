@@ -19,6 +19,7 @@ __all__ = [
     "Provider",
     "ProviderCall",
     "ProviderResult",
+    "StoreStats",
 ]
 
 
@@ -34,6 +35,14 @@ class BlobFile:
 
     path: Path
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    items: int
+    bytes: int
+    evictions: int = 0
+    healed: int = 0
 
 
 class BlobStore(Protocol):
@@ -54,6 +63,8 @@ class BlobStore(Protocol):
         """Raise if the store is unreachable."""
         ...
 
+    def stats(self) -> StoreStats: ...
+
 
 class EntryStore(Protocol):
     """(request key, index) -> Entry."""
@@ -65,6 +76,8 @@ class EntryStore(Protocol):
     def delete(self, key: str, index: int) -> None: ...
 
     def ping(self) -> None: ...
+
+    def stats(self) -> StoreStats: ...
 
 
 @dataclass(frozen=True, slots=True)

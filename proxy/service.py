@@ -67,23 +67,10 @@ class ImageService:
         scope: str = "",
         need_bytes: bool = True,
     ) -> Served:
-        request, n = parsed.request, parsed.delivery.n
-        key = request_key(request, scope)
-        found = [None if directives.no_cache else self.entries.get(key, i) for i in range(n)]
-        plan = plan_lookup(found, directives, now=self.clock(), ttl=self.ttl_seconds)
-        images: dict[int, ServedImage] = {}
-        for index, entry in plan.cached.items():
-            data = await self._load(entry, need_bytes)
-            if data is False:
-                self.entries.delete(key, index)  # its blob is gone: a miss, not an error
-            else:
-                images[index] = ServedImage(entry, data if isinstance(data, bytes) else None)
-        plan = LookupPlan(
-            cached={i: plan.cached[i] for i in images},
-            missing=tuple(i for i in range(n) if i not in images),
-        )
-        if plan.missing and directives.only_if_cached:
-            plan_lookup([None], directives, now=self.clock())  # raises NotCached
+        n = parsed.delivery.n
+        key = request_key(parsed.request, scope)
+        # One hop off the event loop for the whole lookup: entries, freshness, blobs.
+        plan, images = await asyncio.to_thread(self._lookup, key, n, directives, need_bytes)
         generated, coalesced, cost = await self._fill(
             key, parsed, uploads, plan, directives, images
         )
@@ -93,16 +80,29 @@ class ImageService:
         first = ordered[0].entry
         return Served(key, outcome, ordered, first.model, first.provider, cost)
 
-    async def _load(self, entry: Entry, need_bytes: bool) -> bytes | bool:
-        """The entry's bytes (or True when only existence matters); False when the blob is gone."""
-        if need_bytes:
-            data = await asyncio.to_thread(self.blobs.get, entry.blob)
-            return False if data is None else data
-        found = await asyncio.to_thread(self.blobs.open, entry.blob)
-        if found is not None:
-            return True
-        data = await asyncio.to_thread(self.blobs.get, entry.blob)  # stores without files
-        return data is not None
+    def _lookup(
+        self, key: str, n: int, directives: CacheDirectives, need_bytes: bool
+    ) -> tuple[LookupPlan, dict[int, ServedImage]]:
+        """Blocking: which indexes the cache serves (with their bytes when needed)."""
+        found = [None] * n if directives.no_cache else [self.entries.get(key, i) for i in range(n)]
+        now = self.clock()
+        plan = plan_lookup(found, directives, now=now, ttl=self.ttl_seconds)
+        images: dict[int, ServedImage] = {}
+        for index, entry in plan.cached.items():
+            data = self.blobs.get(entry.blob) if need_bytes else None
+            present = data is not None if need_bytes else self._blob_exists(entry.blob)
+            if not present:
+                self.entries.delete(key, index)  # its blob is gone: a miss, not an error
+                found[index] = None
+                continue
+            images[index] = ServedImage(entry, data)
+        if len(images) < len(plan.cached):
+            plan = plan_lookup(found, directives, now=now, ttl=self.ttl_seconds)
+        return plan, images
+
+    def _blob_exists(self, sha256: str) -> bool:
+        """Verified presence; a file-backed store answers without reading the bytes."""
+        return self.blobs.open(sha256) is not None or self.blobs.get(sha256) is not None
 
     async def _fill(
         self,

@@ -55,7 +55,7 @@ def _etags(header: str) -> set[str]:
 
 
 def _format_of(data: bytes) -> str:
-    kind = sniff(data[:512])
+    kind = sniff(data[:4096])
     return kind
 
 
@@ -63,7 +63,7 @@ async def _stream_file(
     request: web.Request, path: Path, size: int, fmt: str, headers: dict[str, str]
 ) -> web.StreamResponse:
     with open(path, "rb") as handle:  # noqa: ASYNC230 - reads below go through a thread
-        head = await asyncio.to_thread(handle.read, 512)
+        head = await asyncio.to_thread(handle.read, 4096)
         if sniff(head) != fmt:
             raise NotFound("No image with that address in that format.")
         response = web.StreamResponse(headers={**headers, "Content-Type": CONTENT_TYPES[fmt]})

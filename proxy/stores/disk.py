@@ -25,7 +25,7 @@ from typing import Final, NamedTuple
 import diskcache
 
 from policies.models import Entry
-from proxy.ports import BlobFile
+from proxy.ports import BlobFile, StoreStats
 
 __all__ = ["DiskBlobStore", "DiskEntryStore"]
 
@@ -126,6 +126,15 @@ class DiskBlobStore:
                 if not self._check(sha256, digest, before, _signature(handle)):
                     return None
         return BlobFile(path=Path(before.path), size=before.size)
+
+    def stats(self) -> StoreStats:
+        """What this store holds now, and what this process evicted and healed."""
+        return StoreStats(
+            items=len(self._cache),
+            bytes=self._cache.volume(),
+            evictions=self.evictions,
+            healed=self.healed,
+        )
 
     def ping(self) -> None:
         _ = _PING_KEY in self._cache  # a real sqlite read; raises if the index is unusable
@@ -244,6 +253,9 @@ class DiskEntryStore:
 
     def delete(self, key: str, index: int) -> None:
         self._cache.delete(_entry_key(key, index))
+
+    def stats(self) -> StoreStats:
+        return StoreStats(items=len(self._cache), bytes=self._cache.volume())
 
     def ping(self) -> None:
         _ = _PING_KEY in self._cache  # a real sqlite read; raises if the index is unusable

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from policies.models import Entry
-from proxy.ports import BlobFile
+from proxy.ports import BlobFile, StoreStats
 
 __all__ = ["MemoryBlobStore", "MemoryEntryStore"]
 
@@ -32,6 +32,9 @@ class MemoryBlobStore:
     def discard(self, sha256: str) -> bool:
         """Forget a blob, as an eviction would (for tests of entries whose blob is gone)."""
         return self._blobs.pop(sha256, None) is not None
+
+    def stats(self) -> StoreStats:
+        return StoreStats(items=len(self._blobs), bytes=sum(map(len, self._blobs.values())))
 
     def ping(self) -> None:
         return None
@@ -63,6 +66,9 @@ class MemoryEntryStore:
 
     def delete(self, key: str, index: int) -> None:
         self._entries.pop((key, index), None)
+
+    def stats(self) -> StoreStats:
+        return StoreStats(items=len(self._entries), bytes=0)
 
     def ping(self) -> None:
         return None

@@ -294,3 +294,16 @@ async def test_a_corrupted_blob_is_healed_not_served(gateway):
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{gateway.root}/images/{sha}.png") as got:
             assert got.status == 200 and await got.read() == good
+
+
+async def test_store_metrics_count_entries_bytes_and_healed_blobs(gateway):
+    client = gateway.client()
+    _, r = await generate(client, n=2)
+    good = decode(r.data[0].b64_json)
+    assert gateway.metric("imagegate_cache_entries") == 2
+    assert gateway.metric("imagegate_cache_blobs") == 2
+    assert gateway.metric("imagegate_cache_bytes") > len(good)
+    blob_file = gateway.blobs.open(hashlib.sha256(good).hexdigest())
+    blob_file.path.write_bytes(b"\x89PNG not really")
+    await generate(client, n=2)
+    assert gateway.metric("imagegate_blobs_healed_total") == 1
