@@ -1,0 +1,67 @@
+"""Frozen values the ledger stores: one spend row, one API key (never its secret or hash)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from policies.budget import BudgetSpec, Window
+
+__all__ = ["HIT_OUTCOMES", "KeyRecord", "LedgerRow"]
+
+# Ledger rows whose `cache` is one of these were answered without an upstream call of
+# their own; reports count them as hits and every other row as a miss.
+HIT_OUTCOMES: Final = ("HIT", "COALESCED")
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """One generation (cost = what it was charged) or one hit (cost 0, saved = what it
+    would have cost). `cache` is the request's X-Cache outcome."""
+
+    ts: float
+    key_name: str | None
+    team: str | None
+    request_key: str
+    model: str
+    provider: str
+    images: int
+    cost_micros: int
+    saved_micros: int
+    cache: str
+    request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("images", "cost_micros", "saved_micros"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"LedgerRow.{name} must be an int >= 0, not {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """An API key as the gateway knows it. `None` limits mean "no limit of its own"."""
+
+    name: str
+    team: str | None
+    created: float
+    revoked: float | None = None
+    budget_micros: int | None = None
+    budget_window: Window | None = None
+    requests_per_minute: int | None = None
+    images_per_minute: int | None = None
+    models: tuple[str, ...] | None = None  # an allow-list; None allows every model
+    source: str = "admin"  # "admin" (issued at run time) or "config"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked is None
+
+    def allows_model(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+    def budget_spec(self) -> BudgetSpec | None:
+        """The key's own budget, if it has one (a window defaults to "day")."""
+        if self.budget_micros is None:
+            return None
+        return BudgetSpec("key", self.name, self.budget_micros, self.budget_window or "day")
