@@ -116,14 +116,29 @@ class BudgetExceeded(PolicyDenied):
 
 
 class RateLimited(PolicyDenied):
+    """`limit`, `remaining` and `reset_seconds` feed OpenAI's x-ratelimit-* headers."""
+
     default_code = "rate_limit_exceeded"
     retryable = True
 
     def __init__(
-        self, message: str, *, retry_after: float, param: str | None = None, code: str | None = None
+        self,
+        message: str,
+        *,
+        retry_after: float,
+        param: str | None = None,
+        code: str | None = None,
+        unit: str = "requests",
+        limit: int | None = None,
+        remaining: int = 0,
+        reset_seconds: float | None = None,
     ) -> None:
         super().__init__(message, param=param, code=code)
         self.retry_after = retry_after
+        self.unit = unit
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_seconds = retry_after if reset_seconds is None else reset_seconds
 
 
 class NotCached(GatewayError):

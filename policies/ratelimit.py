@@ -87,6 +87,10 @@ class Limited:
             f"Rate limit reached: {self.limit} {unit} per minute; try again in "
             f"{self.retry_after:.2f}s.",
             retry_after=self.retry_after,
+            unit=unit,
+            limit=self.limit,
+            remaining=self.remaining,
+            reset_seconds=self.reset_seconds,
         )
 
 

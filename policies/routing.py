@@ -10,7 +10,7 @@ case, then by name. The shell tries them in that order, falling back on retryabl
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from policies.catalog import Catalog, ModelSpec
@@ -20,7 +20,7 @@ from policies.pricing import quote
 from policies.sizes import dimensions
 from policies.translate import translate
 
-__all__ = ["Candidate", "RoutePolicy", "plan_route"]
+__all__ = ["Candidate", "RoutePolicy", "plan_route", "with_safety"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,3 +153,17 @@ def _no_route(asked: ModelSpec, reasons: dict[str, str]) -> NoRoute:
         f"No model can serve this request for '{asked.name}' ({detail or 'no candidates'}).",
         param="model",
     )
+
+
+# The operator's safety level as each provider's knob takes it (seed: "FLUX Pro: configurable
+# (1-6)"); OpenAI's `moderation=low` is raised to `auto` under `strict`.
+_SAFETY_TOLERANCE = {"strict": 1, "moderate": 2, "permissive": 5}
+
+
+def with_safety(candidate: Candidate, level: str) -> Candidate:
+    spec, request = candidate.spec, candidate.request
+    if spec.safety_param == "safety_tolerance":
+        spec = replace(spec, safety_value=_SAFETY_TOLERANCE.get(level, 2))
+    if level == "strict" and request.moderation == "low":
+        request = replace(request, moderation="auto")
+    return replace(candidate, spec=spec, request=request)

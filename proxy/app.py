@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import structlog
 from aiohttp import web
 
 from policies.catalog import Catalog
 from policies.circuit import Breaker
+from proxy.access import Gatekeeper, sync_config_keys
 from proxy.config import Settings
 from proxy.generation import Generator
-from proxy.keys import BLOBS, CATALOG, ENTRIES, METRICS, SERVICE, SETTINGS
+from proxy.keys import BLOBS, CATALOG, ENTRIES, GATE, METRICS, SERVICE, SETTINGS
 from proxy.middlewares import error_middleware, request_middleware
+from proxy.observability.ledger_metrics import LedgerCollector
 from proxy.observability.metrics import Metrics, StoreCollector
 from proxy.ports import BlobStore, EntryStore, Provider
 from proxy.providers.factory import build_providers
 from proxy.providers.placeholder import PlaceholderProvider
 from proxy.providers.registry import ProviderRegistry
 from proxy.router import Router
-from proxy.routes import blobs, health, images
+from proxy.routes import admin, blobs, health, images
 from proxy.service import ImageService
 from proxy.stores.disk import DiskBlobStore, DiskEntryStore
+from proxy.stores.ledger import SqliteLedger
 
 __all__ = ["build_registry", "create_app"]
 
@@ -60,27 +65,26 @@ def create_app(
     blob_store = blobs_store or DiskBlobStore(
         data_dir / "blobs", max_bytes=settings.cache.max_bytes
     )
-    made = build_providers(settings) if providers is None else providers
-    registry = build_registry(settings, made)
     metrics.registry.register(StoreCollector(blob_store, entry_store))
-    routing = settings.routing
-    router = Router(
-        catalog=catalog,
-        registry=registry,
+    registry = build_registry(
+        settings, build_providers(settings) if providers is None else providers
+    )
+    router = _router(settings, catalog, registry, metrics, clock)
+    gate = Gatekeeper(
+        ledger=SqliteLedger(data_dir / "ledger.sqlite3"),
+        cost=settings.cost,
         metrics=metrics,
         clock=clock,
-        breaker=Breaker(
-            threshold=routing.breaker_failures, cooldown=routing.breaker_cooldown_seconds
-        ),
-        substitute=routing.substitute,
-        commercial_only=routing.commercial_only,
+        share_across_teams=settings.cache.share_across_teams,
     )
+    metrics.registry.register(LedgerCollector(gate))
     service = ImageService(
         catalog=catalog,
         entries=entry_store,
         blobs=blob_store,
         router=router,
-        generator=Generator(router, metrics, max_attempts=routing.max_attempts),
+        generator=Generator(router, metrics, max_attempts=settings.routing.max_attempts),
+        gate=gate,
         metrics=metrics,
         clock=clock,
         ttl_seconds=settings.cache.ttl_seconds,
@@ -91,18 +95,55 @@ def create_app(
     app[ENTRIES] = entry_store
     app[BLOBS] = blob_store
     app[SERVICE] = service
-    app.router.add_routes(images.routes)
-    app.router.add_routes(blobs.routes)
-    app.router.add_routes(health.routes)
+    app[GATE] = gate
+    for table in (images.routes, blobs.routes, health.routes, admin.routes):
+        app.router.add_routes(table)
+    app.cleanup_ctx.append(_lifetime(service, registry, gate, (entry_store, blob_store)))
+    return app
 
+
+def _router(
+    settings: Settings,
+    catalog: Catalog,
+    registry: ProviderRegistry,
+    metrics: Metrics,
+    clock: Callable[[], float],
+) -> Router:
+    routing = settings.routing
+    return Router(
+        catalog=catalog,
+        registry=registry,
+        metrics=metrics,
+        clock=clock,
+        breaker=Breaker(
+            threshold=routing.breaker_failures, cooldown=routing.breaker_cooldown_seconds
+        ),
+        substitute=routing.substitute,
+        commercial_only=routing.commercial_only or settings.cost.policy.commercial_only,
+        safety=settings.cost.policy.safety,
+    )
+
+
+def _lifetime(
+    service: ImageService, registry: ProviderRegistry, gate: Gatekeeper, stores: tuple[object, ...]
+) -> Callable[[web.Application], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        await sync_config_keys(gate)
+        released = await asyncio.to_thread(gate.ledger.release_orphans)
+        if released:
+            log.warning("budget.orphans_released", reservations=released)
+        flusher = asyncio.create_task(gate.run_flusher())
         yield
+        flusher.cancel()
+        await asyncio.gather(flusher, return_exceptions=True)
         await service.aclose()
+        await gate.flush_hits()
         await registry.aclose()
-        for store in (entry_store, blob_store):
+        gate.ledger.close()
+        for store in stores:
             close = getattr(store, "close", None)
             if close is not None:
                 close()
 
-    app.cleanup_ctx.append(lifetime)
-    return app
+    return lifetime

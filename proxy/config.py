@@ -19,6 +19,7 @@ from typing import Any
 from policies.catalog import Catalog
 from policies.catalog_config import CatalogError
 from proxy.catalog_loader import load_catalog
+from proxy.config_cost import CostConfigError, CostSettings, parse_cost
 
 __all__ = [
     "CacheSettings",
@@ -125,6 +126,7 @@ class Settings:
     providers: Mapping[str, ProviderSettings] = field(default_factory=dict)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     catalog: Catalog = field(default_factory=_default_catalog)
+    cost: CostSettings = field(default_factory=CostSettings)
     source: str = "built-in defaults"
 
 
@@ -217,7 +219,7 @@ def _section(raw: dict[str, Any], name: str, source: str) -> dict[str, Any]:
 
 
 def _build(raw: dict[str, Any], source: str, environ: Mapping[str, str]) -> Settings:
-    known = {*_SCHEMA, "providers", "models"}
+    known = {*_SCHEMA, "providers", "models", "auth", "keys", "budgets", "policy"}
     for name in raw:
         if name not in known:
             raise ConfigError(source, name, f"unknown section; known: {', '.join(sorted(known))}")
@@ -245,6 +247,7 @@ def _build(raw: dict[str, Any], source: str, environ: Mapping[str, str]) -> Sett
         providers=_providers(raw.get("providers", {}), source),
         routing=_routing(raw, source),
         catalog=_catalog(raw.get("models", {}), source),
+        cost=_cost(raw, source),
         source=source,
     )
 
@@ -258,6 +261,13 @@ def _routing(raw: dict[str, Any], source: str) -> RoutingSettings:
         ("never", "equivalent", "cheaper"),
     )
     return RoutingSettings(**table)
+
+
+def _cost(raw: dict[str, Any], source: str) -> CostSettings:
+    try:
+        return parse_cost(raw)
+    except CostConfigError as exc:
+        raise ConfigError(source, exc.path, exc.problem) from None
 
 
 def _catalog(raw: Any, source: str) -> Catalog:

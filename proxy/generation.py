@@ -41,6 +41,7 @@ class Generated:
     provider: str
     cost_micros: int
     attempts: int
+    prompt: str | None  # the prompt that went upstream (a retired model's style included)
 
 
 @dataclass
@@ -124,7 +125,9 @@ class Generator:
             calls=len(chunks),
             cost_micros=cost,
         )
-        return Generated(tuple(made), spec.name, provider.name, cost, attempt)
+        return Generated(
+            tuple(made), spec.name, provider.name, cost, attempt, candidate.request.prompt
+        )
 
     async def _call(
         self,

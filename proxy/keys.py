@@ -5,12 +5,23 @@ from __future__ import annotations
 from aiohttp import web
 
 from policies.catalog import Catalog
+from proxy.access import Gatekeeper
 from proxy.config import Settings
 from proxy.observability.metrics import Metrics
 from proxy.ports import BlobStore, EntryStore
 from proxy.service import ImageService
 
-__all__ = ["BLOBS", "CACHE_OUTCOME", "CATALOG", "ENTRIES", "METRICS", "SERVICE", "SETTINGS"]
+__all__ = [
+    "BLOBS",
+    "CACHE_OUTCOME",
+    "CATALOG",
+    "ENTRIES",
+    "GATE",
+    "METRICS",
+    "REQUEST_ID",
+    "SERVICE",
+    "SETTINGS",
+]
 
 SETTINGS = web.AppKey("settings", Settings)
 CATALOG = web.AppKey("catalog", Catalog)
@@ -19,3 +30,5 @@ METRICS = web.AppKey("metrics", Metrics)
 ENTRIES = web.AppKey("entries", EntryStore)
 BLOBS = web.AppKey("blobs", BlobStore)
 CACHE_OUTCOME = web.RequestKey("cache_outcome", str)
+REQUEST_ID = web.RequestKey("request_id", str)
+GATE = web.AppKey("gate", Gatekeeper)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 import uuid
@@ -10,8 +11,8 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from policies.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge
-from proxy.keys import CACHE_OUTCOME, METRICS
+from policies.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge, RateLimited
+from proxy.keys import CACHE_OUTCOME, METRICS, REQUEST_ID
 
 __all__ = ["error_middleware", "request_middleware"]
 
@@ -26,6 +27,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     request_id = incoming if _REQUEST_ID.fullmatch(incoming) else f"req_{uuid.uuid4().hex}"
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
+    request[REQUEST_ID] = request_id
     started = time.perf_counter()
     response = await handler(request)
     elapsed = time.perf_counter() - started
@@ -78,7 +80,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.warning("http.error", status=error.status_hint, code=error.code, error=error.message)
     # SDKs retry 429 and 5xx by default; tell them when a retry cannot help.
     headers = {} if error.retryable else {"x-should-retry": "false"}
+    if isinstance(error, RateLimited):
+        headers.update(rate_limit_headers(error))
     return web.json_response(error.envelope(), status=error.status_hint, headers=headers)
+
+
+def rate_limit_headers(error: RateLimited) -> dict[str, str]:
+    """Retry-After and OpenAI's x-ratelimit-* headers, which the SDKs back off by."""
+    headers = {
+        "Retry-After": str(max(1, math.ceil(error.retry_after))),
+        "retry-after-ms": str(max(1, math.ceil(error.retry_after * 1000))),
+    }
+    if error.limit is not None:
+        unit = error.unit
+        headers[f"x-ratelimit-limit-{unit}"] = str(error.limit)
+        headers[f"x-ratelimit-remaining-{unit}"] = str(error.remaining)
+        headers[f"x-ratelimit-reset-{unit}"] = f"{max(1, math.ceil(error.reset_seconds * 1000))}ms"
+    return headers
 
 
 def _route_template(request: web.Request) -> str:

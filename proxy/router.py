@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from policies.catalog import Catalog
 from policies.circuit import Breaker, Circuit, record, state_at
 from policies.models import ImageRequest
-from policies.routing import Candidate, RoutePolicy, plan_route
+from policies.routing import Candidate, RoutePolicy, plan_route, with_safety
 from policies.sizes import dimensions
 from proxy.observability.metrics import Metrics
 from proxy.providers.registry import ProviderRegistry
@@ -27,6 +27,7 @@ class Router:
     breaker: Breaker = field(default_factory=Breaker)
     substitute: str = "never"
     commercial_only: bool = False
+    safety: str = "moderate"  # strict | moderate | permissive: the operator's [policy] safety
     _circuits: dict[str, Circuit] = field(default_factory=dict)
     _backoff_until: dict[str, float] = field(default_factory=dict)
 
@@ -49,7 +50,8 @@ class Router:
             allowed_models=allowed_models,
             cheap_only=cheap_only,
         )
-        return plan_route(request, self.catalog, policy, images=images, circuit_open=self.is_open)
+        found = plan_route(request, self.catalog, policy, images=images, circuit_open=self.is_open)
+        return tuple(with_safety(c, self.safety) for c in found)
 
     def is_open(self, model: str) -> bool:
         now = self.clock()

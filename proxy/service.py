@@ -16,10 +16,12 @@ import structlog
 from policies.cache import CacheDirectives, CacheOutcome, LookupPlan, outcome_of, plan_lookup
 from policies.catalog import Catalog
 from policies.errors import ProviderError
+from policies.ledger_models import LedgerRow
 from policies.models import Entry, ParsedRequest
 from policies.normalize import request_key
+from proxy.access import Caller, Gatekeeper
 from proxy.flights import Flights, Landed
-from proxy.generation import Generator
+from proxy.generation import Generated, Generator
 from proxy.observability.metrics import Metrics
 from proxy.ports import BlobStore, EntryStore
 from proxy.router import Router
@@ -33,6 +35,18 @@ log = structlog.get_logger("imagegate.service")
 class ServedImage:
     entry: Entry
     data: bytes | None  # None when the client asked for a URL and the bytes were not read
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One request's miss work: what the flight owner needs to generate, charge and store."""
+
+    key: str
+    parsed: ParsedRequest
+    uploads: Mapping[str, bytes]
+    directives: CacheDirectives
+    caller: Caller
+    request_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +66,7 @@ class ImageService:
     blobs: BlobStore
     router: Router
     generator: Generator
+    gate: Gatekeeper
     metrics: Metrics
     clock: Callable[[], float]
     ttl_seconds: float | None = None
@@ -64,21 +79,28 @@ class ImageService:
         uploads: Mapping[str, bytes],
         directives: CacheDirectives,
         *,
-        scope: str = "",
+        caller: Caller,
+        request_id: str = "",
         need_bytes: bool = True,
     ) -> Served:
         n = parsed.delivery.n
-        key = request_key(parsed.request, scope)
-        # One hop off the event loop for the whole lookup: entries, freshness, blobs.
-        plan, images = await asyncio.to_thread(self._lookup, key, n, directives, need_bytes)
-        generated, coalesced, cost = await self._fill(
-            key, parsed, uploads, plan, directives, images
+        job = Job(
+            request_key(parsed.request, caller.scope),
+            parsed,
+            uploads,
+            directives,
+            caller,
+            request_id,
         )
+        # One hop off the event loop for the whole lookup: entries, freshness, blobs.
+        plan, images = await asyncio.to_thread(self._lookup, job.key, n, directives, need_bytes)
+        self._record(job, [images[i] for i in plan.cached], "HIT")
+        generated, coalesced, cost = await self._fill(job, plan, images)
         outcome = outcome_of(plan, directives, generated=generated, coalesced=coalesced)
         self.metrics.cache_lookups.labels(outcome=outcome.value.lower()).inc()
         ordered = tuple(images[i] for i in range(n))
         first = ordered[0].entry
-        return Served(key, outcome, ordered, first.model, first.provider, cost)
+        return Served(job.key, outcome, ordered, first.model, first.provider, cost)
 
     def _lookup(
         self, key: str, n: int, directives: CacheDirectives, need_bytes: bool
@@ -104,85 +126,122 @@ class ImageService:
         """Verified presence; a file-backed store answers without reading the bytes."""
         return self.blobs.open(sha256) is not None or self.blobs.get(sha256) is not None
 
+    def _record(self, job: Job, served: list[ServedImage], cache: str) -> None:
+        """A ledger row for images this request got without paying: what they saved."""
+        if not served:
+            return
+        first = served[0].entry
+        self.gate.record_hit(
+            LedgerRow(
+                ts=self.clock(),
+                key_name=job.caller.name,
+                team=job.caller.team,
+                request_key=job.key,
+                model=first.model,
+                provider=first.provider,
+                images=len(served),
+                cost_micros=0,
+                saved_micros=sum(image.entry.cost_micros for image in served),
+                cache=cache,
+                request_id=job.request_id or None,
+            )
+        )
+
     async def _fill(
-        self,
-        key: str,
-        parsed: ParsedRequest,
-        uploads: Mapping[str, bytes],
-        plan: LookupPlan,
-        directives: CacheDirectives,
-        images: dict[int, ServedImage],
+        self, job: Job, plan: LookupPlan, images: dict[int, ServedImage]
     ) -> tuple[int, int, int]:
         """Generate or join every missing index; return (generated, coalesced, cost)."""
         if not plan.missing:
             return 0, 0, 0
         waits: dict[int, asyncio.Future[Landed]] = {}
-        if not directives.no_cache:
+        if not job.directives.no_cache:
             for index in plan.missing:
-                joined = self.flights.join(key, index)
+                joined = self.flights.join(job.key, index)
                 if joined is not None:
                     waits[index] = joined
         mine = tuple(i for i in plan.missing if i not in waits)
         cost = 0
         if mine:
             # Claim the flights before the first await, so a request arriving meanwhile joins.
-            owned = self.flights.take_off(key, mine) if not directives.no_cache else {}
-            work = self._generate(key, parsed, uploads, mine, owned, directives)
-            task = asyncio.create_task(work)
+            owned = self.flights.take_off(job.key, mine) if not job.directives.no_cache else {}
+            task = asyncio.create_task(self._generate(job, mine, owned))
             self._tasks.add(task)
             task.add_done_callback(_forget(self._tasks))
             cost, landed = await asyncio.shield(task)
             for index, item in landed.items():
                 images[index] = ServedImage(item.entry, item.data)
+        joined_images = []
         for index, future in waits.items():
             item = await asyncio.shield(future)
             images[index] = ServedImage(item.entry, item.data)
+            joined_images.append(images[index])
+        self._record(job, joined_images, "COALESCED")
         return len(mine), len(waits), cost
 
     async def _generate(
-        self,
-        key: str,
-        parsed: ParsedRequest,
-        uploads: Mapping[str, bytes],
-        indexes: tuple[int, ...],
-        owned: Mapping[int, asyncio.Future[Landed]],
-        directives: CacheDirectives,
+        self, job: Job, indexes: tuple[int, ...], owned: Mapping[int, asyncio.Future[Landed]]
     ) -> tuple[int, dict[int, Landed]]:
         try:
-            cost, landed = await self._call_and_store(key, parsed, uploads, indexes, directives)
+            cost, landed = await self._charge_and_make(job, indexes)
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else ProviderError("generation cancelled")
-            self.flights.crash(key, owned, error)
+            self.flights.crash(job.key, owned, error)
             raise
         for index in owned:
-            self.flights.land(key, index, landed[index])
+            self.flights.land(job.key, index, landed[index])
         return cost, landed
 
-    async def _call_and_store(
-        self,
-        key: str,
-        parsed: ParsedRequest,
-        uploads: Mapping[str, bytes],
-        indexes: tuple[int, ...],
-        directives: CacheDirectives,
+    async def _charge_and_make(
+        self, job: Job, indexes: tuple[int, ...]
     ) -> tuple[int, dict[int, Landed]]:
-        request = parsed.request
-        candidates = self.router.plan(request, images=len(indexes))
-        made = await self.generator.make(candidates, indexes, uploads)
+        """Reserve the worst case on every budget, generate, store, settle the actual cost."""
+        request = job.parsed.request
         asked = self.catalog.resolve(request.model)
+        cheap = asked.virtual and await self.gate.under_pressure(job.caller)
+        candidates = self.router.plan(request, images=len(indexes), cheap_only=cheap)
+        self.gate.take_images(job.caller, len(indexes))
+        tried = candidates[: self.generator.max_attempts]
+        reservation = await self.gate.reserve(job.caller, max(c.quote_micros for c in tried))
+        try:
+            made = await self.generator.make(candidates, indexes, job.uploads)
+            landed = await self._store(job, indexes, made, asked.family == "dall-e-3")
+        except BaseException:
+            await self.gate.release(reservation)
+            raise
+        await self.gate.settle(
+            reservation,
+            LedgerRow(
+                ts=self.clock(),
+                key_name=job.caller.name,
+                team=job.caller.team,
+                request_key=job.key,
+                model=made.model,
+                provider=made.provider,
+                images=len(indexes),
+                cost_micros=made.cost_micros,
+                saved_micros=0,
+                cache="BYPASS" if job.directives.no_cache else "MISS",
+                request_id=job.request_id or None,
+            ),
+        )
+        return made.cost_micros, landed
+
+    async def _store(
+        self, job: Job, indexes: tuple[int, ...], made: Generated, revises: bool
+    ) -> dict[int, Landed]:
         now = self.clock()
         costs = _split_cost(made.cost_micros, len(indexes))
         landed: dict[int, Landed] = {}
         for pos, index in enumerate(indexes):
             image = made.images[pos]
             revised = image.revised_prompt
-            if revised is None and asked.family == "dall-e-3":
-                revised = candidates[0].request.prompt  # DALL·E 3 clients expect one
+            if revised is None and revises:
+                revised = made.prompt  # DALL·E 3 clients expect the prompt that was drawn
             data = image.image.data
             blob = await asyncio.to_thread(self.blobs.put, data)
             entry = Entry(
                 blob=blob,
-                format=request.output_format,
+                format=job.parsed.request.output_format,
                 width=image.image.width,
                 height=image.image.height,
                 model=made.model,
@@ -191,10 +250,12 @@ class ImageService:
                 created=now,
                 revised_prompt=revised,
             )
-            if not directives.no_store:
-                await asyncio.to_thread(self.entries.put, key, index, entry, ttl=self.ttl_seconds)
+            if not job.directives.no_store:
+                await asyncio.to_thread(
+                    self.entries.put, job.key, index, entry, ttl=self.ttl_seconds
+                )
             landed[index] = Landed(entry, data)
-        return made.cost_micros, landed
+        return landed
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

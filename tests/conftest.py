@@ -56,6 +56,17 @@ class CountingProvider:
 
 
 @dataclass
+class PricedProvider(CountingProvider):
+    """Like CountingProvider, but billed by the catalog's formula (cost left to the gateway)."""
+
+    name: str = "replicate"
+
+    async def generate(self, call: ProviderCall) -> ProviderResult:
+        result = await super().generate(call)
+        return replace(result, cost_micros=None)
+
+
+@dataclass
 class Gateway:
     server: TestServer
     provider: CountingProvider
@@ -121,9 +132,11 @@ def provider() -> CountingProvider:
 
 
 async def start_gateway(
-    settings: Settings, provider: CountingProvider, clock: ManualClock, **kw
+    settings: Settings, provider: CountingProvider, clock, *, serves_as: str = "placeholder", **kw
 ) -> Gateway:
-    app = create_app(settings, providers={"placeholder": provider}, clock=clock, **kw)
+    """A real server. `serves_as` names the provider slot the fake fills: "placeholder"
+    answers everything for $0; "replicate" or "openai" makes the router price and route."""
+    app = create_app(settings, providers={serves_as: provider}, clock=clock, **kw)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     return Gateway(server, provider, clock)
@@ -140,6 +153,7 @@ __all__ = [
     "CountingProvider",
     "Gateway",
     "ManualClock",
+    "PricedProvider",
     "ProviderError",
     "replace",
     "start_gateway",

@@ -60,6 +60,24 @@ class Metrics:
             ("from_model", "to_model"),
             registry=r,
         )
+        self.spend = Counter(
+            "imagegate_spend_usd",
+            "Dollars charged for generations by key name, team and model",
+            ("key", "team", "model"),
+            registry=r,
+        )
+        self.saved = Counter(
+            "imagegate_saved_usd",
+            "Dollars cache hits saved (what they would have cost)",
+            ("key", "team", "model"),
+            registry=r,
+        )
+        self.denials = Counter(
+            "imagegate_policy_denials",
+            "Requests refused by policy, by reason",
+            ("reason",),
+            registry=r,
+        )
         self.circuit_state = Gauge(
             "imagegate_circuit_state",
             "Circuit per model: 0 closed, 0.5 half-open, 1 open",

@@ -11,7 +11,8 @@ from policies.cache import parse_cache_control
 from policies.errors import InvalidRequest
 from policies.models import ParsedRequest
 from policies.normalize import parse_edit, parse_generation, parse_variation
-from proxy.keys import CACHE_OUTCOME, CATALOG, SERVICE, SETTINGS
+from proxy.access import Caller
+from proxy.keys import CACHE_OUTCOME, CATALOG, GATE, REQUEST_ID, SERVICE, SETTINGS
 from proxy.service import Served
 from proxy.wire import images_body, read_form, read_json, sse_events
 
@@ -23,14 +24,16 @@ log = structlog.get_logger("imagegate.images")
 
 @routes.post("/v1/images/generations")
 async def generations(request: web.Request) -> web.StreamResponse:
+    caller = await request.app[GATE].authenticate(request.headers.get("Authorization"))
     body = await read_json(request)
     settings = request.app[SETTINGS]
     parsed = parse_generation(body, request.app[CATALOG], default_model=settings.default_model)
-    return await _respond(request, parsed, {})
+    return await _respond(request, caller, parsed, {})
 
 
 @routes.post("/v1/images/edits")
 async def edits(request: web.Request) -> web.StreamResponse:
+    caller = await request.app[GATE].authenticate(request.headers.get("Authorization"))
     settings = request.app[SETTINGS]
     form = await read_form(request, settings.server.max_body_mb * 1024 * 1024)
     parsed = parse_edit(
@@ -41,28 +44,40 @@ async def edits(request: web.Request) -> web.StreamResponse:
         default_model=settings.default_model,
         markup=form.markup,
     )
-    return await _respond(request, parsed, form.uploads)
+    return await _respond(request, caller, parsed, form.uploads)
 
 
 @routes.post("/v1/images/variations")
 async def variations(request: web.Request) -> web.StreamResponse:
+    caller = await request.app[GATE].authenticate(request.headers.get("Authorization"))
     settings = request.app[SETTINGS]
     form = await read_form(request, settings.server.max_body_mb * 1024 * 1024)
     if form.mask is not None or len(form.images) > 1:
         raise InvalidRequest("Variations take exactly one 'image' and no mask.", param="image")
     image = form.images[0] if form.images else None
     parsed = parse_variation(form.fields, image, request.app[CATALOG])
-    return await _respond(request, parsed, form.uploads)
+    return await _respond(request, caller, parsed, form.uploads)
 
 
 async def _respond(
-    request: web.Request, parsed: ParsedRequest, uploads: dict[str, bytes]
+    request: web.Request, caller: Caller, parsed: ParsedRequest, uploads: dict[str, bytes]
 ) -> web.StreamResponse:
+    gate = request.app[GATE]
+    gate.check_model(caller, parsed.request.model)
+    gate.check_prompt(parsed.request.prompt)
     directives = parse_cache_control(request.headers.get("Cache-Control"))
+    rate = gate.take_request(caller)  # hits count against the request limit too
     delivery = parsed.delivery
     url_mode = delivery.response_format == "url" and not delivery.stream
-    served = await request.app[SERVICE].serve(parsed, uploads, directives, need_bytes=not url_mode)
-    headers = _headers(served)
+    served = await request.app[SERVICE].serve(
+        parsed,
+        uploads,
+        directives,
+        caller=caller,
+        request_id=request[REQUEST_ID],
+        need_bytes=not url_mode,
+    )
+    headers = _headers(served) | (rate.headers() if rate else {})
     request[CACHE_OUTCOME] = served.outcome.value
     log.info(
         "images.served",

@@ -138,8 +138,13 @@ class SqliteLedger(KeyTable):
 
     def record(self, row: LedgerRow) -> None:
         """A row with no reservation: a cache hit (cost 0, saved = what it would have cost)."""
+        self.record_many([row])
+
+    def record_many(self, rows: Sequence[LedgerRow]) -> None:
+        """Several rows without reservations in one commit (hits are written in batches)."""
         with self._write() as db:
-            self._insert(db, row, None)
+            for row in rows:
+                self._insert(db, row, None)
 
     def release_orphans(self, is_alive: Callable[[str], bool] | None = None) -> int:
         """Release every reservation whose owner process is gone; how many were released."""

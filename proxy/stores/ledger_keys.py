@@ -185,6 +185,11 @@ class KeyTable:
             found = db.execute(sql, (hash_secret(secret),)).fetchone()
         return None if found is None else _record(found)
 
+    def has_active_keys(self) -> bool:
+        with self._read() as db:
+            found = db.execute("SELECT 1 FROM api_keys WHERE revoked IS NULL LIMIT 1").fetchone()
+        return found is not None
+
     def get_key(self, name: str) -> KeyRecord | None:
         sql = f"SELECT {_COLUMNS} FROM api_keys WHERE name = ?"  # noqa: S608  # constant columns
         with self._read() as db:

@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.catalog_loader import load_catalog
 from policies.errors import InvalidRequest, ModelNotFound
 from policies.models import UploadInfo
 from policies.normalize import (
@@ -18,6 +17,7 @@ from policies.normalize import (
     parse_variation,
     request_key,
 )
+from proxy.catalog_loader import load_catalog
 
 CATALOG = load_catalog()
 

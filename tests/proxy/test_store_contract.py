@@ -289,7 +289,7 @@ def spawn_child(tmp_path: Path, seed: int, linger: float) -> subprocess.Popen[st
     """Python in another process puts blob(seed, 50_000) and an entry for it, says "ok"."""
     args = [str(tmp_path / "blobs"), str(tmp_path / "entries"), str(seed)]
     args += [json.dumps(ENTRY.to_json()), str(linger)]
-    return subprocess.Popen(  # noqa: S603  # our own interpreter running our own code
+    return subprocess.Popen(  # our own interpreter running our own code
         [sys.executable, "-c", CHILD, *args],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},

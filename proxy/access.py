@@ -1,0 +1,269 @@
+"""Who may spend what: API keys, budgets (reserve, settle, release), rate limits, prompts.
+
+The decisions are the core's (`policies.budget`, `policies.ratelimit`); this module holds the
+ledger and the in-process token buckets and does the I/O between decisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from policies.budget import BudgetSpec, Denied, pressure
+from policies.errors import AuthenticationFailed, ContentPolicyViolation, InvalidRequest
+from policies.ledger_models import KeyRecord, LedgerRow
+from policies.ratelimit import Allowed, Bucket, Limited, Oversized, Rate, take_all
+from proxy.config_cost import CostSettings
+from proxy.observability.metrics import Metrics
+from proxy.stores.ledger import SqliteLedger, process_owner
+
+__all__ = ["Caller", "Gatekeeper", "RateHeaders"]
+
+log = structlog.get_logger("imagegate.access")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    key: KeyRecord | None  # None: the gateway is open (no keys exist)
+    scope: str  # cache namespace: the team, unless the cache is shared
+
+    @property
+    def name(self) -> str | None:
+        return self.key.name if self.key else None
+
+    @property
+    def team(self) -> str | None:
+        return self.key.team if self.key else None
+
+
+@dataclass(frozen=True, slots=True)
+class RateHeaders:
+    limit: int
+    remaining: int
+    reset_seconds: float
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "x-ratelimit-limit-requests": str(self.limit),
+            "x-ratelimit-remaining-requests": str(self.remaining),
+            "x-ratelimit-reset-requests": _duration(self.reset_seconds),
+        }
+
+
+@dataclass
+class Gatekeeper:
+    ledger: SqliteLedger
+    cost: CostSettings
+    metrics: Metrics
+    clock: Callable[[], float]
+    share_across_teams: bool = False
+    _buckets: dict[tuple[str, str], Bucket] = field(default_factory=dict)
+    _has_keys: tuple[float, bool] = (-1.0, False)
+    _deny: tuple[re.Pattern[str], ...] = ()
+    _hits: list[LedgerRow] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._deny = tuple(re.compile(p) for p in self.cost.policy.deny_patterns)
+        self._owner = process_owner()
+
+    # ---- keys --------------------------------------------------------------------------
+
+    async def authenticate(self, authorization: str | None) -> Caller:
+        secret = _bearer(authorization)
+        if not await self.keys_exist():
+            return Caller(None, "")
+        if not secret:
+            self._deny_metric("auth")
+            raise AuthenticationFailed(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
+            )
+        key = await asyncio.to_thread(self.ledger.find_key, secret)
+        if key is None or not key.active:
+            self._deny_metric("auth")
+            raise AuthenticationFailed(
+                "Incorrect API key provided, or the key was revoked. Ask the gateway's "
+                "operator for a key (imagegate keys create)."
+            )
+        scope = "" if self.share_across_teams else (key.team or f"key:{key.name}")
+        return Caller(key, scope)
+
+    async def keys_exist(self) -> bool:
+        checked, exists = self._has_keys
+        now = self.clock()
+        if now - checked < 1.0:
+            return exists
+        exists = await asyncio.to_thread(self.ledger.has_active_keys)
+        self._has_keys = (now, exists)
+        return exists
+
+    def forget_key_cache(self) -> None:
+        self._has_keys = (-1.0, False)
+
+    def is_admin(self, authorization: str | None) -> bool:
+        secret = _bearer(authorization)
+        admin = self.cost.admin_key
+        return bool(admin) and hmac.compare_digest(secret.encode(), admin.encode())
+
+    # ---- prompt policy -----------------------------------------------------------------
+
+    def check_prompt(self, prompt: str | None) -> None:
+        for pattern in self._deny:
+            if prompt and pattern.search(prompt):
+                self._deny_metric("prompt_policy")
+                raise ContentPolicyViolation(
+                    "Your request was rejected by this gateway's content policy. Change the "
+                    "prompt; the operator's [policy] deny_patterns matched it.",
+                    param="prompt",
+                )
+
+    def check_model(self, caller: Caller, model: str) -> None:
+        if caller.key is not None and not caller.key.allows_model(model):
+            self._deny_metric("model")
+            allowed = ", ".join(caller.key.models or ())
+            raise InvalidRequest(
+                f"This API key may not use the model '{model}'. Allowed: {allowed}.",
+                param="model",
+                code="model_not_allowed",
+            )
+
+    # ---- rate limits -------------------------------------------------------------------
+
+    def take_request(self, caller: Caller) -> RateHeaders | None:
+        if caller.key is None or caller.key.requests_per_minute is None:
+            return None
+        rate = Rate(caller.key.requests_per_minute)
+        decision = self._take([(("req", caller.key.name), rate, 1)], "requests")
+        return RateHeaders(decision.limit, decision.remaining, decision.reset_seconds)
+
+    def take_images(self, caller: Caller, count: int) -> None:
+        if caller.key is None or caller.key.images_per_minute is None:
+            return
+        rate = Rate(caller.key.images_per_minute, unit="images")
+        self._take([(("img", caller.key.name), rate, count)], "images")
+
+    def _take(self, items: list[tuple[tuple[str, str], Rate, int]], unit: str) -> Allowed:
+        now = self.clock()
+        current = [(self._buckets.get(k), rate, cost) for k, rate, cost in items]
+        buckets, decision = take_all(current, now)
+        for (k, _, _), bucket in zip(items, buckets, strict=True):
+            self._buckets[k] = bucket
+        if isinstance(decision, Limited):
+            self._deny_metric("rate_limit")
+            raise decision.error(unit)
+        if isinstance(decision, Oversized):
+            self._deny_metric("rate_limit")
+            raise decision.error
+        return decision
+
+    # ---- budgets -----------------------------------------------------------------------
+
+    def budgets(self, caller: Caller) -> tuple[BudgetSpec, ...]:
+        specs: list[BudgetSpec] = []
+        if self.cost.global_budget is not None:
+            specs.append(self.cost.global_budget)
+        specs += [b for b in self.cost.team_budgets if caller.team and b.name == caller.team]
+        own = caller.key.budget_spec() if caller.key else None
+        return (*specs, own) if own else tuple(specs)
+
+    async def under_pressure(self, caller: Caller) -> bool:
+        share = self.cost.pressure_share
+        budgets = self.budgets(caller)
+        if share is None or not budgets:
+            return False
+        usages = await asyncio.to_thread(self.ledger.budget_left, budgets, self.clock())
+        return pressure(usages, share)
+
+    async def reserve(self, caller: Caller, amount: int) -> str | None:
+        budgets = self.budgets(caller)
+        if not budgets:
+            return None
+        decision = await asyncio.to_thread(
+            self.ledger.reserve, budgets, amount, self.clock(), self._owner
+        )
+        if isinstance(decision, Denied):
+            self._deny_metric("budget")
+            raise decision.error
+        return decision
+
+    async def settle(self, reservation: str | None, row: LedgerRow) -> None:
+        if reservation is None:
+            await asyncio.to_thread(self.ledger.record, row)
+        else:
+            await asyncio.to_thread(self.ledger.settle, reservation, row)
+        self.metrics.spend.labels(row.key_name or "", row.team or "", row.model).inc(
+            row.cost_micros / 1_000_000
+        )
+
+    async def release(self, reservation: str | None) -> None:
+        if reservation is not None:
+            await asyncio.to_thread(self.ledger.release, reservation)
+
+    def record_hit(self, row: LedgerRow) -> None:
+        """Hits are written in batches (a hit must stay cheap); see `flush_hits`."""
+        self._hits.append(row)
+        self.metrics.saved.labels(row.key_name or "", row.team or "", row.model).inc(
+            row.saved_micros / 1_000_000
+        )
+
+    async def flush_hits(self) -> None:
+        rows, self._hits = self._hits, []
+        if rows:
+            await asyncio.to_thread(self.ledger.record_many, rows)
+
+    async def run_flusher(self, interval: float = 0.25) -> None:
+        """Background task: write batched hit rows every `interval` seconds."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.flush_hits()
+            except Exception:  # a full disk must not kill the flusher; rows are retried
+                log.exception("ledger.flush_failed")
+
+    def _deny_metric(self, reason: str) -> None:
+        self.metrics.denials.labels(reason=reason).inc()
+
+
+def _bearer(header: str | None) -> str:
+    if not header:
+        return ""
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: '12ms', '1.5s', '2m3s'."""
+    if seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
+    minutes, rest = divmod(seconds, 60)
+    text = f"{rest:.3g}s" if rest else ""
+    return f"{int(minutes)}m{text}" if minutes else text
+
+
+async def sync_config_keys(gate: Gatekeeper) -> None:
+    """Keys declared in config are upserted (config wins); ones removed from it are revoked."""
+    now = gate.clock()
+    configured = gate.cost.keys
+
+    def sync() -> None:
+        for key in configured:
+            record = KeyRecord(
+                name=key.name,
+                team=key.team,
+                created=now,
+                budget_micros=key.budget_micros,
+                budget_window=key.budget_window,  # type: ignore[arg-type]
+                requests_per_minute=key.requests_per_minute,
+                images_per_minute=key.images_per_minute,
+                models=key.models,
+                source="config",
+            )
+            gate.ledger.upsert_config_key(record, key.secret)
+        gate.ledger.retire_config_keys({k.name for k in configured}, now)
+
+    await asyncio.to_thread(sync)
+    gate.forget_key_cache()

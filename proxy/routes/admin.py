@@ -1,0 +1,214 @@
+"""Admin API: keys issued at run time, budgets, and spend reports. Needs the admin key.
+
+GET    /admin/keys                   every key (never a secret or its hash)
+POST   /admin/keys                   issue a key; the secret is shown in this answer only
+DELETE /admin/keys/{name}            revoke
+PUT    /admin/keys/{name}/budget     {"budget_usd": 25.0 | null, "window": "day"}
+GET    /admin/spend?by=key|team|model|day[&since=<unix seconds>]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any, cast
+
+from aiohttp import web
+
+from policies.budget import Window, format_usd
+from policies.errors import AuthenticationFailed, InvalidRequest, NotFound
+from policies.ledger_models import KeyRecord
+from proxy.access import Gatekeeper
+from proxy.config_cost import CostConfigError, usd_to_micros
+from proxy.keys import GATE
+from proxy.wire import read_json
+
+__all__ = ["require_admin", "routes"]
+
+routes = web.RouteTableDef()
+_WINDOWS = ("day", "month", "total")
+
+
+async def require_admin(request: web.Request) -> Gatekeeper:
+    """The admin key, or nothing when the gateway is open and has no admin key configured."""
+    gate = request.app[GATE]
+    authorization = request.headers.get("Authorization")
+    if gate.is_admin(authorization):
+        return gate
+    if not gate.cost.admin_key and not await gate.keys_exist():
+        return gate
+    raise AuthenticationFailed(
+        "This route needs the admin key: 'Authorization: Bearer <[auth] admin_key>'."
+        if gate.cost.admin_key
+        else "Admin routes are closed: set [auth] admin_key in the config to use them."
+    )
+
+
+@routes.get("/admin/keys")
+async def list_keys(request: web.Request) -> web.Response:
+    gate = await require_admin(request)
+    keys = await asyncio.to_thread(gate.ledger.list_keys)
+    return web.json_response({"object": "list", "data": [_key_json(k) for k in keys]})
+
+
+@routes.post("/admin/keys")
+async def create_key(request: web.Request) -> web.Response:
+    gate = await require_admin(request)
+    body = await read_json(request)
+    record = _key_from(body, gate.clock())
+    secret = "igk-" + secrets.token_urlsafe(32)
+    await asyncio.to_thread(gate.ledger.create_key, record, secret)
+    gate.forget_key_cache()
+    return web.json_response({**_key_json(record), "key": secret}, status=201)
+
+
+@routes.delete("/admin/keys/{name}")
+async def revoke_key(request: web.Request) -> web.Response:
+    gate = await require_admin(request)
+    name = request.match_info["name"]
+    if not await asyncio.to_thread(gate.ledger.revoke_key, name, gate.clock()):
+        raise NotFound(f"No active key named '{name[:64]}'.")
+    gate.forget_key_cache()
+    return web.json_response({"name": name, "revoked": True})
+
+
+@routes.put("/admin/keys/{name}/budget")
+async def set_budget(request: web.Request) -> web.Response:
+    gate = await require_admin(request)
+    name = request.match_info["name"]
+    body = await read_json(request)
+    micros = _micros(body.get("budget_usd"), "budget_usd")
+    window = _window(body.get("window", "day"), "window")
+    if not await asyncio.to_thread(gate.ledger.set_budget, name, micros, window):
+        raise NotFound(f"No key named '{name[:64]}'.")
+    return web.json_response({"name": name, "budget_usd": _usd(micros), "window": window})
+
+
+@routes.get("/admin/spend")
+async def spend(request: web.Request) -> web.Response:
+    gate = await require_admin(request)
+    return web.json_response(
+        await spend_report(gate, request.query.get("by", "key"), request.query.get("since"))
+    )
+
+
+async def spend_report(gate: Gatekeeper, by: str, since_text: str | None) -> dict[str, Any]:
+    if by not in ("key", "team", "model", "day"):
+        raise InvalidRequest("'by' must be key, team, model or day.", param="by")
+    since = _since(since_text)
+    ledger = gate.ledger
+
+    def read() -> dict[str, Any]:
+        rows = ledger.spend_by(by, since)  # type: ignore[arg-type]
+        budgets = [
+            b for k in ledger.list_keys(include_revoked=False) if (b := k.budget_spec()) is not None
+        ]
+        budgets += [*gate.cost.team_budgets]
+        if gate.cost.global_budget is not None:
+            budgets.append(gate.cost.global_budget)
+        usages = ledger.budget_left(budgets, gate.clock()) if budgets else []
+        return {
+            "by": by,
+            "since": since,
+            "rows": [
+                {
+                    **r,
+                    "spend_usd": format_usd(r["spend_micros"]),
+                    "saved_usd": format_usd(r["saved_micros"]),
+                }
+                for r in rows
+            ],
+            "budgets": [
+                {
+                    "scope": u.spec.scope,
+                    "name": u.spec.name,
+                    "window": u.spec.window,
+                    "limit_usd": format_usd(u.spec.limit_micros),
+                    "left_usd": format_usd(u.left_micros),
+                    "spent_usd": format_usd(u.spent_micros),
+                }
+                for u in usages
+            ],
+            "hit_ratio": ledger.hit_ratio(since),
+            "total_spend_usd": format_usd(ledger.total_spend()),
+        }
+
+    return await asyncio.to_thread(read)
+
+
+def _key_from(body: Any, now: float) -> KeyRecord:
+    name = body.get("name")
+    if not isinstance(name, str) or not name or len(name) > 64 or not name.isprintable():
+        raise InvalidRequest(
+            "'name' is required: a printable name of 1-64 characters.", param="name"
+        )
+    models = body.get("models")
+    if models is not None and (
+        not isinstance(models, list) or not all(isinstance(m, str) for m in models)
+    ):
+        raise InvalidRequest("'models' must be a list of model names.", param="models")
+    team = body.get("team")
+    if team is not None and not isinstance(team, str):
+        raise InvalidRequest("'team' must be a string.", param="team")
+    return KeyRecord(
+        name=name,
+        team=team or None,
+        created=now,
+        budget_micros=_micros(body.get("budget_usd"), "budget_usd"),
+        budget_window=_window(body.get("budget_window", "day"), "budget_window"),
+        requests_per_minute=_count(body.get("requests_per_minute"), "requests_per_minute"),
+        images_per_minute=_count(body.get("images_per_minute"), "images_per_minute"),
+        models=None if models is None else tuple(models),
+    )
+
+
+def _micros(value: Any, param: str) -> int | None:
+    if value is None:
+        return None
+    try:
+        return usd_to_micros(value, param)
+    except CostConfigError as exc:
+        raise InvalidRequest(f"Invalid '{param}': {exc.problem}.", param=param) from None
+
+
+def _window(value: Any, param: str) -> Window:
+    if value not in _WINDOWS:
+        raise InvalidRequest(f"'{param}' must be day, month or total.", param=param)
+    return cast(Window, value)
+
+
+def _count(value: Any, param: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10**9:
+        raise InvalidRequest(f"'{param}' must be a positive whole number.", param=param)
+    return value
+
+
+def _since(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidRequest("'since' must be unix seconds.", param="since") from None
+
+
+def _usd(micros: int | None) -> str | None:
+    return None if micros is None else format_usd(micros)
+
+
+def _key_json(key: KeyRecord) -> dict[str, Any]:
+    return {
+        "name": key.name,
+        "team": key.team,
+        "created": key.created,
+        "revoked": key.revoked,
+        "active": key.active,
+        "budget_usd": _usd(key.budget_micros),
+        "budget_window": key.budget_window,
+        "requests_per_minute": key.requests_per_minute,
+        "images_per_minute": key.images_per_minute,
+        "models": list(key.models) if key.models is not None else None,
+        "source": key.source,
+    }
