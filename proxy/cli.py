@@ -24,7 +24,7 @@ log = structlog.get_logger("imagegate.cli")
 
 # Each command module exposes `register(commands)`, which adds its sub-parser and sets
 # `func` (args -> exit status) as the parser default.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("proxy.workflows.batch",)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

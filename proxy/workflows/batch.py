@@ -1,0 +1,300 @@
+"""`imagegate batch FILE`: generate every request in FILE through a gateway, resumably.
+
+The command line, the options, the run as a whole and its report; `runner` runs the lines,
+`calls` talks to the gateway, `manifest` owns the files, `batch_input` reads FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+import openai
+from rich.console import Console
+
+from proxy.workflows.arguments import dollars_amount, non_negative_int, positive_int, seconds, whole
+from proxy.workflows.batch_input import (
+    FORMATS,
+    BatchLine,
+    Format,
+    InputError,
+    detect_format,
+    read_lines,
+)
+from proxy.workflows.calls import Caller, LineFailed
+from proxy.workflows.manifest import (
+    FAILURES,
+    JOURNAL,
+    MANIFEST,
+    DirectoryBusy,
+    Journal,
+    Record,
+    hold_directory,
+    records_intact,
+    write_json_atomic,
+)
+from proxy.workflows.progress import BatchProgress, Tally, dollars, line_of, print_failures
+from proxy.workflows.runner import BatchRun, Budget
+
+__all__ = ["BatchOptions", "normalize_base_url", "register", "run"]
+
+_OPEN_GATEWAY_KEY: Final = "unused-when-open"
+_DESCRIPTION: Final = """\
+Generate every request in FILE through an imagegate gateway (the official openai SDK,
+b64_json responses). Each line's images land in DIR as {line:04d}-{slug}[-{index}].{ext};
+manifest.json records every image, failures.json every failed line, and a journal
+(.batch-journal.jsonl) lets a re-run skip the lines already done, paying nothing twice.
+"""
+_EPILOG: Final = """\
+FILE formats (by extension, or --format):
+  .jsonl  one images.generate body per line, plus optional "name" and "tags"
+  .csv    header row with a "prompt" column; optional name, tags, and request fields
+  other   plain text, one prompt per line ("#" comments and blank lines skipped)
+
+exit status: 0 every line succeeded or was resumed, 1 some line failed,
+             2 usage error, 3 stopped by --budget-usd,
+             130 / 143 interrupted by SIGINT / SIGTERM (outputs are written)
+"""
+
+
+# Request fields settable for every line (a line's own value wins): flag, field, type.
+_DEFAULT_FIELDS: Final[tuple[tuple[str, str, Callable[[str], object]], ...]] = (
+    ("--model", "model", str),
+    ("--size", "size", str),
+    ("--quality", "quality", str),
+    ("--n", "n", positive_int),
+    ("--output-format", "output_format", str),
+    ("--output-compression", "output_compression", non_negative_int),
+    ("--background", "background", str),
+    ("--style", "style", str),
+    ("--moderation", "moderation", str),
+    ("--seed", "seed", whole),
+)
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "batch",
+        help="generate every request in a JSONL, CSV or text file, resumably",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("file", metavar="FILE", type=Path, help="the requests")
+    parser.add_argument("--format", choices=FORMATS, help="override the format the name implies")
+    _add_connection(parser)
+    _add_run_options(parser)
+    defaults = parser.add_argument_group("request defaults (a line's own fields win)")
+    for flag, name, kind in _DEFAULT_FIELDS:
+        defaults.add_argument(flag, dest=f"field_{name}", type=kind, metavar=name.upper())
+    parser.set_defaults(func=run)
+
+
+def _add_connection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--base-url",
+        default="http://127.0.0.1:8080",
+        metavar="URL",
+        help="the gateway's root URL; a trailing /v1 is fine (default %(default)s)",
+    )
+    parser.add_argument(
+        "--api-key", metavar="KEY", help="default: $OPENAI_API_KEY (an open gateway needs none)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        default=300.0,
+        metavar="SECONDS",
+        help="per request attempt (default %(default)s)",
+    )
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("batch-out"),
+        metavar="DIR",
+        help="images, manifest.json, failures.json (default ./%(default)s)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="requests in flight at once (default %(default)s)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=non_negative_int,
+        default=2,
+        metavar="N",
+        help="retries of a 429, 5xx or connection error (default %(default)s)",
+    )
+    parser.add_argument(
+        "--budget-usd",
+        type=dollars_amount,
+        metavar="DOLLARS",
+        help="stop starting lines once spent + the dearest line so far would pass this",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOptions:
+    file: Path
+    fmt: Format
+    base_url: str
+    api_key: str
+    out: Path
+    concurrency: int = 4
+    retries: int = 2
+    budget: Decimal | None = None
+    timeout: float = 300.0
+    defaults: dict[str, object] = field(default_factory=dict)
+
+
+class UsageError(Exception):
+    """Bad options or an unreadable FILE: exit status 2."""
+
+
+def normalize_base_url(url: str) -> str:
+    """`http://host:8080`, `.../`, `.../v1` and `.../v1/` all become `http://host:8080/v1`."""
+    root = url.strip().rstrip("/")
+    parts = urlsplit(root)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"--base-url must be an http(s) URL, got {url!r}")
+    return root if root.endswith("/v1") else f"{root}/v1"
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        options = _options(args)
+        lines = read_lines(options.file, options.fmt, options.defaults)
+        options.out.mkdir(parents=True, exist_ok=True)
+    except (UsageError, InputError) as exc:
+        print(f"imagegate batch: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"imagegate batch: error: cannot create {args.out}: {exc.strerror}", file=sys.stderr)
+        return 2
+    try:
+        with hold_directory(options.out):
+            return asyncio.run(_main(options, lines))
+    except DirectoryBusy as exc:
+        print(f"imagegate batch: error: {exc}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        print("imagegate batch: interrupted; run it again to resume", file=sys.stderr)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 143
+
+
+async def _main(options: BatchOptions, lines: list[BatchLine]) -> int:
+    """`run_batch`, with SIGTERM ending it as cleanly as Ctrl-C (outputs written)."""
+    task = asyncio.current_task()
+    if task is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await run_batch(options, lines)
+
+
+def _options(args: argparse.Namespace) -> BatchOptions:
+    try:
+        fmt = detect_format(args.file, args.format)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    defaults = {
+        name: getattr(args, f"field_{name}")
+        for _, name, _ in _DEFAULT_FIELDS
+        if getattr(args, f"field_{name}") is not None
+    }
+    return BatchOptions(
+        file=args.file,
+        fmt=fmt,
+        base_url=normalize_base_url(args.base_url),
+        api_key=args.api_key or os.environ.get("OPENAI_API_KEY") or _OPEN_GATEWAY_KEY,
+        out=args.out,
+        concurrency=args.concurrency,
+        retries=args.retries,
+        budget=args.budget_usd,
+        timeout=args.timeout,
+        defaults=defaults,
+    )
+
+
+async def run_batch(options: BatchOptions, lines: list[BatchLine]) -> int:
+    """Run the batch; write manifest.json and failures.json even when interrupted."""
+    journal = Journal(options.out / JOURNAL)
+    resumed = _resumable(lines, journal, options.out)
+    pending = [line for line in lines if line.problem is None and line.line not in resumed]
+    tally = Tally(total=len(lines), resumed=len(resumed))
+    console = Console(stderr=True)
+    client = openai.AsyncOpenAI(
+        base_url=options.base_url, api_key=options.api_key, max_retries=0, timeout=options.timeout
+    )
+    with BatchProgress(tally, console) as progress:
+        batch = BatchRun(
+            Caller(client, retries=options.retries),
+            journal,
+            options.out,
+            concurrency=options.concurrency,
+            budget=Budget(options.budget),
+            progress=progress,
+        )
+        for line in lines:
+            if line.problem is not None:
+                batch.fail(line, LineFailed(line.problem, code="invalid_line"))
+        try:
+            await batch.run(pending)
+        finally:
+            await client.close()
+            _write_outputs(options.out, {**resumed, **batch.records}, batch.failures)
+    return _report(console, options, batch)
+
+
+def _report(console: Console, options: BatchOptions, batch: BatchRun) -> int:
+    """Failures table, budget note and summary line; the exit status."""
+    print_failures(console, batch.failures)
+    tally = batch.tally
+    if batch.skipped:
+        limit = dollars(options.budget or Decimal(0))
+        console.print(
+            f"budget: stopped at {dollars(tally.spent)} of {limit}; "
+            f"{len(batch.skipped)} line(s) not run, from line {batch.skipped[0].line}",
+            markup=False,
+        )
+    print(f"batch: {tally.total} lines · {tally.summary()} → {options.out / MANIFEST}")
+    if batch.skipped:
+        return 3
+    return 1 if batch.failures else 0
+
+
+def _resumable(lines: list[BatchLine], journal: Journal, out: Path) -> dict[int, list[Record]]:
+    """Lines the journal holds with the same request, whose files are intact on disk."""
+    entries = journal.load()
+    done: dict[int, list[Record]] = {}
+    for line in lines:
+        entry = entries.get(line.line)
+        if (
+            line.problem is None
+            and entry is not None
+            and entry.digest == line.digest
+            and records_intact(out, entry.records)
+        ):
+            done[line.line] = list(entry.records)
+    return done
+
+
+def _write_outputs(out: Path, records: dict[int, list[Record]], failures: list[Record]) -> None:
+    manifest = [record for line in sorted(records) for record in records[line]]
+    write_json_atomic(out / MANIFEST, manifest)
+    write_json_atomic(out / FAILURES, sorted(failures, key=line_of))

@@ -1,0 +1,205 @@
+"""Running the lines of a batch: bounded concurrency, a budget, files and journal per line."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from proxy.workflows.batch_input import BatchLine
+from proxy.workflows.calls import Caller, Generated, LineFailed
+from proxy.workflows.manifest import (
+    Journal,
+    JournalEntry,
+    Record,
+    file_extension,
+    image_filename,
+    split_cost,
+    usd,
+    write_bytes_atomic,
+)
+from proxy.workflows.progress import BatchProgress, Tally
+
+__all__ = ["BatchRun", "Budget", "failure_record"]
+
+_CACHED = frozenset({"HIT", "COALESCED"})
+
+
+@dataclass(slots=True)
+class Budget:
+    """Stops scheduling before the dollars spent could pass `limit`.
+
+    A line is admitted only while spent + the highest per-image cost seen so far, times the
+    images in flight plus this line's, stays within the limit. Until a first cost is known,
+    lines run one at a time, so an unknown price can overshoot by one line at most.
+    """
+
+    limit: Decimal | None
+    spent: Decimal = Decimal(0)
+    per_image: Decimal | None = None
+    reserved: int = 0  # images of the lines in flight
+
+    def admits(self, images: int) -> bool:
+        if self.limit is None:
+            return True
+        if self.per_image is None:
+            return self.reserved == 0
+        return self.spent + self.per_image * (self.reserved + images) <= self.limit
+
+    def charge(self, cost: Decimal, images: int) -> None:
+        self.spent += cost
+        share = cost / max(images, 1)
+        self.per_image = share if self.per_image is None else max(self.per_image, share)
+
+
+class BatchRun:
+    """Runs pending lines; collects manifest records (by line) and failure records."""
+
+    def __init__(
+        self,
+        caller: Caller,
+        journal: Journal,
+        out: Path,
+        *,
+        concurrency: int,
+        budget: Budget,
+        progress: BatchProgress,
+    ) -> None:
+        self.caller = caller
+        self.journal = journal
+        self.out = out
+        self.concurrency = concurrency
+        self.budget = budget
+        self.progress = progress
+        self.tally: Tally = progress.tally
+        self.records: dict[int, list[Record]] = {}
+        self.failures: list[Record] = []
+        self.skipped: list[BatchLine] = []
+        self._in_flight = 0
+        self._changed = asyncio.Condition()
+
+    async def run(self, lines: list[BatchLine]) -> None:
+        """Run every line, `concurrency` at a time, until done or the budget says stop."""
+        async with asyncio.TaskGroup() as group:
+            for position, line in enumerate(lines):
+                if not await self._admit(line):
+                    self.skipped = lines[position:]
+                    self.tally.skipped = len(self.skipped)
+                    self.progress.refresh(force=True)
+                    break
+                group.create_task(self._line(line))
+
+    def fail(self, line: BatchLine, error: LineFailed) -> None:
+        self.failures.append(failure_record(line, error))
+        self.tally.failed += 1
+
+    async def _admit(self, line: BatchLine) -> bool:
+        async with self._changed:
+            while True:
+                if self._in_flight < self.concurrency and self.budget.admits(line.n):
+                    self._in_flight += 1
+                    self.budget.reserved += line.n
+                    return True
+                if self._in_flight == 0:
+                    return False
+                await self._changed.wait()
+
+    async def _line(self, line: BatchLine) -> None:
+        try:
+            generated = await self.caller.generate(line.body)
+            self.budget.charge(generated.cost, line.n)
+            self.tally.spent = self.budget.spent
+            records = await asyncio.to_thread(self._save, line, generated)
+            entry = JournalEntry(line.line, line.digest, tuple(records))
+            await asyncio.to_thread(self.journal.append, entry)
+        except LineFailed as exc:
+            self.fail(line, exc)
+        except OSError as exc:
+            self.fail(line, LineFailed(f"cannot write the output: {exc}", code="write_failed"))
+        else:
+            self.records[line.line] = records
+            self.tally.done += 1
+            self.tally.cached += generated.headers.get("x-cache", "") in _CACHED
+        finally:
+            async with self._changed:
+                self._in_flight -= 1
+                self.budget.reserved -= line.n
+                self._changed.notify_all()
+            self.progress.refresh()
+
+    def _save(self, line: BatchLine, generated: Generated) -> list[Record]:
+        """Write the line's images (atomically) and return their manifest records."""
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        costs = split_cost(generated.cost, len(generated.images))
+        records: list[Record] = []
+        for index, data in enumerate(generated.images):
+            ext = file_extension(data, generated.output_format or _text(line.body, "output_format"))
+            count = max(line.n, len(generated.images))
+            name = image_filename(line.line, line.name or line.prompt, index, count, ext)
+            write_bytes_atomic(self.out / name, data)
+            record = _record(line, generated, index, data)
+            record.update(file=name, cost_usd=usd(costs[index]), timestamp=now)
+            records.append(record)
+        return records
+
+
+def _record(line: BatchLine, generated: Generated, index: int, data: bytes) -> Record:
+    headers = generated.headers
+    revised = generated.revised_prompts[index] if index < len(generated.revised_prompts) else None
+    return {
+        "line": line.line,
+        "index": index,
+        "name": line.name,
+        "tags": list(line.tags),
+        "prompt": line.prompt,
+        "revised_prompt": revised,
+        "model": headers.get("x-imagegate-model") or _text(line.body, "model"),
+        "provider": headers.get("x-imagegate-provider"),
+        "size": generated.size or _dimensions(data) or _text(line.body, "size"),
+        "quality": generated.quality or _text(line.body, "quality"),
+        "params": dict(line.body),
+        "file": "",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+        "cost_usd": "0",
+        "cache": headers.get("x-cache"),
+        "timestamp": "",
+        "request_id": headers.get("x-request-id"),
+        "cache_key": headers.get("x-cache-key"),
+        "attempts": generated.attempts,
+    }
+
+
+def failure_record(line: BatchLine, error: LineFailed) -> Record:
+    return {
+        "line": line.line,
+        "name": line.name,
+        "prompt": line.prompt or None,
+        "status": error.status,
+        "error": error.message,
+        "code": error.code,
+        "type": error.type,
+        "param": error.param,
+        "attempts": error.attempts,
+        "request_id": error.request_id,
+    }
+
+
+def _dimensions(data: bytes) -> str | None:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+    return f"{width}x{height}"
+
+
+def _text(body: dict[str, object], key: str) -> str | None:
+    value = body.get(key)
+    return value if isinstance(value, str) else None
