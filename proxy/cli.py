@@ -1,25 +1,19 @@
-"""The `imagegate` command: `imagegate serve [--config PATH] [--host HOST] [--port PORT]`."""
+"""The `imagegate` command: `imagegate serve [--config PATH] [--host HOST] [--port PORT]`,
+and the client commands that register themselves below."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import importlib
-import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 
-import structlog
-from aiohttp import web
-
-from proxy.app import create_app
-from proxy.config import ConfigError, Settings, find_config, load_settings
+from proxy.config import ConfigError
 from proxy.observability.logging import configure_logging
+from proxy.serving import serve_forever, serve_workers, settings_for
 
 __all__ = ["main"]
-
-log = structlog.get_logger("imagegate.cli")
 
 
 # Each command module exposes `register(commands)`, which adds its sub-parser and sets
@@ -34,6 +28,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--config", help="config file (default: $IMAGEGATE_CONFIG, ./config.toml)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to bind (default 8080; 0 picks a free one)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes serving one port, sharing the stores (default 1)",
+    )
     serve.set_defaults(func=run_serve)
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(commands)
@@ -44,19 +44,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     try:
-        settings = load_settings(find_config(args.config))
+        settings = settings_for(args.config, args.host, args.port)
     except ConfigError as exc:
         print(f"imagegate: config error: {exc}", file=sys.stderr)
         return 2
-    server = settings.server
-    if args.host:
-        server = replace(server, host=args.host)
-    if args.port is not None:
-        server = replace(server, port=args.port)
-    settings = replace(settings, server=server)
+    if args.workers < 1:
+        print("imagegate: --workers must be at least 1", file=sys.stderr)
+        return 2
     configure_logging(settings.logging.level, settings.logging.format)
+    server = settings.server
     try:
-        asyncio.run(_serve(settings))
+        if args.workers > 1:
+            return serve_workers(settings, args.workers, args.config)
+        asyncio.run(serve_forever(settings))
     except OSError as exc:
         print(
             f"imagegate: cannot listen on {server.host}:{server.port}: {exc.strerror}",
@@ -64,37 +64,6 @@ def run_serve(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
-
-
-async def _serve(settings: Settings) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, settings.server.host, settings.server.port)
-        await site.start()
-        host, port = _bound(site, settings)
-        shown = f"[{host}]" if ":" in host else host
-        log.info("server.started", config=settings.source, data_dir=str(settings.data_dir))
-        print(f"imagegate listening; OpenAI base URL: http://{shown}:{port}/v1", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        log.info("server.stopping")
-    finally:
-        await runner.cleanup()
-
-
-def _bound(site: web.TCPSite, settings: Settings) -> tuple[str, int]:
-    server = site._server  # the asyncio server; its sockets tell the port when 0 was asked
-    sockets = getattr(server, "sockets", None)
-    if sockets:
-        sockname = sockets[0].getsockname()
-        return str(sockname[0]), int(sockname[1])
-    return settings.server.host, settings.server.port
 
 
 if __name__ == "__main__":

@@ -124,3 +124,13 @@ def test_missing_config_file_is_an_error(env, tmp_path):
         timeout=30,
     )
     assert done.returncode == 2 and "file not found" in done.stderr
+
+
+def test_workers_share_one_port_and_the_stores(env, tmp_path):
+    server = Server(["serve", "--port", "0", "--workers", "2"], env, tmp_path)
+    with server.client() as client:
+        outcome, image = ask(client)
+        seen = {ask(client) for _ in range(20)}  # spread over both workers
+        assert outcome == "MISS" and seen == {("HIT", image)}
+    assert server.stop(signal.SIGTERM) == 0
+    assert server.stderr.count('"server.stopping"') == 2
