@@ -98,6 +98,7 @@ class Entry:
     cost_micros: int
     created: float
     revised_prompt: str | None = None
+    prompt: str | None = None  # the normalized prompt, for the dashboard's gallery
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -110,6 +111,7 @@ class Entry:
             "cost_micros": self.cost_micros,
             "created": self.created,
             "revised_prompt": self.revised_prompt,
+            "prompt": self.prompt,
         }
 
     @classmethod
@@ -117,6 +119,7 @@ class Entry:
         fmt = raw["format"]
         assert fmt in CONTENT_TYPES
         revised = raw.get("revised_prompt")
+        prompt = raw.get("prompt")
         return cls(
             blob=str(raw["blob"]),
             format=fmt,  # type: ignore[arg-type]  # checked just above
@@ -127,6 +130,7 @@ class Entry:
             cost_micros=int(raw["cost_micros"]),  # type: ignore[call-overload]
             created=float(raw["created"]),  # type: ignore[arg-type]
             revised_prompt=None if revised is None else str(revised),
+            prompt=None if prompt is None else str(prompt),
         )
 
 

@@ -24,7 +24,7 @@ from proxy.providers.factory import build_providers
 from proxy.providers.placeholder import PlaceholderProvider
 from proxy.providers.registry import ProviderRegistry
 from proxy.router import Router
-from proxy.routes import admin, blobs, health, images
+from proxy.routes import admin, blobs, dashboard, health, images
 from proxy.service import ImageService
 from proxy.stores.disk import DiskBlobStore, DiskEntryStore
 from proxy.stores.ledger import SqliteLedger
@@ -96,7 +96,7 @@ def create_app(
     app[BLOBS] = blob_store
     app[SERVICE] = service
     app[GATE] = gate
-    for table in (images.routes, blobs.routes, health.routes, admin.routes):
+    for table in (images.routes, blobs.routes, health.routes, admin.routes, dashboard.routes):
         app.router.add_routes(table)
     app.cleanup_ctx.append(_lifetime(service, registry, gate, (entry_store, blob_store)))
     return app

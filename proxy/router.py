@@ -67,3 +67,19 @@ class Router:
             self._backoff_until[model] = now + retry_after
         state = state_at(circuit, self.breaker, now)
         self.metrics.circuit_state.labels(model=model).set(_STATE_VALUE[state])
+
+    def health(self) -> list[tuple[str, str, str]]:
+        """(model, provider, circuit state) for every model the gateway can route to now."""
+        ready = self.registry.ready()
+        now = self.clock()
+        rows: list[tuple[str, str, str]] = []
+        for spec in self.catalog.models.values():
+            if spec.virtual or spec.retired or not spec.available:
+                continue
+            if spec.provider not in ready and not self.registry.placeholder_only:
+                continue
+            state: str = state_at(self._circuits.get(spec.name, Circuit()), self.breaker, now)
+            if now < self._backoff_until.get(spec.name, 0.0):
+                state = "backing off"
+            rows.append((spec.name, spec.provider, state))
+        return rows

@@ -249,6 +249,7 @@ class ImageService:
                 cost_micros=costs[pos],
                 created=now,
                 revised_prompt=revised,
+                prompt=job.parsed.request.prompt,
             )
             if not job.directives.no_store:
                 await asyncio.to_thread(
