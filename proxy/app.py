@@ -12,6 +12,7 @@ from aiohttp import web
 
 from policies.catalog import Catalog
 from policies.circuit import Breaker
+from policies.ratelimit import Rate
 from proxy.access import Gatekeeper, sync_config_keys
 from proxy.config import Settings
 from proxy.generation import Generator
@@ -28,6 +29,7 @@ from proxy.routes import admin, blobs, dashboard, health, images
 from proxy.service import ImageService
 from proxy.stores.disk import DiskBlobStore, DiskEntryStore
 from proxy.stores.ledger import SqliteLedger
+from proxy.upstream_limits import UpstreamLimiter
 
 __all__ = ["build_registry", "create_app"]
 
@@ -83,7 +85,12 @@ def create_app(
         entries=entry_store,
         blobs=blob_store,
         router=router,
-        generator=Generator(router, metrics, max_attempts=settings.routing.max_attempts),
+        generator=Generator(
+            router,
+            metrics,
+            max_attempts=settings.routing.max_attempts,
+            limiter=_upstream_limits(settings),
+        ),
         gate=gate,
         metrics=metrics,
         clock=clock,
@@ -100,6 +107,15 @@ def create_app(
         app.router.add_routes(table)
     app.cleanup_ctx.append(_lifetime(service, registry, gate, (entry_store, blob_store)))
     return app
+
+
+def _upstream_limits(settings: Settings) -> UpstreamLimiter:
+    rates = {
+        name: Rate(conf.requests_per_minute)
+        for name, conf in settings.providers.items()
+        if conf.requests_per_minute
+    }
+    return UpstreamLimiter(rates)
 
 
 def _router(

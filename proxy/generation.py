@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -22,6 +22,7 @@ from proxy.observability.metrics import Metrics
 from proxy.output import Finished, finish_image
 from proxy.ports import Provider, ProviderCall, ProviderResult
 from proxy.router import Router
+from proxy.upstream_limits import LOCAL_LIMIT_CODE, UpstreamLimiter
 
 __all__ = ["Generated", "Generator", "MadeImage"]
 
@@ -49,6 +50,7 @@ class Generator:
     router: Router
     metrics: Metrics
     max_attempts: int = 3
+    limiter: UpstreamLimiter = field(default_factory=lambda: UpstreamLimiter({}))
 
     async def make(
         self,
@@ -66,7 +68,8 @@ class Generator:
             try:
                 return await self._try(candidate, indexes, uploads, attempt)
             except ProviderError as exc:
-                self.router.record(candidate.spec.name, ok=False, retry_after=exc.retry_after)
+                if exc.code != LOCAL_LIMIT_CODE:  # our own limit is no sign of ill health
+                    self.router.record(candidate.spec.name, ok=False, retry_after=exc.retry_after)
                 if not exc.retryable:
                     raise
                 last = exc
@@ -91,6 +94,7 @@ class Generator:
         provider = self.router.registry.get(spec.provider)
         per_call = max(1, spec.max_per_call)
         chunks = [indexes[i : i + per_call] for i in range(0, len(indexes), per_call)]
+        await self.limiter.acquire(provider.name, len(chunks))
         started = time.perf_counter()
         try:
             results = await asyncio.gather(

@@ -28,7 +28,7 @@ async def upstreams():
         yield oai, rep
 
 
-async def start(settings, clock, upstreams, **routing) -> Gateway:
+async def start(settings, clock, upstreams, replicate_rpm=None, **routing) -> Gateway:
     from aiohttp.test_utils import TestServer
 
     from proxy.app import create_app
@@ -49,6 +49,7 @@ async def start(settings, clock, upstreams, **routing) -> Gateway:
             api_key=Secret("r8_test"),
             base_url=rep.base_url,
             timeout_seconds=2,
+            requests_per_minute=replicate_rpm,
         ),
     }
     settings = replace(settings, providers=providers, routing=replace(RoutingSettings(), **routing))
@@ -238,5 +239,21 @@ async def test_a_retired_model_is_served_by_its_successor(settings, clock, upstr
         assert "style" not in call.json and "natural" in call.json["prompt"]
         assert size_of(body.data[0].b64_json) == (1792, 1024)
         assert body.data[0].revised_prompt
+    finally:
+        await gw.close()
+
+
+async def test_an_upstream_rate_limit_is_kept_by_falling_back_not_by_collecting_429s(
+    settings, clock, upstreams
+):
+    oai, rep = upstreams
+    gw = await start(settings, clock, upstreams, replicate_rpm=1)
+    try:
+        first, _ = await gen(gw, model="auto", prompt="one")
+        second, _ = await gen(gw, model="auto", prompt="two")
+        assert first["x-imagegate-provider"] == "replicate"
+        assert second["x-imagegate-provider"] == "openai"  # no token for 60 s: fell back
+        assert len(rep.requests_to("/predictions", "POST")) == 1
+        assert gw.metric("imagegate_circuit_state", model="flux-schnell") == 0
     finally:
         await gw.close()
