@@ -97,7 +97,7 @@ class Gatekeeper:
         now = self.clock()
         if now - checked < 1.0:
             return exists
-        exists = await asyncio.to_thread(self.ledger.has_active_keys)
+        exists = await asyncio.to_thread(self.ledger.has_keys)
         self._has_keys = (now, exists)
         return exists
 

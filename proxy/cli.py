@@ -18,7 +18,7 @@ __all__ = ["main"]
 
 # Each command module exposes `register(commands)`, which adds its sub-parser and sets
 # `func` (args -> exit status) as the parser default.
-_COMMAND_MODULES: tuple[str, ...] = ("proxy.workflows.batch",)
+_COMMAND_MODULES: tuple[str, ...] = ("proxy.workflows.batch", "proxy.workflows.keys")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -185,9 +185,11 @@ class KeyTable:
             found = db.execute(sql, (hash_secret(secret),)).fetchone()
         return None if found is None else _record(found)
 
-    def has_active_keys(self) -> bool:
+    def has_keys(self) -> bool:
+        """Whether any key was ever issued or configured (revoked ones count: revoking the
+        last key must not open the gateway)."""
         with self._read() as db:
-            found = db.execute("SELECT 1 FROM api_keys WHERE revoked IS NULL LIMIT 1").fetchone()
+            found = db.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone()
         return found is not None
 
     def get_key(self, name: str) -> KeyRecord | None:
