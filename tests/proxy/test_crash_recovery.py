@@ -1,0 +1,109 @@
+"""kill -9 in the middle of a burst: settled spend survives, orphaned reservations are released."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+import openai
+
+from tests.fakes.replicate_server import FakeReplicate
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "sk-crash-test-0123456789"
+
+
+async def start_gateway(
+    config: Path, env: dict[str, str]
+) -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "proxy",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        env=env,
+    )
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+    match = re.search(r"(http://\S+/v1)", line)
+    assert match, line
+    return proc, match[1]
+
+
+async def test_kill_9_during_a_burst_loses_no_settled_row_and_leaks_no_reservation(tmp_path):
+    async with FakeReplicate(work_seconds=0.4) as rep:
+        config = tmp_path / "gateway.toml"
+        config.write_text(
+            f'[storage]\ndata_dir = "{tmp_path / "data"}"\n'
+            f'[providers.replicate]\napi_token = "r8_test"\nbase_url = "{rep.base_url}"\n'
+            f'[[keys]]\nname = "app"\nkey = "{SECRET}"\nbudget_usd = 10.0\n'
+        )
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("IMAGEGATE_", "OPENAI_", "REPLICATE_"))
+        }
+        env["PYTHONPATH"] = str(ROOT)
+        proc, base_url = await start_gateway(config, env)
+        client = openai.AsyncOpenAI(base_url=base_url, api_key=SECRET, max_retries=0)
+        tasks = [
+            asyncio.create_task(
+                client.images.with_raw_response.generate(
+                    model="flux-schnell", prompt=f"crash {i}", size="1024x1024"
+                )
+            )
+            for i in range(40)
+        ]
+        done = 0
+        for next_done in asyncio.as_completed(tasks):
+            try:
+                await next_done
+                done += 1
+            except openai.APIError:
+                pass
+            if done == 5:
+                proc.send_signal(signal.SIGKILL)  # mid-burst: more calls are in flight
+                break
+        await proc.wait()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        succeeded = sum(1 for r in results if not isinstance(r, BaseException))
+        await client.close()
+
+        ledger = tmp_path / "data" / "ledger.sqlite3"
+        db = sqlite3.connect(ledger)
+        rows, spent = db.execute("SELECT COUNT(*), SUM(cost_micros) FROM ledger").fetchone()
+        open_before = db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0]
+        db.close()
+        assert rows >= succeeded >= 5  # every answered generation was settled first
+        assert spent == rows * 3_000  # each settled row is one $0.003 image, exact
+        assert open_before > 0  # the kill left reservations of calls that no longer exist
+
+        proc, base_url = await start_gateway(config, env)  # restart: orphans released
+        try:
+            async with openai.AsyncOpenAI(
+                base_url=base_url, api_key=SECRET, max_retries=0
+            ) as again:
+                await again.images.generate(
+                    model="flux-schnell", prompt="crash 0", size="1024x1024"
+                )
+            db = sqlite3.connect(ledger)
+            assert db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0] == 0
+            assert (
+                db.execute("SELECT COUNT(*) FROM ledger WHERE cost_micros > 0").fetchone()[0]
+                >= rows
+            )
+            db.close()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert await proc.wait() == 0
