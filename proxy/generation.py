@@ -62,6 +62,7 @@ class Generator:
         tried = candidates[: self.max_attempts]
         for attempt, candidate in enumerate(tried, start=1):
             if attempt > 1:
+                self.metrics.retries.labels(candidate.spec.provider, candidate.spec.name).inc()
                 self.metrics.fallbacks.labels(
                     tried[attempt - 2].spec.name, candidate.spec.name
                 ).inc()

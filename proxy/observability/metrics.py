@@ -78,6 +78,12 @@ class Metrics:
             ("reason",),
             registry=r,
         )
+        self.retries = Counter(
+            "imagegate_provider_retries",
+            "Calls made after an earlier attempt of the same request failed",
+            ("provider", "model"),
+            registry=r,
+        )
         self.circuit_state = Gauge(
             "imagegate_circuit_state",
             "Circuit per model: 0 closed, 0.5 half-open, 1 open",
