@@ -22,7 +22,7 @@ from proxy.config_cost import CostSettings
 from proxy.observability.metrics import Metrics
 from proxy.stores.ledger import SqliteLedger, process_owner
 
-__all__ = ["Caller", "Gatekeeper", "RateHeaders"]
+__all__ = ["Caller", "CallerBudget", "Gatekeeper", "RateHeaders", "sync_config_keys"]
 
 log = structlog.get_logger("imagegate.access")
 
@@ -267,3 +267,17 @@ async def sync_config_keys(gate: Gatekeeper) -> None:
 
     await asyncio.to_thread(sync)
     gate.forget_key_cache()
+
+
+@dataclass(frozen=True, slots=True)
+class CallerBudget:
+    """The budgets of one caller, as the generator reserves them attempt by attempt."""
+
+    gate: Gatekeeper
+    caller: Caller
+
+    async def reserve(self, amount_micros: int) -> str | None:
+        return await self.gate.reserve(self.caller, amount_micros)
+
+    async def release(self, reservation: str | None) -> None:
+        await self.gate.release(reservation)

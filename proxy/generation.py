@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import structlog
 
@@ -24,7 +25,7 @@ from proxy.ports import Provider, ProviderCall, ProviderResult
 from proxy.router import Router
 from proxy.upstream_limits import LOCAL_LIMIT_CODE, UpstreamLimiter
 
-__all__ = ["Generated", "Generator", "MadeImage"]
+__all__ = ["Budget", "Generated", "Generator", "MadeImage"]
 
 log = structlog.get_logger("imagegate.generation")
 
@@ -45,6 +46,14 @@ class Generated:
     prompt: str | None  # the prompt that went upstream (a retired model's style included)
 
 
+class Budget(Protocol):
+    """Reserve a quote on every budget that applies (raises BudgetExceeded), or release it."""
+
+    async def reserve(self, amount_micros: int) -> str | None: ...
+
+    async def release(self, reservation: str | None) -> None: ...
+
+
 @dataclass
 class Generator:
     router: Router
@@ -57,23 +66,29 @@ class Generator:
         candidates: Sequence[Candidate],
         indexes: tuple[int, ...],
         uploads: Mapping[str, bytes],
-    ) -> Generated:
+        budget: Budget,
+    ) -> tuple[Generated, str | None]:
+        """The images and the reservation that paid for them (the caller settles it).
+
+        Each attempt reserves its own model's quote before the call and releases it when the
+        call fails, so a fallback to a dearer model is admitted only if it fits too."""
         last: ProviderError | None = None
         tried = candidates[: self.max_attempts]
         for attempt, candidate in enumerate(tried, start=1):
             if attempt > 1:
-                self.metrics.retries.labels(candidate.spec.provider, candidate.spec.name).inc()
-                self.metrics.fallbacks.labels(
-                    tried[attempt - 2].spec.name, candidate.spec.name
-                ).inc()
+                self._count_fallback(tried[attempt - 2], candidate)
+            reservation = await budget.reserve(candidate.quote_micros)
             try:
-                return await self._try(candidate, indexes, uploads, attempt)
-            except ProviderError as exc:
-                if exc.code != LOCAL_LIMIT_CODE:  # our own limit is no sign of ill health
-                    self.router.record(candidate.spec.name, ok=False, retry_after=exc.retry_after)
-                if not exc.retryable:
+                return await self._try(candidate, indexes, uploads, attempt), reservation
+            except BaseException as exc:
+                await budget.release(reservation)
+                if not isinstance(exc, ProviderError):
                     raise
                 last = exc
+            if last.code != LOCAL_LIMIT_CODE:  # our own limit is no sign of ill health
+                self.router.record(candidate.spec.name, ok=False, retry_after=last.retry_after)
+            if not last.retryable:
+                raise last
         if last is None:
             raise NoRoute("No model could be tried for this request.")
         if len(tried) > 1:
@@ -83,6 +98,10 @@ class Generator:
                 retry_after=last.retry_after,
             )
         raise last
+
+    def _count_fallback(self, failed: Candidate, candidate: Candidate) -> None:
+        self.metrics.retries.labels(candidate.spec.provider, candidate.spec.name).inc()
+        self.metrics.fallbacks.labels(failed.spec.name, candidate.spec.name).inc()
 
     async def _try(
         self,

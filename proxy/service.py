@@ -19,7 +19,7 @@ from policies.errors import ProviderError
 from policies.ledger_models import LedgerRow
 from policies.models import Entry, ParsedRequest
 from policies.normalize import request_key
-from proxy.access import Caller, Gatekeeper
+from proxy.access import Caller, CallerBudget, Gatekeeper
 from proxy.flights import Flights, Landed
 from proxy.generation import Generated, Generator
 from proxy.observability.metrics import Metrics
@@ -200,10 +200,9 @@ class ImageService:
         cheap = asked.virtual and await self.gate.under_pressure(job.caller)
         candidates = self.router.plan(request, images=len(indexes), cheap_only=cheap)
         self.gate.take_images(job.caller, len(indexes))
-        tried = candidates[: self.generator.max_attempts]
-        reservation = await self.gate.reserve(job.caller, max(c.quote_micros for c in tried))
+        budget = CallerBudget(self.gate, job.caller)
+        made, reservation = await self.generator.make(candidates, indexes, job.uploads, budget)
         try:
-            made = await self.generator.make(candidates, indexes, job.uploads)
             landed = await self._store(job, indexes, made, asked.family == "dall-e-3")
         except BaseException:
             await self.gate.release(reservation)
