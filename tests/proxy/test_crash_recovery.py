@@ -57,27 +57,26 @@ async def test_kill_9_during_a_burst_loses_no_settled_row_and_leaks_no_reservati
         env["PYTHONPATH"] = str(ROOT)
         proc, base_url = await start_gateway(config, env)
         client = openai.AsyncOpenAI(base_url=base_url, api_key=SECRET, max_retries=0)
-        tasks = [
-            asyncio.create_task(
-                client.images.with_raw_response.generate(
-                    model="flux-schnell", prompt=f"crash {i}", size="1024x1024"
+
+        def burst(first: int, count: int) -> list[asyncio.Task]:
+            return [
+                asyncio.create_task(
+                    client.images.with_raw_response.generate(
+                        model="flux-schnell", prompt=f"crash {i}", size="1024x1024"
+                    )
                 )
-            )
-            for i in range(40)
-        ]
-        done = 0
-        for next_done in asyncio.as_completed(tasks):
-            try:
-                await next_done
-                done += 1
-            except openai.APIError:
-                pass
-            if done == 5:
-                proc.send_signal(signal.SIGKILL)  # mid-burst: more calls are in flight
-                break
+                for i in range(first, first + count)
+            ]
+
+        await asyncio.gather(*burst(0, 5))  # five settled generations
+        rep.delay_next(60, times=35, path="/predictions", method="POST")
+        in_flight = burst(5, 35)
+        while len(rep.requests_to("/predictions", "POST")) < 40:
+            await asyncio.sleep(0.02)  # every call has reserved its budget and reached upstream
+        proc.send_signal(signal.SIGKILL)  # mid-burst
         await proc.wait()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        succeeded = sum(1 for r in results if not isinstance(r, BaseException))
+        results = await asyncio.gather(*in_flight, return_exceptions=True)
+        succeeded = 5 + sum(1 for r in results if not isinstance(r, BaseException))
         await client.close()
 
         ledger = tmp_path / "data" / "ledger.sqlite3"
