@@ -1,4 +1,4 @@
-"""A scripted mix of traffic, then /metrics: the numbers add up with what happened and the ledger."""
+"""A scripted mix of traffic, then /metrics: the numbers add up with the traffic and the ledger."""
 
 from __future__ import annotations
 
