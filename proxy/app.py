@@ -21,6 +21,7 @@ from proxy.middlewares import error_middleware, request_middleware
 from proxy.observability.ledger_metrics import LedgerCollector
 from proxy.observability.metrics import Metrics, StoreCollector
 from proxy.ports import BlobStore, EntryStore, Provider
+from proxy.process_locks import ProcessLocks
 from proxy.providers.factory import build_providers
 from proxy.providers.placeholder import PlaceholderProvider
 from proxy.providers.registry import ProviderRegistry
@@ -92,6 +93,7 @@ def create_app(
             limiter=_upstream_limits(settings),
         ),
         gate=gate,
+        locks=ProcessLocks(data_dir / "flights.lock"),
         metrics=metrics,
         clock=clock,
         ttl_seconds=settings.cache.ttl_seconds,
@@ -157,6 +159,7 @@ def _lifetime(
         await gate.flush_hits()
         await registry.aclose()
         gate.ledger.close()
+        service.locks.close()
         for store in stores:
             close = getattr(store, "close", None)
             if close is not None:

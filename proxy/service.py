@@ -24,11 +24,15 @@ from proxy.flights import Flights, Landed
 from proxy.generation import Generated, Generator
 from proxy.observability.metrics import Metrics
 from proxy.ports import BlobStore, EntryStore
+from proxy.process_locks import ProcessLocks
 from proxy.router import Router
 
 __all__ = ["ImageService", "Served", "ServedImage"]
 
 log = structlog.get_logger("imagegate.service")
+
+# A generation task's result: (cost, images by index, indexes generated here).
+_Flight = asyncio.Task[tuple[int, dict[int, Landed], frozenset[int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +73,10 @@ class ImageService:
     gate: Gatekeeper
     metrics: Metrics
     clock: Callable[[], float]
+    locks: ProcessLocks  # single-flight across worker processes
     ttl_seconds: float | None = None
     flights: Flights = field(default_factory=Flights)
-    _tasks: set[asyncio.Task[tuple[int, dict[int, Landed]]]] = field(default_factory=set)
+    _tasks: set[_Flight] = field(default_factory=set)
 
     async def serve(
         self,
@@ -167,29 +172,56 @@ class ImageService:
             task = asyncio.create_task(self._generate(job, mine, owned))
             self._tasks.add(task)
             task.add_done_callback(_forget(self._tasks))
-            cost, landed = await asyncio.shield(task)
+            cost, landed, made_here = await asyncio.shield(task)
             for index, item in landed.items():
                 images[index] = ServedImage(item.entry, item.data)
+            # What another worker process made while this one waited for the key's lock.
+            from_peer = [images[i] for i in mine if i not in made_here]
+            self._record(job, from_peer, "COALESCED")
         joined_images = []
         for index, future in waits.items():
             item = await asyncio.shield(future)
             images[index] = ServedImage(item.entry, item.data)
             joined_images.append(images[index])
         self._record(job, joined_images, "COALESCED")
-        return len(mine), len(waits), cost
+        generated = len(made_here) if mine else 0
+        return generated, len(waits) + len(mine) - generated, cost
 
     async def _generate(
         self, job: Job, indexes: tuple[int, ...], owned: Mapping[int, asyncio.Future[Landed]]
-    ) -> tuple[int, dict[int, Landed]]:
+    ) -> tuple[int, dict[int, Landed], frozenset[int]]:
+        """(cost, every index's images, the indexes generated here rather than by a peer)."""
+        since = self.clock()
         try:
-            cost, landed = await self._charge_and_make(job, indexes)
+            async with self.locks.hold(job.key):
+                landed = (
+                    {}
+                    if job.directives.no_cache
+                    else await asyncio.to_thread(self._peer_made, job.key, indexes, since)
+                )
+                rest = tuple(i for i in indexes if i not in landed)
+                cost, made = await self._charge_and_make(job, rest) if rest else (0, {})
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else ProviderError("generation cancelled")
             self.flights.crash(job.key, owned, error)
             raise
+        landed.update(made)
         for index in owned:
             self.flights.land(job.key, index, landed[index])
-        return cost, landed
+        return cost, landed, frozenset(made)
+
+    def _peer_made(self, key: str, indexes: tuple[int, ...], since: float) -> dict[int, Landed]:
+        """Blocking: entries another worker process stored while this one waited for the
+        lock (made since this flight took off; an older entry is the stale one it replaces)."""
+        found: dict[int, Landed] = {}
+        for index in indexes:
+            entry = self.entries.get(key, index)
+            data = self.blobs.get(entry.blob) if entry is not None else None
+            if entry is not None and entry.created < since:
+                continue
+            if entry is not None and data is not None:
+                found[index] = Landed(entry, data)
+        return found
 
     async def _charge_and_make(
         self, job: Job, indexes: tuple[int, ...]
@@ -264,9 +296,9 @@ class ImageService:
 
 
 def _forget(
-    tasks: set[asyncio.Task[tuple[int, dict[int, Landed]]]],
-) -> Callable[[asyncio.Task[tuple[int, dict[int, Landed]]]], None]:
-    def done(task: asyncio.Task[tuple[int, dict[int, Landed]]]) -> None:
+    tasks: set[_Flight],
+) -> Callable[[_Flight], None]:
+    def done(task: _Flight) -> None:
         tasks.discard(task)
         if not task.cancelled():
             task.exception()  # retrieved here; the awaiting request re-raises it

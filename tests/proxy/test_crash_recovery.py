@@ -19,7 +19,7 @@ SECRET = "sk-crash-test-0123456789"
 
 
 async def start_gateway(
-    config: Path, env: dict[str, str]
+    config: Path, env: dict[str, str], workers: int = 1
 ) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -30,6 +30,8 @@ async def start_gateway(
         str(config),
         "--port",
         "0",
+        "--workers",
+        str(workers),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
         env=env,

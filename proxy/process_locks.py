@@ -1,0 +1,41 @@
+"""Single-flight across worker processes: a POSIX record lock per request key.
+
+In one process, identical misses share a future (`flights.py`). With `--workers N` they may
+land in different processes; the flight owner in each takes this lock before generating and
+looks in the cache again once it holds it, so the second process finds the first one's
+images instead of paying for them again. One lock file, one byte per key (at an offset taken
+from the key), so the lock costs no file per key and unrelated keys practically never meet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+__all__ = ["ProcessLocks"]
+
+_SPAN = 2**31 - 1
+
+
+class ProcessLocks:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # POSIX record locks belong to the process and drop when any of its descriptors for
+        # the file closes, so the file stays open for the process's life.
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        offset = int(key[:15], 16) % _SPAN
+        await asyncio.to_thread(fcntl.lockf, self._fd, fcntl.LOCK_EX, 1, offset)
+        try:
+            yield
+        finally:
+            fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, offset)
+
+    def close(self) -> None:
+        os.close(self._fd)

@@ -1,0 +1,79 @@
+"""`imagegate serve --workers 2`: coalescing and budgets stay exact across processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+import openai
+
+from tests.fakes.replicate_server import FakeReplicate
+from tests.proxy.test_crash_recovery import ROOT, start_gateway
+
+SECRET = "sk-workers-0123456789abc"
+
+
+def write_config(tmp_path: Path, base_url: str, budget: float) -> Path:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[storage]\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[providers.replicate]\napi_token = "r8_test"\nbase_url = "{base_url}"\n'
+        f'[[keys]]\nname = "app"\nkey = "{SECRET}"\nbudget_usd = {budget}\n'
+    )
+    return config
+
+
+def clean_env() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("IMAGEGATE_", "OPENAI_", "REPLICATE_"))
+    }
+    return {**env, "PYTHONPATH": str(ROOT)}
+
+
+async def test_two_workers_make_one_upstream_call_and_never_overspend(tmp_path):
+    async with FakeReplicate(work_seconds=0.5) as rep:
+        config = write_config(tmp_path, rep.base_url, budget=0.03)  # ten flux-schnell images
+        proc, base_url = await start_gateway(config, clean_env(), workers=2)
+        try:
+            async with openai.AsyncOpenAI(
+                base_url=base_url, api_key=SECRET, max_retries=0
+            ) as client:
+                same = await asyncio.gather(
+                    *(
+                        client.images.with_raw_response.generate(
+                            model="flux-schnell", prompt="one kite", size="1024x1024"
+                        )
+                        for _ in range(40)
+                    )
+                )
+                outcomes = sorted(r.headers["x-cache"] for r in same)
+                assert len(rep.requests_to("/predictions", "POST")) == 1
+                assert outcomes.count("MISS") == 1
+                assert len({r.parse().data[0].b64_json for r in same}) == 1
+
+                many = await asyncio.gather(
+                    *(
+                        client.images.generate(
+                            model="flux-schnell", prompt=f"kite {i}", size="1024x1024"
+                        )
+                        for i in range(40)
+                    ),
+                    return_exceptions=True,
+                )
+                made = [r for r in many if not isinstance(r, BaseException)]
+                assert len(made) == 9  # $0.03 budget: one image above, nine here
+                assert all(
+                    isinstance(r, openai.RateLimitError)
+                    for r in many
+                    if isinstance(r, BaseException)
+                )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert await proc.wait() == 0
+        db = sqlite3.connect(tmp_path / "data" / "ledger.sqlite3")
+        assert db.execute("SELECT SUM(cost_micros) FROM ledger").fetchone()[0] == 30_000
