@@ -52,6 +52,31 @@ class Job:
     caller: Caller
     request_id: str
 
+    def row(
+        self,
+        ts: float,
+        model: str,
+        provider: str,
+        images: int,
+        *,
+        cost: int,
+        saved: int,
+        cache: str,
+    ) -> LedgerRow:
+        return LedgerRow(
+            ts=ts,
+            key_name=self.caller.name,
+            team=self.caller.team,
+            request_key=self.key,
+            model=model,
+            provider=provider,
+            images=images,
+            cost_micros=cost,
+            saved_micros=saved,
+            cache=cache,
+            request_id=self.request_id or None,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Served:
@@ -136,19 +161,16 @@ class ImageService:
         if not served:
             return
         first = served[0].entry
+        saved = sum(image.entry.cost_micros for image in served)
         self.gate.record_hit(
-            LedgerRow(
-                ts=self.clock(),
-                key_name=job.caller.name,
-                team=job.caller.team,
-                request_key=job.key,
-                model=first.model,
-                provider=first.provider,
-                images=len(served),
-                cost_micros=0,
-                saved_micros=sum(image.entry.cost_micros for image in served),
+            job.row(
+                self.clock(),
+                first.model,
+                first.provider,
+                len(served),
+                cost=0,
+                saved=saved,
                 cache=cache,
-                request_id=job.request_id or None,
             )
         )
 
@@ -239,22 +261,17 @@ class ImageService:
         except BaseException:
             await self.gate.release(reservation)
             raise
-        await self.gate.settle(
-            reservation,
-            LedgerRow(
-                ts=self.clock(),
-                key_name=job.caller.name,
-                team=job.caller.team,
-                request_key=job.key,
-                model=made.model,
-                provider=made.provider,
-                images=len(indexes),
-                cost_micros=made.cost_micros,
-                saved_micros=0,
-                cache="BYPASS" if job.directives.no_cache else "MISS",
-                request_id=job.request_id or None,
-            ),
+        cache = "BYPASS" if job.directives.no_cache else "MISS"
+        row = job.row(
+            self.clock(),
+            made.model,
+            made.provider,
+            len(indexes),
+            cost=made.cost_micros,
+            saved=0,
+            cache=cache,
         )
+        await self.gate.settle(reservation, row)
         return made.cost_micros, landed
 
     async def _store(
