@@ -30,6 +30,15 @@ async def list_models(request: web.Request) -> web.Response:
                 "description": spec.description,
                 "retired": spec.retired,
                 "successor": spec.successor,
+                "available": spec.available,
+                "unavailable_reason": spec.unavailable_reason or None,
+                "virtual": spec.virtual,
+                "needs": list(spec.needs),
+                "strengths": list(spec.strengths),
+                "licence": spec.licence,
+                "images_per_call": spec.max_per_call,
+                "edits": spec.edits,
+                "masks": spec.masks,
             }
         )
     for alias, target in catalog.aliases.items():

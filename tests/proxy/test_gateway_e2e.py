@@ -307,3 +307,15 @@ async def test_store_metrics_count_entries_bytes_and_healed_blobs(gateway):
     blob_file.path.write_bytes(b"\x89PNG not really")
     await generate(client, n=2)
     assert gateway.metric("imagegate_blobs_healed_total") == 1
+
+
+async def test_models_list_says_why_a_model_is_unavailable(gateway):
+    async with aiohttp.ClientSession() as http, http.get(gateway.base_url + "/models") as got:
+        models = {m["id"]: m for m in (await got.json())["data"]}
+    assert models["midjourney-v6.1"]["available"] is False
+    assert "no official API" in models["midjourney-v6.1"]["unavailable_reason"]
+    assert models["flux-dev"]["licence"] == "non-commercial"
+    assert models["text"]["virtual"] is True and models["text"]["needs"] == ["text"]
+    with pytest.raises(openai.BadRequestError) as info:
+        await generate(gateway.client(), model="midjourney-v6.1")
+    assert info.value.code == "model_unavailable" and "no official API" in info.value.message
