@@ -22,6 +22,7 @@ from aiohttp import web
 
 from proxy.app import create_app
 from proxy.config import ConfigError, Settings, find_config, load_settings
+from proxy.keys import SERVICE
 from proxy.observability.logging import configure_logging
 
 __all__ = ["base_url_line", "serve_forever", "serve_workers", "settings_for"]
@@ -58,11 +59,16 @@ async def serve_forever(
         )
         await site.start()
         port = _bound_port(site, settings.server.port)
+        registry = app[SERVICE].router.registry
+        providers = sorted(registry.ready()) or ["placeholder (offline, $0)"]
+        if registry.placeholder_only:
+            providers = ["placeholder (offline, $0)"]
         log.info(
             "server.started",
             config=settings.source,
             data_dir=str(settings.data_dir),
             open=not settings.cost.keys,
+            providers=", ".join(providers),
         )
         if not settings.cost.keys:
             log.warning(
