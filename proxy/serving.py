@@ -60,9 +60,8 @@ async def serve_forever(
         await site.start()
         port = _bound_port(site, settings.server.port)
         registry = app[SERVICE].router.registry
-        providers = sorted(registry.ready()) or ["placeholder (offline, $0)"]
-        if registry.placeholder_only:
-            providers = ["placeholder (offline, $0)"]
+        offline = ["placeholder (offline, $0)"]
+        providers = offline if registry.placeholder_only else sorted(registry.ready())
         log.info(
             "server.started",
             config=settings.source,
