@@ -27,6 +27,7 @@ from proxy.providers.placeholder import PlaceholderProvider
 from proxy.providers.registry import ProviderRegistry
 from proxy.router import Router
 from proxy.routes import admin, blobs, dashboard, health, images
+from proxy.routes.ab import setup_ab
 from proxy.service import ImageService
 from proxy.stores.disk import DiskBlobStore, DiskEntryStore
 from proxy.stores.ledger import SqliteLedger
@@ -107,6 +108,7 @@ def create_app(
     app[GATE] = gate
     for table in (images.routes, blobs.routes, health.routes, admin.routes, dashboard.routes):
         app.router.add_routes(table)
+    setup_ab(app, data_dir)
     app.cleanup_ctx.append(_lifetime(service, registry, gate, (entry_store, blob_store)))
     return app
 

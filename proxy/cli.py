@@ -18,7 +18,12 @@ __all__ = ["main"]
 
 # Each command module exposes `register(commands)`, which adds its sub-parser and sets
 # `func` (args -> exit status) as the parser default.
-_COMMAND_MODULES: tuple[str, ...] = ("proxy.workflows.batch", "proxy.workflows.keys")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "proxy.workflows.batch",
+    "proxy.workflows.keys",
+    "proxy.workflows.ab",
+    "proxy.workflows.report",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

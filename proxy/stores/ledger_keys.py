@@ -11,10 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import threading
 import time
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import Final, get_args
@@ -22,6 +20,7 @@ from typing import Final, get_args
 from policies.budget import Window
 from policies.errors import InvalidRequest
 from policies.ledger_models import KeyRecord
+from proxy.stores.sqlite_db import SqliteDatabase
 
 __all__ = ["SCHEMA", "KeyTable", "hash_secret"]
 
@@ -95,52 +94,11 @@ def _values(key: KeyRecord, secret: str) -> tuple[object, ...]:
             key.source, hash_secret(secret))  # fmt: skip
 
 
-class KeyTable:
+class KeyTable(SqliteDatabase):
     """The connection, its transactions, and the `api_keys` methods of the ledger."""
 
     def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        self._db.row_factory = sqlite3.Row
-        # WAL lets readers run beside the one writer; FULL fsyncs the WAL at every commit,
-        # so a committed row survives power loss, not only a killed process.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        with self._write() as db:
-            for statement in SCHEMA.split(";"):
-                db.execute(statement)
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction. BEGIN IMMEDIATE takes the database's single write lock up
-        front (waiting up to busy_timeout), so whatever it reads stays true until COMMIT."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """One read transaction: every query inside sees the same snapshot."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                yield self._db
-            finally:
-                if self._db.in_transaction:
-                    self._db.execute("COMMIT")
+        super().__init__(path, SCHEMA, busy_timeout=busy_timeout, rows=True)
 
     def create_key(self, key: KeyRecord, secret: str) -> None:
         """Store a new key (its secret only as a hash). A taken name or secret is a 400."""

@@ -1,0 +1,110 @@
+"""The admin side of `imagegate ab`: turn a grid into an experiment, print an experiment's
+report. Both talk to the gateway's `/admin/ab` routes with the admin key."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from typing import Any, Final
+from urllib.parse import quote
+
+import aiohttp
+from rich.console import Console, JustifyMethod
+from rich.table import Table
+
+from proxy.workflows.ab_grid import CellResult
+
+__all__ = ["AdminError", "create_experiment", "experiment_body", "fetch_report", "print_report"]
+
+_TIMEOUT: Final = aiohttp.ClientTimeout(total=60)
+_LABEL_MAX: Final = 200
+
+
+class AdminError(Exception):
+    """The gateway refused, or could not be reached."""
+
+
+def experiment_body(name: str, results: Sequence[CellResult]) -> dict[str, Any]:
+    """Variants A, B, C... from the first model's column, one per variation (its first image);
+    the first variation is the control."""
+    column = sorted((r for r in results if r.cell.col == 0), key=lambda r: r.cell.row)
+    if len(column) > len(string.ascii_uppercase):
+        raise AdminError(f"an experiment takes at most 26 variants, the grid has {len(column)}")
+    if len(column) < 2:
+        raise AdminError("an experiment needs at least 2 variations")
+    missing = [r.cell.row + 1 for r in column if not r.images]
+    if missing:
+        raise AdminError(f"variation(s) {missing} of the first model have no image")
+    return {
+        "name": name,
+        "variants": [
+            {
+                "id": string.ascii_uppercase[r.cell.row],
+                "image": r.images[0].sha256,
+                "label": (r.cell.variation or r.cell.prompt)[:_LABEL_MAX],
+                "weight": 1,
+                "control": r.cell.row == 0,
+            }
+            for r in column
+        ],
+    }
+
+
+def _headers(admin_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+
+
+async def _call(method: str, url: str, admin_key: str | None, **kw: Any) -> dict[str, Any]:
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=_TIMEOUT) as http,
+            http.request(method, url, headers=_headers(admin_key), **kw) as got,
+        ):
+            try:
+                body = await got.json(content_type=None)
+            except ValueError:
+                body = {}
+            if got.status >= 400:
+                error = body.get("error", {}) if isinstance(body, dict) else {}
+                message = error.get("message") if isinstance(error, dict) else None
+                raise AdminError(f"HTTP {got.status}: {message or got.reason}")
+            return body if isinstance(body, dict) else {}
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise AdminError(f"cannot reach {url}: {exc or type(exc).__name__}") from None
+
+
+async def create_experiment(root: str, admin_key: str | None, body: dict[str, Any]) -> None:
+    await _call("POST", f"{root}/admin/ab", admin_key, json=body)
+
+
+async def fetch_report(root: str, admin_key: str | None, name: str) -> dict[str, Any]:
+    return await _call("GET", f"{root}/admin/ab/{quote(name, safe='')}", admin_key)
+
+
+def _rate(value: object) -> str:
+    return f"{value * 100:.2f}%" if isinstance(value, int | float) else "-"
+
+
+def print_report(console: Console, report: dict[str, Any]) -> None:
+    """The experiment's variants and tests as a table, then the verdict."""
+    tests = {c["variant"]: c for c in report.get("comparisons", [])}
+    table = Table(title=f"experiment {report.get('name')}", title_justify="left")
+    for column in ("variant", "label", "impressions", "conversions", "rate", "z", "p", "lift"):
+        justify: JustifyMethod = "left" if column in ("variant", "label") else "right"
+        table.add_column(column, justify=justify, overflow="fold")
+    for stat in report.get("stats", []):
+        test = tests.get(stat["id"])
+        marks = " (control)" if stat.get("control") else ""
+        marks += " ★" if stat["id"] == report.get("winner") else ""
+        table.add_row(
+            f"{stat['id']}{marks}",
+            str(stat.get("label") or ""),
+            str(stat["impressions"]),
+            str(stat["conversions"]),
+            _rate(stat.get("rate")),
+            "" if test is None else f"{test['z']:.3f}",
+            "" if test is None else f"{test['p_value']:.4g}",
+            "" if test is None or test["lift"] is None else f"{test['lift'] * 100:+.1f}%",
+        )
+    console.print(table)
+    console.print(str(report.get("message", "")), markup=False, highlight=False)
