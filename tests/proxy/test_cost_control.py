@@ -232,3 +232,38 @@ def test_cost_config_errors_name_their_path():
         images_per_minute=None,
         models=None,
     )
+
+
+async def test_budget_pressure_sends_use_cases_to_the_cheap_tier(settings, clock):
+    provider = PricedProvider()
+    settings = with_cost(settings, keys=[key(budget_usd=0.06)], budgets={"pressure_share": 0.5})
+    gw = await start_gateway(settings, provider, clock, serves_as="replicate")
+    try:
+        client = openai.AsyncOpenAI(base_url=gw.base_url, api_key=SECRET, max_retries=0)
+        gw.clients.append(client)
+        headers, _ = await gen(client, "portrait 1", model="photo")
+        assert headers["x-imagegate-model"] == "flux-dev"  # $0.025: under half the budget
+        headers, _ = await gen(client, "portrait 2", model="photo")
+        assert headers["x-imagegate-model"] == "flux-dev"  # now $0.05 of $0.06 spent
+        with pytest.raises(openai.APIStatusError) as info:
+            await gen(client, "portrait 3", model="photo")  # no photo model is cheap-tier
+        assert info.value.status_code == 503 and "budget pressure" in info.value.message
+        headers, _ = await gen(client, "a kite", model="auto")
+        assert headers["x-imagegate-model"] == "flux-schnell"  # the cheap tier still serves
+    finally:
+        await gw.close()
+
+
+async def test_an_evicted_blob_is_a_miss_not_an_error(settings, provider, clock):
+    # Each 1024x1024 placeholder PNG is about 38 KB; the bound (plus the index) holds two.
+    settings = replace(settings, cache=replace(settings.cache, max_bytes=120_000))
+    gw = await start_gateway(settings, provider, clock)
+    try:
+        client = gw.client()
+        for prompt in ("first", "second", "third", "fourth"):
+            await gen(client, prompt, model="gpt-image-1-mini")
+        assert gw.metric("imagegate_cache_evictions_total") >= 1
+        headers, body = await gen(client, "first", model="gpt-image-1-mini")
+        assert headers["x-cache"] == "MISS" and body.data[0].b64_json
+    finally:
+        await gw.close()
