@@ -1,0 +1,1 @@
+"""imagegate's benchmark harness: `python bench/run.py` (see BENCHMARKS.md)."""

@@ -1,0 +1,176 @@
+"""Where a request's time goes: py-spy samples imagegate while wrk loads one case.
+
+    .venv/bin/python bench/profile_hit.py [--case b64-small|b64-large|url-small|blob-large|miss]
+                                         [--seconds 15] [--connections 64] [--out DIR]
+
+Starts the fake upstream and imagegate (1 worker) like `bench/run.py`, primes the hit
+entries, then records the gateway with `py-spy record --format raw` while wrk runs. Prints
+the top functions by inclusive and by self samples (line numbers folded) and keeps the raw
+stacks in `--out` (a flame graph tool reads them). py-spy comes from PATH, or is installed
+once into ~/.cache/imagegate-bench/tools.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import Counter
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parent.parent
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from bench.gateway import MODEL  # noqa: E402
+from bench.load import LoadResult, lua_script, run_wrk  # noqa: E402
+from bench.peer import default_venv  # noqa: E402
+from bench.scenarios import GEN, JSON, BenchConfig, Harness  # noqa: E402
+
+__all__ = ["main", "summarize"]
+
+_LINE = re.compile(r":\d+\)")
+
+
+def _py_spy() -> str:
+    found = shutil.which("py-spy")
+    if found:
+        return found
+    tools = default_venv().parent / "tools"
+    binary = tools / "bin" / "py-spy"
+    if not binary.exists():
+        print(f"installing py-spy into {tools}", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(tools)], check=True)  # noqa: S603
+        subprocess.run(  # noqa: S603 - PyPI's py-spy, by name
+            [str(tools / "bin" / "pip"), "install", "-q", "py-spy"], check=True
+        )
+    return str(binary)
+
+
+def summarize(raw: str, top: int = 30) -> dict[str, list[tuple[str, float]]]:
+    """py-spy raw (collapsed) stacks -> top functions, as % of all samples."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_LINE.sub(")", f) for f in stack.split(";")]
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if not total:
+        return {"inclusive": [], "self": []}
+
+    def pct(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(name, round(100 * n / total, 1)) for name, n in counter.most_common(top)]
+
+    return {"inclusive": pct(inclusive), "self": pct(own), "samples": [("total", float(total))]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "--case",
+        default="b64-small",
+        choices=["b64-small", "b64-large", "url-small", "blob-small", "blob-large", "miss"],
+    )
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--all-threads",
+        action="store_true",
+        help="sample every thread; default: only the thread holding the GIL (py-spy --gil), "
+        "i.e. where the CPU-bound Python work of the process goes",
+    )
+    parser.add_argument(
+        "--idle",
+        action="store_true",
+        help="also sample threads that wait (py-spy --idle; implies --all-threads): wall "
+        "time, e.g. where a miss waits on fsync",
+    )
+    args = parser.parse_args(argv)
+    py_spy = _py_spy()
+    workdir = Path(tempfile.mkdtemp(prefix="imagegate-profile-"))
+    out = args.out or workdir
+    out.mkdir(parents=True, exist_ok=True)
+    h = Harness(BenchConfig(), workdir, None)
+    try:
+        h.start_upstream()
+        gw = h.start_gateway("imagegate", workdir / "data", 1)
+        h.prime_gateway(gw)
+        if args.case == "miss":
+            prefix = json.dumps({"model": MODEL, "prompt": "profile miss "})[:-2]
+            script = lua_script(
+                method="POST",
+                unique_body=(prefix, '", "size": "1024x1024", "quality": "low"}'),
+                headers=JSON,
+            )
+            path = GEN
+        elif args.case.startswith("blob"):
+            script, path = lua_script(method="GET"), gw.gets[args.case]
+        else:
+            path, body = gw.posts[args.case]
+            script = lua_script(method="POST", bodies=[body], headers=JSON)
+        run_wrk(gw.url(path), script, connections=args.connections, seconds=2)  # warm-up
+        raw_path = out / f"pyspy-{args.case}.txt"
+        result: list[LoadResult] = []
+        load = threading.Thread(
+            target=lambda: result.append(
+                run_wrk(gw.url(path), script, connections=args.connections, seconds=args.seconds)
+            )
+        )
+        load.start()
+        subprocess.run(  # noqa: S603 - py-spy on our own child
+            [
+                py_spy,
+                "record",
+                "-p",
+                str(gw.pids[0]),
+                "-d",
+                str(max(1, int(args.seconds) - 1)),
+                "-r",
+                str(args.rate),
+                "-f",
+                "raw",
+                "-o",
+                str(raw_path),
+                "--nonblocking",
+                *(["--idle"] if args.idle else [] if args.all_threads else ["--gil"]),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        load.join()
+    finally:
+        h.procs.stop_all()
+        shutil.rmtree(workdir / "data", ignore_errors=True)  # keep only logs and stacks
+    summary = summarize(raw_path.read_text())
+    res = result[0] if result else None
+    if res is not None:
+        print(
+            f"{args.case}, c{args.connections}: {res.rps:,.0f} req/s, p50 {res.p50_ms} ms, "
+            f"p99 {res.p99_ms} ms (under py-spy)"
+        )
+    for kind in ("inclusive", "self"):
+        print(f"\ntop by {kind} samples (% of all samples):")
+        for name, pct in summary[kind]:
+            print(f"  {pct:5.1f}%  {name}")
+    (out / f"pyspy-{args.case}.json").write_text(json.dumps(summary, indent=2))
+    print(f"\nraw stacks: {raw_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
