@@ -14,9 +14,10 @@ from policies.catalog import Catalog
 from policies.circuit import Breaker
 from policies.ratelimit import Rate
 from proxy.access import Gatekeeper, sync_config_keys
+from proxy.b64cache import B64Cache
 from proxy.config import Settings
 from proxy.generation import Generator
-from proxy.keys import BLOBS, CATALOG, ENTRIES, GATE, METRICS, SERVICE, SETTINGS
+from proxy.keys import B64, BLOBS, CATALOG, ENTRIES, GATE, METRICS, SERVICE, SETTINGS
 from proxy.middlewares import error_middleware, request_middleware
 from proxy.observability.ledger_metrics import LedgerCollector
 from proxy.observability.metrics import Metrics, StoreCollector
@@ -106,6 +107,7 @@ def create_app(
     app[BLOBS] = blob_store
     app[SERVICE] = service
     app[GATE] = gate
+    app[B64] = B64Cache()
     for table in (images.routes, blobs.routes, health.routes, admin.routes, dashboard.routes):
         app.router.add_routes(table)
     setup_ab(app, data_dir)

@@ -6,12 +6,14 @@ from aiohttp import web
 
 from policies.catalog import Catalog
 from proxy.access import Gatekeeper
+from proxy.b64cache import B64Cache
 from proxy.config import Settings
 from proxy.observability.metrics import Metrics
 from proxy.ports import BlobStore, EntryStore
 from proxy.service import ImageService
 
 __all__ = [
+    "B64",
     "BLOBS",
     "CACHE_OUTCOME",
     "CATALOG",
@@ -32,3 +34,4 @@ BLOBS = web.AppKey("blobs", BlobStore)
 CACHE_OUTCOME = web.RequestKey("cache_outcome", str)
 REQUEST_ID = web.RequestKey("request_id", str)
 GATE = web.AppKey("gate", Gatekeeper)
+B64 = web.AppKey("b64", B64Cache)

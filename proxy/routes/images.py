@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import structlog
 from aiohttp import web
 
+from policies.budget import format_usd
 from policies.cache import parse_cache_control
 from policies.errors import InvalidRequest
 from policies.models import ParsedRequest
 from policies.normalize import parse_edit, parse_generation, parse_variation
 from proxy.access import Caller
-from proxy.keys import CACHE_OUTCOME, CATALOG, GATE, REQUEST_ID, SERVICE, SETTINGS
+from proxy.keys import B64, CACHE_OUTCOME, CATALOG, GATE, REQUEST_ID, SERVICE, SETTINGS
 from proxy.service import Served
 from proxy.wire import images_body, read_form, read_json, sse_events
 
@@ -79,9 +78,8 @@ async def _respond(
     )
     headers = _headers(served) | (rate.headers() if rate else {})
     request[CACHE_OUTCOME] = served.outcome.value
-    log.info(
-        "images.served",
-        cache=served.outcome.value,
+    # Carried by the one log line per request (http.request_completed), never a prompt.
+    structlog.contextvars.bind_contextvars(
         key=served.key[:12],
         model=served.model,
         provider=served.provider,
@@ -94,8 +92,10 @@ async def _respond(
     catalog = request.app[CATALOG]
     family = catalog.family_of(catalog.resolve(parsed.request.model))
     base = _base_url(request) if url_mode else None
-    body = images_body(served, parsed.request, family, base_url=base, created=created)
-    return web.json_response(body, headers=headers)
+    body = images_body(
+        served, parsed.request, family, base_url=base, created=created, b64=request.app[B64]
+    )
+    return web.Response(body=body, content_type="application/json", headers=headers)
 
 
 def _headers(served: Served) -> dict[str, str]:
@@ -106,12 +106,6 @@ def _headers(served: Served) -> dict[str, str]:
         "X-Imagegate-Provider": served.provider,
         "X-Imagegate-Cost-USD": format_usd(served.cost_micros),
     }
-
-
-def format_usd(micros: int) -> str:
-    """Exact decimal dollars from integer micro-USD: 40000 -> '0.04', 0 -> '0'."""
-    value = (Decimal(micros) / Decimal(1_000_000)).normalize()
-    return f"{value:f}"
 
 
 def _base_url(request: web.Request) -> str:

@@ -74,7 +74,8 @@ class DiskBlobStore:
         # (possibly the one just stored); `_evict` drops exactly what is needed instead.
         self._cache = diskcache.Cache(
             str(directory),
-            eviction_policy="least-recently-used",
+            # LRU makes every read a write (an access time); without a bound, reads stay reads.
+            eviction_policy="none" if max_bytes is None else "least-recently-used",
             size_limit=_UNBOUNDED if max_bytes is None else max_bytes,
             cull_limit=0,
             disk_min_file_size=0,  # every blob is a file, so `open` can hand out its path
