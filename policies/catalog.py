@@ -47,7 +47,6 @@ class Family:
     flexible_max_edge: int = 3840
     flexible_max_pixels: int = 3840 * 2160
     flexible_min_pixels: int = 0
-    revises_prompt: bool = False
 
 
 _GPT_SIZES = ("auto", "1024x1024", "1536x1024", "1024x1536")
@@ -75,7 +74,6 @@ DEFAULT_FAMILIES: Mapping[str, Family] = MappingProxyType(
             default_quality="standard",
             styles=("vivid", "natural"),
             default_style="vivid",
-            revises_prompt=True,
         ),
         "gpt-image": Family(
             name="gpt-image",

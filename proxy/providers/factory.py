@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from proxy.config import ProviderSettings, Settings
 from proxy.ports import Provider
 
@@ -32,8 +30,3 @@ def _build(conf: ProviderSettings) -> Provider:
 
         return FalProvider(conf)
     raise ValueError(f"unknown provider kind {conf.kind!r}")  # config validated it already
-
-
-def describe(providers: Mapping[str, Provider]) -> str:
-    ready = [name for name, p in providers.items() if p.has_credentials()]
-    return ", ".join(ready) if ready else "none (the placeholder answers)"
