@@ -267,3 +267,20 @@ async def test_an_evicted_blob_is_a_miss_not_an_error(settings, provider, clock)
         assert headers["x-cache"] == "MISS" and body.data[0].b64_json
     finally:
         await gw.close()
+
+
+@pytest.mark.parametrize(("shared", "second"), [(False, "MISS"), (True, "HIT")])
+async def test_cache_is_scoped_by_team_unless_shared(settings, provider, clock, shared, second):
+    other = "sk-other-team-0123456789"
+    settings = with_cost(settings, keys=[key(), {"name": "b", "key": other, "team": "brand"}])
+    settings = replace(settings, cache=replace(settings.cache, share_across_teams=shared))
+    gw = await start_gateway(settings, provider, clock)
+    try:
+        growth = openai.AsyncOpenAI(base_url=gw.base_url, api_key=SECRET, max_retries=0)
+        brand = openai.AsyncOpenAI(base_url=gw.base_url, api_key=other, max_retries=0)
+        gw.clients += [growth, brand]
+        first, _ = await gen(growth, model="gpt-image-1-mini")
+        again, _ = await gen(brand, model="gpt-image-1-mini")
+        assert (first["x-cache"], again["x-cache"]) == ("MISS", second)
+    finally:
+        await gw.close()
