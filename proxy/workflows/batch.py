@@ -62,7 +62,8 @@ FILE formats (by extension, or --format):
   other   plain text, one prompt per line ("#" comments and blank lines skipped)
 
 exit status: 0 every line succeeded or was resumed, 1 some line failed,
-             2 usage error, 3 stopped by --budget-usd,
+             2 usage error, 3 stopped by --budget-usd or by the gateway's budget
+             (insufficient_quota: the lines not run are left for a re-run),
              130 / 143 interrupted by SIGINT / SIGTERM (outputs are written)
 """
 
@@ -265,7 +266,14 @@ def _report(console: Console, options: BatchOptions, batch: BatchRun) -> int:
     """Failures table, budget note and summary line; the exit status."""
     print_failures(console, batch.failures)
     tally = batch.tally
-    if batch.skipped:
+    if batch.skipped and batch.quota_exhausted:
+        console.print(
+            f"budget: the gateway refused with insufficient_quota; {len(batch.skipped)} "
+            f"line(s) not run, from line {batch.skipped[0].line}; re-run when the budget "
+            "resets (done lines are kept)",
+            markup=False,
+        )
+    elif batch.skipped:
         limit = dollars(options.budget or Decimal(0))
         console.print(
             f"budget: stopped at {dollars(tally.spent)} of {limit}; "

@@ -83,6 +83,7 @@ class BatchRun:
         self.skipped: list[BatchLine] = []
         self._in_flight = 0
         self._changed = asyncio.Condition()
+        self.quota_exhausted = False  # the gateway's own budget said no: stop scheduling
 
     async def run(self, lines: list[BatchLine]) -> None:
         """Run every line, `concurrency` at a time, until done or the budget says stop."""
@@ -102,6 +103,8 @@ class BatchRun:
     async def _admit(self, line: BatchLine) -> bool:
         async with self._changed:
             while True:
+                if self.quota_exhausted:
+                    return False
                 if self._in_flight < self.concurrency and self.budget.admits(line.n):
                     self._in_flight += 1
                     self.budget.reserved += line.n
@@ -120,6 +123,8 @@ class BatchRun:
             await asyncio.to_thread(self.journal.append, entry)
         except LineFailed as exc:
             self.fail(line, exc)
+            # Every later line would get the same answer until the budget's window resets.
+            self.quota_exhausted |= exc.code == "insufficient_quota"
         except OSError as exc:
             self.fail(line, LineFailed(f"cannot write the output: {exc}", code="write_failed"))
         else:

@@ -478,3 +478,40 @@ def test_one_batch_at_a_time_per_directory(tmp_path):
                 pass
     with hold_directory(tmp_path):  # released when the first one ended
         pass
+
+
+async def test_the_gateways_budget_stops_the_batch_instead_of_failing_every_line(
+    settings, clock, tmp_path
+):
+    from proxy.config_cost import parse_cost
+    from tests.conftest import PricedProvider as CatalogPriced
+
+    secret = "sk-batch-quota-0123456789"
+    settings = replace(
+        settings, cost=parse_cost({"keys": [{"name": "batch", "key": secret, "budget_usd": 0.009}]})
+    )
+    gw = await start_gateway(settings, CatalogPriced(), clock, serves_as="replicate")
+    source = tmp_path / "ten.txt"
+    source.write_text("".join(f"kite {n}\n" for n in range(10)))
+    try:
+        run = await batch(
+            tmp_path,
+            str(source),
+            "--base-url",
+            gw.root,
+            "--api-key",
+            secret,
+            "--model",
+            "flux-schnell",
+            "--size",
+            "256x256",
+            "--concurrency",
+            "1",
+        )
+    finally:
+        await gw.close()
+    assert run.code == 3, run.stdout + run.stderr
+    assert len(check_manifest(tmp_path / "batch-out")) == 3  # $0.009 buys three at $0.003
+    failures = load(tmp_path / "batch-out" / "failures.json")
+    assert [f["code"] for f in failures] == ["insufficient_quota"]
+    assert "6 skipped" in run.stdout and "insufficient_quota" in run.stderr
