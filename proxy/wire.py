@@ -44,6 +44,14 @@ async def read_json(request: web.Request) -> Mapping[str, object]:
         ) from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The JSON body must be an object.", code="invalid_json")
+    try:  # JSON may spell lone surrogates ("\ud800"), which are no Unicode text at all
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            "The JSON body contains invalid Unicode (a lone surrogate escape such as "
+            "\\ud800); send valid UTF-8 text.",
+            code="invalid_json",
+        ) from None
     return body
 
 
