@@ -32,8 +32,15 @@ CASES = [
     ("json array", "POST", GEN, lambda: b"[1, 2]", 400, None, "invalid_json"),
     ("empty body", "POST", GEN, lambda: b"", 400, None, "invalid_json"),
     ("not utf-8", "POST", GEN, lambda: b'{"prompt": "\xff\xfe"}', 400, None, "invalid_json"),
-    ("lone surrogate", "POST", GEN, lambda: b'{"prompt": "a \\ud800 b"}', 400, None,
-     "invalid_json"),
+    (
+        "lone surrogate",
+        "POST",
+        GEN,
+        lambda: b'{"prompt": "a \\ud800 b"}',
+        400,
+        None,
+        "invalid_json",
+    ),
     (
         "deep nesting",
         "POST",
