@@ -39,6 +39,7 @@ from policies.budget import BudgetSpec
 __all__ = ["CostSettings", "KeySettings", "PolicySettings", "parse_cost"]
 
 _WINDOWS = ("day", "month", "total")
+_MAX_MICROS = 10**15
 _KEY_FIELDS = {
     "name",
     "key",
@@ -95,6 +96,8 @@ def usd_to_micros(value: Any, path: str) -> int:
         raise CostConfigError(path, f"not a number: {value!r}") from None
     if micros < 0 or micros != micros.to_integral_value():
         raise CostConfigError(path, "must be >= 0 with at most 6 decimals")
+    if micros > _MAX_MICROS:  # SQLite integers are 64-bit
+        raise CostConfigError(path, "must be at most $1,000,000,000")
     return int(micros)
 
 

@@ -284,3 +284,16 @@ async def test_cache_is_scoped_by_team_unless_shared(settings, provider, clock, 
         assert (first["x-cache"], again["x-cache"]) == ("MISS", second)
     finally:
         await gw.close()
+
+
+async def test_admin_rejects_budgets_beyond_any_real_amount(keyed):
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    async with aiohttp.ClientSession(headers=admin) as http:
+        for method, path, body in (
+            ("POST", "/admin/keys", {"name": "big", "budget_usd": 10**30}),
+            ("PUT", "/admin/keys/web-app/budget", {"budget_usd": 10**30}),
+            ("PUT", "/admin/keys/web-app/budget", {"budget_usd": "ten"}),
+        ):
+            async with http.request(method, keyed.root + path, json=body) as got:
+                assert got.status == 400, await got.text()
+                assert (await got.json())["error"]["param"] == "budget_usd"
