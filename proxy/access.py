@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -20,6 +20,7 @@ from policies.ledger_models import KeyRecord, LedgerRow
 from policies.ratelimit import Allowed, Bucket, Limited, Oversized, Rate, take_all
 from proxy.config_cost import CostSettings
 from proxy.observability.metrics import Metrics
+from proxy.stores.buckets import SharedBuckets
 from proxy.stores.ledger import SqliteLedger, process_owner
 
 __all__ = ["Caller", "CallerBudget", "Gatekeeper", "RateHeaders", "sync_config_keys"]
@@ -62,12 +63,13 @@ class Gatekeeper:
     metrics: Metrics
     clock: Callable[[], float]
     share_across_teams: bool = False
-    _buckets: dict[tuple[str, str], Bucket] = field(default_factory=dict)
+    buckets: SharedBuckets = field(init=False)
     _has_keys: tuple[float, bool] = (-1.0, False)
     _deny: tuple[re.Pattern[str], ...] = ()
     _hits: list[LedgerRow] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.buckets = SharedBuckets(self.ledger.path.parent / "state.sqlite3")
         self._deny = tuple(re.compile(p) for p in self.cost.policy.deny_patterns)
         self._owner = process_owner()
 
@@ -148,10 +150,16 @@ class Gatekeeper:
 
     def _take(self, items: list[tuple[tuple[str, str], Rate, int]], unit: str) -> Allowed:
         now = self.clock()
-        current = [(self._buckets.get(k), rate, cost) for k, rate, cost in items]
-        buckets, decision = take_all(current, now)
-        for (k, _, _), bucket in zip(items, buckets, strict=True):
-            self._buckets[k] = bucket
+
+        def decide(
+            current: list[Bucket | None],
+        ) -> tuple[Sequence[Bucket], Allowed | Limited | Oversized]:
+            return take_all(
+                [(b, rate, cost) for b, (_, rate, cost) in zip(current, items, strict=True)], now
+            )
+
+        keys = [":".join(k) for k, _, _ in items]
+        decision = self.buckets.update(keys, decide)  # shared by every worker process
         if isinstance(decision, Limited):
             self._deny_metric("rate_limit")
             raise decision.error(unit)

@@ -163,6 +163,7 @@ def _lifetime(
         await gate.flush_hits()
         await registry.aclose()
         gate.ledger.close()
+        gate.buckets.close()
         service.locks.close()
         for store in stores:
             close = getattr(store, "close", None)

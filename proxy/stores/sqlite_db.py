@@ -21,6 +21,7 @@ class SqliteDatabase:
         self, path: Path, schema: str, *, busy_timeout: float = 30.0, rows: bool = False
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(
             path, timeout=busy_timeout, isolation_level=None, check_same_thread=False

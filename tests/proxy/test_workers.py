@@ -77,3 +77,30 @@ async def test_two_workers_make_one_upstream_call_and_never_overspend(tmp_path):
             assert await proc.wait() == 0
         db = sqlite3.connect(tmp_path / "data" / "ledger.sqlite3")
         assert db.execute("SELECT SUM(cost_micros) FROM ledger").fetchone()[0] == 30_000
+
+
+async def test_a_keys_rate_limit_holds_across_workers(tmp_path):
+    async with FakeReplicate() as rep:
+        config = write_config(tmp_path, rep.base_url, budget=1.0)
+        with config.open("a") as extra:
+            extra.write("requests_per_minute = 6\n")  # belongs to the [[keys]] table above
+        proc, base_url = await start_gateway(config, clean_env(), workers=2)
+        try:
+            async with openai.AsyncOpenAI(
+                base_url=base_url, api_key=SECRET, max_retries=0
+            ) as client:
+                results = await asyncio.gather(
+                    *(
+                        client.images.generate(
+                            model="flux-schnell", prompt="same", size="1024x1024"
+                        )
+                        for _ in range(20)
+                    ),
+                    return_exceptions=True,
+                )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert await proc.wait() == 0
+    limited = [r for r in results if isinstance(r, openai.RateLimitError)]
+    assert len(results) - len(limited) == 6  # one bucket of 6, whichever process answered
+    assert all(r.code == "rate_limit_exceeded" for r in limited)
