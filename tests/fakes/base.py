@@ -292,6 +292,17 @@ class FakeServer:
         self._image_faults.clear()
         self._redirects.clear()
 
+    @staticmethod
+    def _pop(queue: list[list[Any]]) -> Any:
+        """Take one use of the first scripted `[value, times]` in `queue` (None if empty)."""
+        if not queue:
+            return None
+        value = queue[0][0]
+        queue[0][1] -= 1
+        if queue[0][1] <= 0:
+            queue.pop(0)
+        return value
+
     # -- log helpers -------------------------------------------------------------------------
     def requests_to(self, path: str, method: str | None = None) -> list[RecordedRequest]:
         """Recorded requests whose path contains `path` (and whose method is `method`)."""

@@ -140,16 +140,6 @@ class FakeFal(FakeServer):
         self._errors.clear()
         self._nsfw = 0
 
-    @staticmethod
-    def _pop(queue: list[list[Any]]) -> Any:
-        if not queue:
-            return None
-        value = queue[0][0]
-        queue[0][1] -= 1
-        if queue[0][1] <= 0:
-            queue.pop(0)
-        return value
-
     # -- plumbing ------------------------------------------------------------------------
     def _fault_response(self, fault: Failure, rec: RecordedRequest) -> web.Response:
         headers = dict(fault.headers)

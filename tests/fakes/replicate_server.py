@@ -151,16 +151,6 @@ class FakeReplicate(FakeServer):
         self._fail_queue.clear()
         self._slow_queue.clear()
 
-    @staticmethod
-    def _pop(queue: list[list[Any]]) -> Any:
-        if not queue:
-            return None
-        value = queue[0][0]
-        queue[0][1] -= 1
-        if queue[0][1] <= 0:
-            queue.pop(0)
-        return value
-
     # -- errors, auth --------------------------------------------------------------------
     def _fault_response(self, fault: Failure, rec: RecordedRequest) -> web.Response:
         headers = dict(fault.headers)
