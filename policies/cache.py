@@ -8,6 +8,7 @@ max-age=N       only entries younger than N seconds count
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,6 +20,7 @@ __all__ = [
     "CacheDirectives",
     "CacheOutcome",
     "LookupPlan",
+    "fresh_until",
     "outcome_of",
     "parse_cache_control",
     "plan_lookup",
@@ -124,3 +126,13 @@ def outcome_of(
     if generated == 0 and coalesced > 0:
         return CacheOutcome.COALESCED
     return CacheOutcome.MISS
+
+
+def fresh_until(entries: Sequence[Entry], ttl: float | None) -> float:
+    """Until when a response made of these entries may be served again without a lookup.
+
+    The oldest entry expires first; with no TTL, a content-addressed entry never goes stale.
+    A client's max-age is per request, so responses to such requests are never reused."""
+    if ttl is None or not entries:
+        return math.inf
+    return min(entry.created for entry in entries) + ttl

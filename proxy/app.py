@@ -17,7 +17,8 @@ from proxy.access import Gatekeeper, sync_config_keys
 from proxy.b64cache import B64Cache
 from proxy.config import Settings
 from proxy.generation import Generator
-from proxy.keys import B64, BLOBS, CATALOG, ENTRIES, GATE, METRICS, SERVICE, SETTINGS
+from proxy.hot import HotAnswers
+from proxy.keys import B64, BLOBS, CATALOG, ENTRIES, GATE, HOT, METRICS, SERVICE, SETTINGS
 from proxy.middlewares import error_middleware, request_middleware
 from proxy.observability.ledger_metrics import LedgerCollector
 from proxy.observability.metrics import Metrics, StoreCollector
@@ -108,6 +109,7 @@ def create_app(
     app[SERVICE] = service
     app[GATE] = gate
     app[B64] = B64Cache()
+    app[HOT] = HotAnswers(settings.cache.memory_mb * 1024 * 1024)
     for table in (images.routes, blobs.routes, health.routes, admin.routes, dashboard.routes):
         app.router.add_routes(table)
     setup_ab(app, data_dir)

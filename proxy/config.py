@@ -82,6 +82,7 @@ class CacheSettings:
     ttl_seconds: float | None = None
     max_bytes: int | None = None
     share_across_teams: bool = False
+    memory_mb: int = 64  # per worker: rendered answers to repeated requests (proxy/hot.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "ttl_seconds": ((int, float), "seconds"),
         "max_bytes": (int, "bytes"),
         "share_across_teams": (bool, "true or false"),
+        "memory_mb": (int, "MiB per worker, 0 for none"),
     },
     "logging": {"level": (str, "debug|info|warning|error"), "format": (str, "auto|json|console")},
     "defaults": {"model": (str, "a model name")},
@@ -232,6 +234,8 @@ def _build(raw: dict[str, Any], source: str, environ: Mapping[str, str]) -> Sett
     for key in ("ttl_seconds", "max_bytes"):
         if key in cache and cache[key] <= 0:
             raise ConfigError(source, f"cache.{key}", "must be positive (leave it out for none)")
+    if cache.get("memory_mb", 0) < 0:
+        raise ConfigError(source, "cache.memory_mb", "must be 0 (off) or more")
     log = _section(raw, "logging", source)
     _check_choice(
         source, "logging.level", log.get("level", "info"), ("debug", "info", "warning", "error")

@@ -8,6 +8,7 @@ from policies.catalog import Catalog
 from proxy.access import Gatekeeper
 from proxy.b64cache import B64Cache
 from proxy.config import Settings
+from proxy.hot import HotAnswers
 from proxy.observability.metrics import Metrics
 from proxy.ports import BlobStore, EntryStore
 from proxy.service import ImageService
@@ -19,6 +20,7 @@ __all__ = [
     "CATALOG",
     "ENTRIES",
     "GATE",
+    "HOT",
     "METRICS",
     "REQUEST_ID",
     "SERVICE",
@@ -35,3 +37,4 @@ CACHE_OUTCOME = web.RequestKey("cache_outcome", str)
 REQUEST_ID = web.RequestKey("request_id", str)
 GATE = web.AppKey("gate", Gatekeeper)
 B64 = web.AppKey("b64", B64Cache)
+HOT = web.AppKey("hot", HotAnswers)

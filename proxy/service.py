@@ -63,19 +63,36 @@ class Job:
         saved: int,
         cache: str,
     ) -> LedgerRow:
-        return LedgerRow(
-            ts=ts,
-            key_name=self.caller.name,
-            team=self.caller.team,
-            request_key=self.key,
-            model=model,
-            provider=provider,
-            images=images,
-            cost_micros=cost,
-            saved_micros=saved,
-            cache=cache,
-            request_id=self.request_id or None,
+        return ledger_row(
+            self.caller, self.key, self.request_id, ts, model, provider, images, cost, saved, cache
         )
+
+
+def ledger_row(
+    caller: Caller,
+    key: str,
+    request_id: str,
+    ts: float,
+    model: str,
+    provider: str,
+    images: int,
+    cost: int,
+    saved: int,
+    cache: str,
+) -> LedgerRow:
+    return LedgerRow(
+        ts=ts,
+        key_name=caller.name,
+        team=caller.team,
+        request_key=key,
+        model=model,
+        provider=provider,
+        images=images,
+        cost_micros=cost,
+        saved_micros=saved,
+        cache=cache,
+        request_id=request_id or None,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +119,9 @@ class ImageService:
     ttl_seconds: float | None = None
     flights: Flights = field(default_factory=Flights)
     _tasks: set[_Flight] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._hit_metric = self.metrics.cache_lookups.labels(outcome="hit")
 
     async def serve(
         self,
@@ -152,6 +172,23 @@ class ImageService:
         if len(images) < len(plan.cached):
             plan = plan_lookup(found, directives, now=now, ttl=self.ttl_seconds)
         return plan, images
+
+    def record_repeat(
+        self,
+        caller: Caller,
+        request_id: str,
+        *,
+        key: str,
+        model: str,
+        provider: str,
+        images: int,
+        saved: int,
+    ) -> None:
+        """A hit answered from memory (`proxy.hot`): its ledger row and lookup metric."""
+        now = self.clock()
+        row = ledger_row(caller, key, request_id, now, model, provider, images, 0, saved, "HIT")
+        self.gate.record_hit(row)
+        self._hit_metric.inc()
 
     def _blob_exists(self, sha256: str) -> bool:
         """Verified presence; a file-backed store answers without reading the bytes."""

@@ -20,7 +20,7 @@ from proxy.imaging import probe_upload
 from proxy.keys import SETTINGS
 from proxy.service import Served
 
-__all__ = ["Form", "blob_url", "images_body", "read_form", "read_json", "sse_events"]
+__all__ = ["Form", "blob_url", "images_body", "read_body", "read_form", "read_json", "sse_events"]
 
 _EXT = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif", "svg": "svg"}
 _BRACKET = re.compile(r"^([A-Za-z_]+)\[([A-Za-z_]+)\](?:\[([A-Za-z_]+)\])?$")
@@ -33,7 +33,7 @@ async def read_json(request: web.Request) -> Mapping[str, object]:
             "This endpoint takes a JSON body (Content-Type: application/json), not a form.",
             code="invalid_content_type",
         )
-    raw = await _read_body(request)
+    raw = await read_body(request)
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -55,7 +55,7 @@ async def read_json(request: web.Request) -> Mapping[str, object]:
     return body
 
 
-async def _read_body(request: web.Request) -> bytes:
+async def read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:

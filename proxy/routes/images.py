@@ -6,28 +6,69 @@ import structlog
 from aiohttp import web
 
 from policies.budget import format_usd
-from policies.cache import parse_cache_control
+from policies.cache import CacheOutcome, fresh_until, parse_cache_control
 from policies.errors import InvalidRequest
 from policies.models import ParsedRequest
 from policies.normalize import parse_edit, parse_generation, parse_variation
 from proxy.access import Caller
-from proxy.keys import B64, CACHE_OUTCOME, CATALOG, GATE, REQUEST_ID, SERVICE, SETTINGS
+from proxy.hot import HotAnswer, HotKey
+from proxy.keys import B64, CACHE_OUTCOME, CATALOG, GATE, HOT, REQUEST_ID, SERVICE, SETTINGS
 from proxy.service import Served
-from proxy.wire import images_body, read_form, read_json, sse_events
+from proxy.wire import images_body, read_body, read_form, read_json, sse_events
 
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
 log = structlog.get_logger("imagegate.images")
+_JSON = "application/json"
 
 
 @routes.post("/v1/images/generations")
 async def generations(request: web.Request) -> web.StreamResponse:
     caller = await request.app[GATE].authenticate(request.headers.get("Authorization"))
+    hot = request.app[HOT]
+    hot_key: HotKey | None = None
+    # A request with Cache-Control asks for a lookup of its own (max-age, no-cache...).
+    headers = request.headers
+    if hot.enabled and "Cache-Control" not in headers and request.content_type == _JSON:
+        raw = await read_body(request)
+        hot_key = (request.path, caller.scope, _base_url(request), raw)
+        answer = hot.get(hot_key, request.app[SERVICE].clock())
+        if answer is not None:
+            return _repeat(request, caller, answer)
     body = await read_json(request)
     settings = request.app[SETTINGS]
     parsed = parse_generation(body, request.app[CATALOG], default_model=settings.default_model)
-    return await _respond(request, caller, parsed, {})
+    return await _respond(request, caller, parsed, {}, hot_key)
+
+
+def _repeat(request: web.Request, caller: Caller, answer: HotAnswer) -> web.Response:
+    """A hit answered from memory. The prompt policy passed when the answer was kept."""
+    gate = request.app[GATE]
+    gate.check_model(caller, answer.requested_model)
+    rate = gate.take_request(caller)
+    service = request.app[SERVICE]
+    service.record_repeat(
+        caller,
+        request[REQUEST_ID],
+        key=answer.request_key,
+        model=answer.model,
+        provider=answer.provider,
+        images=answer.images,
+        saved=answer.saved_micros,
+    )
+    request[CACHE_OUTCOME] = "HIT"
+    headers = answer.headers
+    structlog.contextvars.bind_contextvars(
+        key=answer.request_key[:12],
+        model=answer.model,
+        provider=answer.provider,
+        images=answer.images,
+        cost_usd=headers["X-Imagegate-Cost-USD"],
+    )
+    if rate is not None:
+        headers = {**headers, **rate.headers()}
+    return web.Response(body=answer.body(int(service.clock())), headers=headers)
 
 
 @routes.post("/v1/images/edits")
@@ -59,7 +100,11 @@ async def variations(request: web.Request) -> web.StreamResponse:
 
 
 async def _respond(
-    request: web.Request, caller: Caller, parsed: ParsedRequest, uploads: dict[str, bytes]
+    request: web.Request,
+    caller: Caller,
+    parsed: ParsedRequest,
+    uploads: dict[str, bytes],
+    hot_key: HotKey | None = None,
 ) -> web.StreamResponse:
     gate = request.app[GATE]
     gate.check_model(caller, parsed.request.model)
@@ -95,7 +140,36 @@ async def _respond(
     body = images_body(
         served, parsed.request, family, base_url=base, created=created, b64=request.app[B64]
     )
+    if hot_key is not None and served.outcome is CacheOutcome.HIT:
+        _keep(request, hot_key, served, parsed, body, created)
     return web.Response(body=body, content_type="application/json", headers=headers)
+
+
+def _keep(
+    request: web.Request,
+    hot_key: HotKey,
+    served: Served,
+    parsed: ParsedRequest,
+    body: bytes,
+    created: int,
+) -> None:
+    """Keep a hit's rendered answer for the next identical request (proxy/hot.py)."""
+    head = b'{"created":%d' % created
+    assert body.startswith(head)
+    entries = [image.entry for image in served.images]
+    ttl = request.app[SETTINGS].cache.ttl_seconds
+    answer = HotAnswer(
+        request_key=served.key,
+        requested_model=parsed.request.model,
+        model=served.model,
+        provider=served.provider,
+        images=len(entries),
+        saved_micros=sum(entry.cost_micros for entry in entries),
+        expires=fresh_until(entries, ttl),
+        headers=_headers(served) | {"Content-Type": "application/json"},
+        tail=body[len(head) :],
+    )
+    request.app[HOT].put(hot_key, answer)
 
 
 def _headers(served: Served) -> dict[str, str]:

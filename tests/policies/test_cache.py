@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from policies.cache import (
     CacheDirectives,
     CacheOutcome,
+    fresh_until,
     outcome_of,
     parse_cache_control,
     plan_lookup,
@@ -94,3 +95,21 @@ def test_ttl_and_max_age_take_the_stricter():
     assert list(plan.cached) == [2]
     plan = plan_lookup(found, CacheDirectives(), now=100, ttl=60)
     assert list(plan.cached) == [1, 2]
+
+
+def test_fresh_until_is_the_oldest_entry_plus_the_ttl():
+    assert fresh_until([entry(100.0), entry(40.0)], 60.0) == 100.0
+    assert fresh_until([entry(100.0)], None) == float("inf")
+    assert fresh_until([], 60.0) == float("inf")
+
+
+@given(
+    st.lists(st.floats(0, 1e9), min_size=1, max_size=4),
+    st.floats(1, 1e6),
+    st.floats(0, 2e9),
+)
+def test_fresh_until_agrees_with_plan_lookup(created, ttl, now):
+    """A kept answer is served exactly while a lookup would still find every entry usable."""
+    entries = [entry(c) for c in created]
+    plan = plan_lookup(entries, CacheDirectives(), now=now, ttl=ttl)
+    assert (now <= fresh_until(entries, ttl)) == (not plan.missing)

@@ -95,6 +95,8 @@ def test_serve_reads_config_and_interpolates_env(env, tmp_path):
         ("[server]\nport = 'eighty'\n", "server.port"),
         ("[server\n", "not valid TOML"),
         ("[cache]\nmax_bytes = -5\n", "cache.max_bytes"),
+        ("[cache]\nmemory_mb = -1\n", "cache.memory_mb"),
+        ("[cache]\nmemory_mb = 1.5\n", "cache.memory_mb"),
         ("[providers.openai]\napi_kee = 'x'\n", "providers.openai.api_kee"),
         ("[nonsense]\n", "nonsense"),
     ],

@@ -21,26 +21,35 @@ SECRET = "sk-crash-test-0123456789"
 async def start_gateway(
     config: Path, env: dict[str, str], workers: int = 1
 ) -> tuple[asyncio.subprocess.Process, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy",
-        "serve",
-        "--config",
-        str(config),
-        "--port",
-        "0",
-        "--workers",
-        str(workers),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env=env,
-    )
+    with (config.parent / "gateway.stderr").open("ab") as log:  # the child keeps its own fd
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "proxy",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            "0",
+            "--workers",
+            str(workers),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log,
+            env=env,
+        )
     assert proc.stdout is not None
-    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+    try:  # generous: a loaded CI machine starts spawned workers slowly
+        line = (await asyncio.wait_for(proc.stdout.readline(), 90)).decode()
+    except TimeoutError:
+        proc.kill()
+        raise AssertionError(f"no base URL line; stderr: {_tail(config)}") from None
     match = re.search(r"(http://\S+/v1)", line)
-    assert match, line
+    assert match, f"{line!r}; stderr: {_tail(config)}"
     return proc, match[1]
+
+
+def _tail(config: Path) -> str:
+    return (config.parent / "gateway.stderr").read_text(errors="replace")[-3000:]
 
 
 async def test_kill_9_during_a_burst_loses_no_settled_row_and_leaks_no_reservation(tmp_path):
