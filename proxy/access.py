@@ -214,7 +214,7 @@ class Gatekeeper:
     def record_hit(self, row: LedgerRow) -> None:
         """Hits are written in batches (a hit must stay cheap); see `flush_hits`."""
         self._hits.append(row)
-        self.metrics.saved.labels(row.key_name or "", row.team or "", row.model).inc(
+        self.metrics.saved_series(row.key_name or "", row.team or "", row.model).inc(
             row.saved_micros / 1_000_000
         )
 

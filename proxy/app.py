@@ -14,12 +14,23 @@ from policies.catalog import Catalog
 from policies.circuit import Breaker
 from policies.ratelimit import Rate
 from proxy.access import Gatekeeper, sync_config_keys
-from proxy.b64cache import B64Cache
 from proxy.config import Settings
 from proxy.generation import Generator
 from proxy.hot import HotAnswers
-from proxy.keys import B64, BLOBS, CATALOG, ENTRIES, GATE, HOT, METRICS, SERVICE, SETTINGS
-from proxy.middlewares import error_middleware, request_middleware
+from proxy.keys import (
+    B64,
+    BLOB_MEMORY,
+    BLOBS,
+    CATALOG,
+    ENTRIES,
+    GATE,
+    HOT,
+    METRICS,
+    SERVICE,
+    SETTINGS,
+)
+from proxy.memory import B64Cache, BytesLRU
+from proxy.middlewares import request_middleware
 from proxy.observability.ledger_metrics import LedgerCollector
 from proxy.observability.metrics import Metrics, StoreCollector
 from proxy.ports import BlobStore, EntryStore, Provider
@@ -61,7 +72,7 @@ def create_app(
     blobs_store: BlobStore | None = None,
 ) -> web.Application:
     app = web.Application(
-        middlewares=[request_middleware, error_middleware],
+        middlewares=[request_middleware],
         client_max_size=settings.server.max_body_mb * 1024 * 1024,
     )
     catalog = catalog or settings.catalog
@@ -108,8 +119,10 @@ def create_app(
     app[BLOBS] = blob_store
     app[SERVICE] = service
     app[GATE] = gate
-    app[B64] = B64Cache()
-    app[HOT] = HotAnswers(settings.cache.memory_mb * 1024 * 1024)
+    memory = settings.cache.memory_mb * 1024 * 1024  # per worker: half, a quarter, a quarter
+    app[HOT] = HotAnswers(memory // 2)
+    app[B64] = B64Cache(memory // 4)
+    app[BLOB_MEMORY] = BytesLRU(memory // 4)
     for table in (images.routes, blobs.routes, health.routes, admin.routes, dashboard.routes):
         app.router.add_routes(table)
     setup_ab(app, data_dir)

@@ -4,14 +4,13 @@ and the client commands that register themselves below."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import sys
 from collections.abc import Sequence
 
 from proxy.config import ConfigError
 from proxy.observability.logging import configure_logging
-from proxy.serving import serve_forever, serve_workers, settings_for
+from proxy.serving import run_server, serve_forever, serve_workers, settings_for
 
 __all__ = ["main"]
 
@@ -61,7 +60,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         if args.workers > 1:
             return serve_workers(settings, args.workers, args.config)
-        asyncio.run(serve_forever(settings))
+        run_server(serve_forever(settings), settings.server.event_loop)
     except OSError as exc:
         print(
             f"imagegate: cannot listen on {server.host}:{server.port}: {exc.strerror}",

@@ -8,6 +8,7 @@ Every error names the TOML path and what is wrong.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import tomllib
@@ -75,6 +76,7 @@ class ServerSettings:
     port: int = 8080
     public_base_url: str = ""
     max_body_mb: int = 64
+    event_loop: str = "auto"  # auto (uvloop when installed) | uvloop | asyncio
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,9 @@ class CacheSettings:
     ttl_seconds: float | None = None
     max_bytes: int | None = None
     share_across_teams: bool = False
-    memory_mb: int = 64  # per worker: rendered answers to repeated requests (proxy/hot.py)
+    memory_mb: int = (
+        128  # per worker: hot answers, base64 and image bytes (proxy/hot.py, memory.py)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +142,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "port": (int, "0-65535"),
         "public_base_url": (str, "a URL"),
         "max_body_mb": (int, "MiB"),
+        "event_loop": (str, "auto|uvloop|asyncio"),
     },
     "storage": {"data_dir": (str, "a directory")},
     "cache": {
@@ -229,6 +234,10 @@ def _build(raw: dict[str, Any], source: str, environ: Mapping[str, str]) -> Sett
     port = server.get("port", 8080)
     if not 0 <= port <= 65535:
         raise ConfigError(source, "server.port", f"must be 0-65535, got {port}")
+    loop = server.get("event_loop", "auto")
+    _check_choice(source, "server.event_loop", loop, ("auto", "uvloop", "asyncio"))
+    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ConfigError(source, "server.event_loop", "uvloop is not installed; use auto")
     storage = _section(raw, "storage", source)
     cache = _section(raw, "cache", source)
     for key in ("ttl_seconds", "max_bytes"):

@@ -39,6 +39,16 @@ class HotAnswer:
     tail: bytes  # the JSON body after the value of "created"
     _second: int = field(default=-1, repr=False)
     _body: bytes = field(default=b"", repr=False)
+    log_fields: dict[str, object] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.log_fields = {  # the request's log line, as for a hit through the stores
+            "key": self.request_key[:12],
+            "model": self.model,
+            "provider": self.provider,
+            "images": self.images,
+            "cost_usd": self.headers.get("X-Imagegate-Cost-USD", "0"),
+        }
 
     def body(self, created: int) -> bytes:
         """The body for this second; every request within the same second shares one."""

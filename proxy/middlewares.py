@@ -1,80 +1,91 @@
-"""Request id and log context, GatewayError -> OpenAI error JSON, request metrics."""
+"""Request id and log line, GatewayError -> OpenAI error JSON, request metrics."""
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
-import uuid
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from policies.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge, RateLimited
-from proxy.keys import CACHE_OUTCOME, METRICS, REQUEST_ID
+from proxy.keys import CACHE_OUTCOME, LOG_FIELDS, METRICS, REQUEST_ID
 
-__all__ = ["error_middleware", "request_middleware"]
+__all__ = ["error_response", "rate_limit_headers", "request_middleware"]
 
 log = structlog.get_logger("imagegate.http")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,128}")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost: binds the request id, times the request, counts it by route template."""
-    incoming = request.headers.get("X-Request-Id", "")
-    request_id = incoming if _REQUEST_ID.fullmatch(incoming) else f"req_{uuid.uuid4().hex}"
+    """The only middleware (one layer per request is measurably cheaper than two): binds the
+    request id, turns every failure into OpenAI's error envelope, times the request, counts
+    it by route template and writes its one log line."""
+    incoming = request.headers.get("X-Request-Id")
+    if incoming is not None and _REQUEST_ID.fullmatch(incoming):
+        request_id = incoming
+    else:  # the shape of uuid4().hex, from the same source, for a third of the cost
+        request_id = "req_" + os.urandom(16).hex()
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
-    response = await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error_response(request, exc)
+    except Exception as exc:
+        response = error_response(request, exc)
     elapsed = time.perf_counter() - started
     if not response.prepared:
         response.headers["X-Request-Id"] = request_id
     route = _route_template(request)
-    metrics = request.app[METRICS]
     cache = request.get(CACHE_OUTCOME, "none").lower()
-    metrics.requests.labels(route, request.method, str(response.status)).inc()
-    metrics.request_seconds.labels(route, cache).observe(elapsed)
+    method = request.method if request.method in _METHODS else "OTHER"  # labels stay bounded
+    counted, timed = request.app[METRICS].http_series(route, method, response.status, cache)
+    counted.inc()
+    timed.observe(elapsed)
     if route.startswith("/v1/images"):
         log.info(
             "http.request_completed",
-            method=request.method,
+            method=method,
             route=route,
             status=response.status,
             cache=cache,
             ms=round(elapsed * 1000, 2),
+            **request.get(LOG_FIELDS, {}),
         )
     return response
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def error_response(request: web.Request, exc: Exception) -> web.Response:
     """Every failure becomes OpenAI's error envelope; nothing a client sends makes a 500."""
-    try:
-        return await handler(request)
-    except GatewayError as exc:
+    error: GatewayError
+    if isinstance(exc, GatewayError):
         error = exc
-    except web.HTTPRequestEntityTooLarge:
+    elif isinstance(exc, web.HTTPRequestEntityTooLarge):
         error = PayloadTooLarge("The request body is too large for this gateway.")
-    except web.HTTPNotFound:
+    elif isinstance(exc, web.HTTPNotFound):
         error = NotFound(f"Unknown route: {request.method} {request.path[:100]}.")
-    except web.HTTPMethodNotAllowed as exc:
+    elif isinstance(exc, web.HTTPMethodNotAllowed):
         error = InvalidRequest(
             f"Method {request.method} is not allowed here; "
             f"use {', '.join(sorted(exc.allowed_methods))}.",
             code="method_not_allowed",
         )
         error.status_hint = 405
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+    elif isinstance(exc, web.HTTPException):
         error = InvalidRequest(exc.reason, code=None)
         error.status_hint = exc.status
-    except Exception:
-        log.exception("http.request_failed", path=request.path[:100])
+    else:
+        log.error("http.request_failed", path=request.path[:100], exc_info=exc)
         error = GatewayError("The gateway had an error while processing your request.")
     if error.status_hint >= 500:
         log.warning("http.error", status=error.status_hint, code=error.code, error=error.message)

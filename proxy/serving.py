@@ -12,7 +12,7 @@ import multiprocessing
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -25,7 +25,7 @@ from proxy.config import ConfigError, Settings, find_config, load_settings
 from proxy.keys import SERVICE
 from proxy.observability.logging import configure_logging
 
-__all__ = ["base_url_line", "serve_forever", "serve_workers", "settings_for"]
+__all__ = ["base_url_line", "run_server", "serve_forever", "serve_workers", "settings_for"]
 
 log = structlog.get_logger("imagegate.serve")
 
@@ -84,6 +84,20 @@ async def serve_forever(
         log.info("server.stopping")
     finally:
         await runner.cleanup()
+
+
+def run_server(main: Coroutine[Any, Any, None], event_loop: str) -> None:
+    """Run on uvloop when asked or, with "auto", when it is installed (measured in bench/:
+    it lowers the CPU cost of every request); else on asyncio's own loop."""
+    if event_loop != "asyncio":  # the config refuses "uvloop" where it is not installed
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
 
 
 def _bound_port(site: web.TCPSite, asked: int) -> int:
@@ -159,4 +173,7 @@ def _worker(config: str | None, host: str, port: int, ready: Any) -> None:
         print(f"imagegate: config error: {exc}", file=sys.stderr)
         return
     configure_logging(settings.logging.level, settings.logging.format)
-    asyncio.run(serve_forever(settings, reuse_port=True, on_ready=lambda _p: ready.put(port)))
+    run_server(
+        serve_forever(settings, reuse_port=True, on_ready=lambda _p: ready.put(port)),
+        settings.server.event_loop,
+    )

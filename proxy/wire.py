@@ -15,9 +15,9 @@ from aiohttp import BodyPartReader, web
 from policies.catalog import Family
 from policies.errors import InvalidRequest, PayloadTooLarge
 from policies.models import ImageRequest, UploadInfo
-from proxy.b64cache import B64Cache
 from proxy.imaging import probe_upload
 from proxy.keys import SETTINGS
+from proxy.memory import B64Cache
 from proxy.service import Served
 
 __all__ = ["Form", "blob_url", "images_body", "read_body", "read_form", "read_json", "sse_events"]

@@ -11,7 +11,7 @@ from aiohttp import web
 from policies.errors import NotFound
 from policies.models import CONTENT_TYPES
 from proxy.imaging import sniff
-from proxy.keys import BLOBS
+from proxy.keys import BLOB_MEMORY, BLOBS
 
 __all__ = ["routes"]
 
@@ -36,6 +36,14 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         )
     etag = f'"{sha}"'
     headers = {"ETag": etag, "Cache-Control": _IMMUTABLE, "X-Content-Type-Options": "nosniff"}
+    memory = request.app[BLOB_MEMORY]
+    kept = memory.get(sha)
+    if kept is not None:  # verified when it was kept; immutable since
+        if etag in _etags(request.headers.get("If-None-Match", "")):
+            return web.Response(status=304, headers=headers)
+        if sniff(kept) != fmt:
+            raise NotFound(f"No image with address {sha[:16]}… in the {ext} format.")
+        return web.Response(body=kept, content_type=CONTENT_TYPES[fmt], headers=headers)
     blobs = request.app[BLOBS]
     # Store reads stay on the loop (measured cheaper than a thread hand-off); only a large
     # blob is streamed from its file in chunks read by a thread.
@@ -45,18 +53,14 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     if blob_file is not None and blob_file.size > _STREAM_ABOVE:
         return await _stream_file(request, blob_file.path, blob_file.size, fmt, headers)
     data = blobs.get(sha)
-    if data is None or _format_of(data) != fmt:
+    if data is None or sniff(data) != fmt:
         raise NotFound(f"No image with address {sha[:16]}… in the {ext} format.")
+    memory.put(sha, data)
     return web.Response(body=data, content_type=CONTENT_TYPES[fmt], headers=headers)
 
 
 def _etags(header: str) -> set[str]:
     return {part.strip().removeprefix("W/") for part in header.split(",")} if header else set()
-
-
-def _format_of(data: bytes) -> str:
-    kind = sniff(data[:4096])
-    return kind
 
 
 async def _stream_file(

@@ -12,7 +12,17 @@ from policies.models import ParsedRequest
 from policies.normalize import parse_edit, parse_generation, parse_variation
 from proxy.access import Caller
 from proxy.hot import HotAnswer, HotKey
-from proxy.keys import B64, CACHE_OUTCOME, CATALOG, GATE, HOT, REQUEST_ID, SERVICE, SETTINGS
+from proxy.keys import (
+    B64,
+    CACHE_OUTCOME,
+    CATALOG,
+    GATE,
+    HOT,
+    LOG_FIELDS,
+    REQUEST_ID,
+    SERVICE,
+    SETTINGS,
+)
 from proxy.service import Served
 from proxy.wire import images_body, read_body, read_form, read_json, sse_events
 
@@ -58,14 +68,8 @@ def _repeat(request: web.Request, caller: Caller, answer: HotAnswer) -> web.Resp
         saved=answer.saved_micros,
     )
     request[CACHE_OUTCOME] = "HIT"
+    request[LOG_FIELDS] = answer.log_fields
     headers = answer.headers
-    structlog.contextvars.bind_contextvars(
-        key=answer.request_key[:12],
-        model=answer.model,
-        provider=answer.provider,
-        images=answer.images,
-        cost_usd=headers["X-Imagegate-Cost-USD"],
-    )
     if rate is not None:
         headers = {**headers, **rate.headers()}
     return web.Response(body=answer.body(int(service.clock())), headers=headers)
@@ -124,7 +128,7 @@ async def _respond(
     headers = _headers(served) | (rate.headers() if rate else {})
     request[CACHE_OUTCOME] = served.outcome.value
     # Carried by the one log line per request (http.request_completed), never a prompt.
-    structlog.contextvars.bind_contextvars(
+    request[LOG_FIELDS] = dict(
         key=served.key[:12],
         model=served.model,
         provider=served.provider,

@@ -112,10 +112,8 @@ class SqliteLedger(KeyTable):
         inserted = db.execute(
             f"INSERT OR IGNORE INTO ledger ({_ROW_COLUMNS}, reservation) "  # noqa: S608  # constant columns
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (row.ts, row.key_name, row.team, row.request_key, row.model, row.provider,
-             row.images, row.cost_micros, row.saved_micros, row.cache, row.request_id,
-             reservation),
-        ).rowcount  # fmt: skip
+            (*_values(row), reservation),
+        ).rowcount
         if inserted == 0 or row.cost_micros == 0:
             return  # already settled (a retried settle), or nothing to add to the totals
         for scope, name in _row_scopes(row):
@@ -142,9 +140,16 @@ class SqliteLedger(KeyTable):
 
     def record_many(self, rows: Sequence[LedgerRow]) -> None:
         """Several rows without reservations in one commit (hits are written in batches)."""
+        free = [row for row in rows if row.cost_micros == 0]  # hits: no spend totals to add
         with self._write() as db:
+            db.executemany(
+                f"INSERT OR IGNORE INTO ledger ({_ROW_COLUMNS}, reservation) "  # noqa: S608  # constant columns
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                [_values(row) for row in free],
+            )
             for row in rows:
-                self._insert(db, row, None)
+                if row.cost_micros != 0:
+                    self._insert(db, row, None)
 
     def release_orphans(self, is_alive: Callable[[str], bool] | None = None) -> int:
         """Release every reservation whose owner process is gone; how many were released."""
@@ -256,3 +261,9 @@ def owner_alive(owner: str) -> bool:
     if start == "-" or not Path("/proc/self/stat").exists():
         return _pid_running(pid)
     return _proc_start(pid) == start
+
+
+def _values(row: LedgerRow) -> tuple[object, ...]:
+    """The ledger columns of a row, in `_ROW_COLUMNS` order."""
+    return (row.ts, row.key_name, row.team, row.request_key, row.model, row.provider,
+            row.images, row.cost_micros, row.saved_micros, row.cache, row.request_id)  # fmt: skip

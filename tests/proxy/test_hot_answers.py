@@ -14,7 +14,7 @@ import pytest
 
 from proxy.config import CacheSettings
 from proxy.config_cost import parse_cost
-from proxy.keys import GATE, HOT
+from proxy.keys import BLOB_MEMORY, GATE, HOT
 from tests.conftest import PricedProvider, start_gateway
 
 SECRET = "sk-hot-path-0123456789abcdef"
@@ -194,5 +194,27 @@ async def test_a_different_host_gets_its_own_urls(settings, clock, provider):
         _, _, there = await post(gw, body=body, Host="images.example.com")
         assert json.loads(here)["data"][0]["url"].startswith(gw.root + "/images/")
         assert json.loads(there)["data"][0]["url"].startswith("http://images.example.com/images/")
+    finally:
+        await gw.close()
+
+
+async def test_a_kept_blob_is_served_verified_even_if_the_disk_copy_rots(settings, clock, provider):
+    gw = await start_gateway(settings, provider, clock)
+    body = {**BODY, "model": "dall-e-2", "response_format": "url"}
+    try:
+        _, _, answer = await post(gw, body=body)
+        url = json.loads(answer)["data"][0]["url"]
+        sha = url.rsplit("/", 1)[1].split(".")[0]
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url) as first:
+                good = await first.read()
+            assert gw.app[BLOB_MEMORY].get(sha) == good
+            gw.blobs.open(sha).path.write_bytes(good[:100] + b"\x00" * 50 + good[150:])
+            async with http.get(url) as again:
+                assert again.status == 200 and await again.read() == good
+            async with http.get(url, headers={"If-None-Match": f'"{sha}"'}) as cached:
+                assert cached.status == 304
+            async with http.get(url.replace(".png", ".webp")) as wrong:
+                assert wrong.status == 404
     finally:
         await gw.close()

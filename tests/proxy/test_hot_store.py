@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import math
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.hot import MAX_BODY, HotAnswer, HotAnswers
+from proxy.memory import B64Cache, BytesLRU
 
 
 def answer(tail: bytes = b',"data":[]}', expires: float = math.inf) -> HotAnswer:
@@ -77,3 +79,20 @@ def test_the_bound_always_holds_and_the_count_is_exact(operations, bound):
         assert hot.bytes <= bound
         model = {k[3]: a.size + len(k[3]) for k, a in hot._items.items()}
         assert hot.bytes == sum(model.values())
+
+
+@given(st.lists(st.tuples(st.integers(0, 15), st.integers(0, 5_000)), max_size=60))
+def test_bytes_lru_stays_within_its_bound(puts):
+    kept = BytesLRU(12_000)
+    for name, size in puts:
+        kept.put(str(name), b"x" * size)
+        assert kept.bytes <= 12_000
+        assert kept.bytes == sum(len(v) for v in kept._items.values())
+    assert kept.get("absent") is None
+
+
+def test_base64_is_encoded_once_per_blob():
+    b64 = B64Cache(1024 * 1024)
+    first = b64.encode("a" * 64, b"\x89PNG...")
+    assert first == base64.b64encode(b"\x89PNG...")
+    assert b64.encode("a" * 64, b"ignored: the sha names it") is first
