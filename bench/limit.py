@@ -68,10 +68,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dir", type=Path, required=True)
     parser.add_argument("--reuse-port", action="store_true")
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop, like imagegate")
     args = parser.parse_args(argv)
     posts, blobs = load_bodies(args.dir)
+    loop = None
+    if args.uvloop:
+        import uvloop
+
+        loop = uvloop.new_event_loop()
     web.run_app(
         build_limit_app(posts, blobs),
+        loop=loop,
         host=args.host,
         port=args.port,
         reuse_port=args.reuse_port or None,

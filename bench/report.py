@@ -218,7 +218,10 @@ def _note(run: Run) -> str:
         return f"upstream calls {run.upstream_calls}; max {burst['max_ms']:.0f} ms; {cache}"
     if run.target == "upstream":
         return "the fake upstream, called directly"
-    return ""
+    if run.target == "limit-uvloop":
+        return "the limit on uvloop (informative: the issue's limit is plain aiohttp)"
+    uv = run.extra.get("ratios", {}).get("rps_vs_limit_uvloop")
+    return "" if uv is None else f"{uv:.2f}x the limit on uvloop"
 
 
 def render_targets(targets: Iterable[dict[str, Any]], *, markdown: bool = False) -> str:

@@ -88,6 +88,9 @@ def analyse(runs: list[Run]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             continue
         limit, peer = _find(runs, run, "limit"), _find(runs, run, "litellm")
         ratios: dict[str, float] = {}
+        uv = _find(runs, run, "limit-uvloop")
+        if uv is not None and uv.rps:
+            ratios["rps_vs_limit_uvloop"] = round(run.rps / uv.rps, 3)
         if limit is not None and limit.rps:
             ratios["rps_vs_limit"] = round(run.rps / limit.rps, 3)
             ratios["p99_vs_limit"] = round(run.p99_ms / limit.p99_ms, 3) if limit.p99_ms else 0

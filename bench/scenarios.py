@@ -136,16 +136,19 @@ class Harness:
         child = start_gateway(self.procs, config, workers=workers, name=name, port=port)
         return Server("imagegate", port, workers, [child])
 
-    def start_limit(self, bodies: Path, workers: int) -> Server:
+    def start_limit(self, bodies: Path, workers: int, *, uvloop: bool = False) -> Server:
         port = free_port()
         children = []
+        name = "limit-uvloop" if uvloop else "limit"
         for i in range(workers):
             argv = [_python(), "-m", "bench.limit", "--port", str(port), "--dir", str(bodies)]
             if workers > 1:
                 argv.append("--reuse-port")
-            children.append(self.procs.start(f"limit-w{workers}-{i}", argv, cwd=_repo()))
+            if uvloop:
+                argv.append("--uvloop")
+            children.append(self.procs.start(f"{name}-w{workers}-{i}", argv, cwd=_repo()))
             wait_http(f"http://127.0.0.1:{port}/healthz", child=children[-1], timeout=30)
-        return Server("limit", port, workers, children)
+        return Server(name, port, workers, children)
 
     def start_peer(self, workers: int) -> Server | None:
         if self.peer is None:
@@ -411,10 +414,12 @@ def _phase_one(h: Harness) -> None:
         for name, data in files.items():
             (bodies / name).write_bytes(data)
         limit = h.start_limit(bodies, 1)
-        for key in gw.posts:
-            limit.posts[key] = (f"/{key}", gw.posts[key][1])
-        for key, path in gw.gets.items():
-            limit.gets[key] = path
+        limit_uv = h.start_limit(bodies, 1, uvloop=True)
+        for bare in (limit, limit_uv):
+            for key in gw.posts:
+                bare.posts[key] = (f"/{key}", gw.posts[key][1])
+            for key, path in gw.gets.items():
+                bare.gets[key] = path
         peer = h.start_peer(1)
         if peer is not None:
             try:
@@ -429,15 +434,15 @@ def _phase_one(h: Harness) -> None:
                 for size in SIZES:
                     for conns in cfg.hit_conns:
                         case = f"hit b64 {size}"
-                        for server in (gw, limit, peer):
+                        for server in (gw, limit, limit_uv, peer):
                             if server is not None:
                                 h.hit_post("1", case, server, f"b64-{size}", conns)
         if "2" in want:
             with _phase(h, "scenario 2: hits, url mode, and the blob fetch"):
                 for size in SIZES:
-                    for server in (gw, limit):
+                    for server in (gw, limit, limit_uv):
                         h.hit_post("2", f"hit url {size}", server, f"url-{size}", 64)
-                    for server in (gw, limit):
+                    for server in (gw, limit, limit_uv):
                         script = lua_script(method="GET")
                         h.measure(
                             "2",
@@ -461,7 +466,7 @@ def _phase_one(h: Harness) -> None:
                     if server is not None:
                         h.hit_post("6", "hit b64 small", server, "b64-small", 64)
     finally:
-        h.stop(gw, limit, peer)
+        h.stop(gw, limit, limit_uv, peer)
 
 
 def _miss_overhead(h: Harness, gw: Server, peer: Server | None) -> None:

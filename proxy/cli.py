@@ -55,7 +55,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("imagegate: --workers must be at least 1", file=sys.stderr)
         return 2
-    configure_logging(settings.logging.level, settings.logging.format)
+    logs = settings.logging
+    configure_logging(logs.level, logs.format, flush_ms=logs.flush_ms)
     server = settings.server
     try:
         if args.workers > 1:

@@ -93,6 +93,7 @@ class CacheSettings:
 class LoggingSettings:
     level: str = "info"
     format: str = "auto"  # auto (console on a terminal, else json) | json | console
+    flush_ms: int = 250  # JSON lines are written out at least this often; 0: every line
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +152,11 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "share_across_teams": (bool, "true or false"),
         "memory_mb": (int, "MiB per worker, 0 for none"),
     },
-    "logging": {"level": (str, "debug|info|warning|error"), "format": (str, "auto|json|console")},
+    "logging": {
+        "level": (str, "debug|info|warning|error"),
+        "format": (str, "auto|json|console"),
+        "flush_ms": (int, "milliseconds, 0 for every line"),
+    },
     "defaults": {"model": (str, "a model name")},
     "routing": {
         "substitute": (str, "never|equivalent|cheaper"),
@@ -250,6 +255,8 @@ def _build(raw: dict[str, Any], source: str, environ: Mapping[str, str]) -> Sett
         source, "logging.level", log.get("level", "info"), ("debug", "info", "warning", "error")
     )
     _check_choice(source, "logging.format", log.get("format", "auto"), ("auto", "json", "console"))
+    if not 0 <= log.get("flush_ms", 250) <= 60_000:
+        raise ConfigError(source, "logging.flush_ms", "must be 0-60000 milliseconds")
     data_dir = environ.get("IMAGEGATE_DATA_DIR") or storage.get("data_dir") or ".imagegate"
     return Settings(
         server=ServerSettings(**server),

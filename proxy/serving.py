@@ -172,7 +172,8 @@ def _worker(config: str | None, host: str, port: int, ready: Any) -> None:
     except ConfigError as exc:
         print(f"imagegate: config error: {exc}", file=sys.stderr)
         return
-    configure_logging(settings.logging.level, settings.logging.format)
+    logs = settings.logging
+    configure_logging(logs.level, logs.format, flush_ms=logs.flush_ms)
     run_server(
         serve_forever(settings, reuse_port=True, on_ready=lambda _p: ready.put(port)),
         settings.server.event_loop,

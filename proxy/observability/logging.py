@@ -1,33 +1,96 @@
 """structlog set-up: JSON lines in production, readable lines on a terminal.
 
-Loggers are cached on first use and JSON is rendered by orjson straight to bytes: the gateway
-writes one line per request, so a line must cost microseconds (measured in bench/)."""
+The gateway writes one line per request, so a line must cost microseconds (measured in
+bench/): loggers are cached on first use, JSON is rendered by orjson straight to bytes, and
+JSON lines are written out in batches, at least every `flush_ms` (like nginx's buffered
+access log), at once for warnings and errors, and at exit."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
-from typing import TextIO
+import threading
+import time
+from collections.abc import Callable
+from typing import BinaryIO, TextIO
 
 import orjson
 import structlog
 
-__all__ = ["configure_logging"]
+__all__ = ["BatchedLines", "configure_logging"]
+
+_BATCH_BYTES = 64 * 1024
 
 
-def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+class BatchedLines:
+    """A structlog logger for byte lines: kept in memory until `flush_seconds` have passed
+    (a daemon thread writes them out), 64 KiB have gathered, or a warning or error comes."""
+
+    def __init__(self, out: BinaryIO, flush_seconds: float) -> None:
+        self._out = out
+        self._lines: list[bytes] = []
+        self._size = 0
+        self._lock = threading.Lock()
+        self._interval = flush_seconds
+        if flush_seconds > 0:
+            threading.Thread(target=self._run, name="log-flush", daemon=True).start()
+        atexit.register(self.flush)
+
+    def msg(self, message: bytes) -> None:
+        with self._lock:
+            self._lines.append(message)
+            self._size += len(message)
+            if self._interval <= 0 or self._size >= _BATCH_BYTES:
+                self._write()
+
+    def urgent(self, message: bytes) -> None:
+        with self._lock:
+            self._lines.append(message)
+            self._write()
+
+    log = debug = info = msg
+    warn = warning = fatal = failure = err = error = critical = exception = urgent
+
+    def flush(self) -> None:
+        with self._lock:
+            self._write()
+
+    def _write(self) -> None:
+        if not self._lines:
+            return
+        lines, self._lines, self._size = self._lines, [], 0
+        try:
+            self._out.write(b"\n".join(lines) + b"\n")
+            self._out.flush()
+        except (OSError, ValueError):  # a closed or full stream must not break a request
+            pass
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            self.flush()
+
+
+def configure_logging(
+    level: str = "info",
+    fmt: str = "auto",
+    stream: TextIO | None = None,
+    flush_ms: int = 250,
+) -> None:
     out = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
     binary = getattr(out, "buffer", None)
     renderer: structlog.typing.Processor
-    factory: structlog.PrintLoggerFactory | structlog.BytesLoggerFactory
+    factory: structlog.PrintLoggerFactory | Callable[..., BatchedLines]
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
         factory = structlog.PrintLoggerFactory(out)
     elif binary is not None:
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
-        factory = structlog.BytesLoggerFactory(binary)
+        lines = BatchedLines(binary, flush_ms / 1000)
+        factory = lambda *_: lines  # noqa: E731 - one writer for every logger
     else:  # a text-only stream (io.StringIO): str lines
         renderer = structlog.processors.JSONRenderer(serializer=_dumps_str)
         factory = structlog.PrintLoggerFactory(out)

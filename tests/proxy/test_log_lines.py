@@ -1,0 +1,84 @@
+"""JSON log lines: written in batches, at once for warnings, never lost at exit."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import threading
+
+import structlog
+
+from proxy.observability.logging import BatchedLines, configure_logging
+from tests.proxy.test_crash_recovery import ROOT
+
+
+class Recorder(io.BytesIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed = threading.Event()
+
+    def flush(self) -> None:
+        super().flush()
+        if self.getvalue():
+            self.flushed.set()
+
+
+def test_info_lines_wait_for_the_batch_and_warnings_go_at_once():
+    out = Recorder()
+    lines = BatchedLines(out, flush_seconds=3600)  # the timer will not fire in this test
+    lines.info(b'{"event":"a"}')
+    lines.info(b'{"event":"b"}')
+    assert out.getvalue() == b""
+    lines.warning(b'{"event":"c"}')
+    assert out.getvalue().splitlines() == [b'{"event":"a"}', b'{"event":"b"}', b'{"event":"c"}']
+
+
+def test_a_full_batch_is_written_without_waiting():
+    out = Recorder()
+    lines = BatchedLines(out, flush_seconds=3600)
+    for i in range(2000):
+        lines.info(b'{"event":"x","i":%d,"pad":"%s"}' % (i, b"p" * 40))
+    written = out.getvalue().splitlines()
+    assert 1000 < len(written) < 2000  # every full 64 KiB went out; the rest waits
+    assert [json.loads(line)["i"] for line in written] == list(range(len(written)))
+
+
+def test_the_timer_writes_idle_lines():
+    out = Recorder()
+    lines = BatchedLines(out, flush_seconds=0.01)
+    lines.info(b'{"event":"idle"}')
+    assert out.flushed.wait(5)
+    assert out.getvalue() == b'{"event":"idle"}\n'
+
+
+def test_flush_ms_zero_writes_every_line():
+    out = Recorder()
+    lines = BatchedLines(out, flush_seconds=0)
+    lines.info(b"{}")
+    assert out.getvalue() == b"{}\n"
+
+
+def test_lines_still_buffered_are_written_at_exit(tmp_path):
+    script = (
+        "from proxy.observability.logging import configure_logging\n"
+        "import structlog\n"
+        "configure_logging('info', 'json', flush_ms=60000)\n"
+        "structlog.get_logger('t').info('last.words', n=1)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, timeout=60, check=True
+    )
+    record = json.loads(done.stderr.decode().strip().splitlines()[-1])
+    assert record["event"] == "last.words" and record["n"] == 1 and record["level"] == "info"
+
+
+def test_a_text_stream_gets_json_lines_too():
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    try:
+        structlog.get_logger("t").info("to.text", ok=True)
+        assert json.loads(out.getvalue())["ok"] is True
+    finally:
+        structlog.reset_defaults()
