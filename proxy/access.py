@@ -26,6 +26,8 @@ from proxy.stores.ledger import SqliteLedger, process_owner
 __all__ = ["Caller", "CallerBudget", "Gatekeeper", "RateHeaders", "sync_config_keys"]
 
 log = structlog.get_logger("imagegate.access")
+_KEYS_FRESH = 1.0  # seconds a read of the keys table is trusted
+_KEYS_KEPT = 10_000  # found keys kept at most (then all are forgotten at once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,9 @@ class Gatekeeper:
     _has_keys: tuple[float, bool] = (-1.0, False)
     _deny: tuple[re.Pattern[str], ...] = ()
     _hits: list[LedgerRow] = field(default_factory=list)
+    _keys: dict[str, tuple[float, KeyRecord]] = field(default_factory=dict)
+    _generation: int = 0
+    _refresh: asyncio.Task[bool] | None = None
 
     def __post_init__(self) -> None:
         self.buckets = SharedBuckets(self.ledger.path.parent / "state.sqlite3")
@@ -84,7 +89,7 @@ class Gatekeeper:
             raise AuthenticationFailed(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
             )
-        key = await asyncio.to_thread(self.ledger.find_key, secret)
+        key = await self._find_key(secret)
         if key is None or not key.active:
             self._deny_metric("auth")
             raise AuthenticationFailed(
@@ -95,16 +100,45 @@ class Gatekeeper:
         return Caller(key, scope)
 
     async def keys_exist(self) -> bool:
+        """Whether keys exist, read at most once a second. A stale answer is served while one
+        refresh runs: requests never queue on the ledger (it may be committing hit rows)."""
         checked, exists = self._has_keys
-        now = self.clock()
-        if now - checked < 1.0:
+        if self.clock() - checked < _KEYS_FRESH:
             return exists
-        exists = await asyncio.to_thread(self.ledger.has_keys)
-        self._has_keys = (now, exists)
+        task = self._refresh
+        if task is None or task.done():
+            task = self._refresh = asyncio.create_task(self._load_has_keys(self._generation))
+        if checked < 0:  # never read, or forgotten: nothing to serve meanwhile
+            return await asyncio.shield(task)
         return exists
 
+    async def _load_has_keys(self, generation: int) -> bool:
+        started = self.clock()
+        exists = await asyncio.to_thread(self.ledger.has_keys)
+        if generation == self._generation:  # no key changed here while it was read
+            self._has_keys = (started, exists)
+        return exists
+
+    async def _find_key(self, secret: str) -> KeyRecord | None:
+        """A key by its secret; found keys are kept for a second (revocations here forget
+        them at once, other workers' within the second, as for `keys_exist`)."""
+        now = self.clock()
+        kept = self._keys.get(secret)
+        if kept is not None and now - kept[0] < _KEYS_FRESH:
+            return kept[1]
+        generation = self._generation
+        key = await asyncio.to_thread(self.ledger.find_key, secret)
+        if key is not None and generation == self._generation:
+            if len(self._keys) >= _KEYS_KEPT:
+                self._keys.clear()
+            self._keys[secret] = (now, key)
+        return key
+
     def forget_key_cache(self) -> None:
+        self._generation += 1
         self._has_keys = (-1.0, False)
+        self._keys.clear()
+        self._refresh = None
 
     def is_admin(self, authorization: str | None) -> bool:
         secret = _bearer(authorization)

@@ -81,6 +81,7 @@ async def set_budget(request: web.Request) -> web.Response:
     window = _window(body.get("window", "day"), "window")
     if not await asyncio.to_thread(gate.ledger.set_budget, name, micros, window):
         raise NotFound(f"No key named '{name[:64]}'.")
+    gate.forget_key_cache()  # kept keys carry their budget
     return web.json_response({"name": name, "budget_usd": _usd(micros), "window": window})
 
 

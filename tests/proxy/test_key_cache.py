@@ -1,0 +1,58 @@
+"""Keys are read from the ledger at most once a second, and never make requests queue."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from policies.ledger_models import KeyRecord
+from proxy.stores.ledger import SqliteLedger
+from tests.conftest import PricedProvider, start_gateway
+from tests.proxy.test_cost_control import ADMIN, SECRET, key, with_cost
+
+BODY = {"model": "flux-schnell", "prompt": "a kite", "size": "1024x1024"}
+
+
+async def post(gw, body=BODY, secret=""):
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gw.base_url + "/images/generations", json=body, headers=headers) as r:
+            return r.status, await r.json()
+
+
+async def test_a_key_made_by_another_process_closes_the_gateway_within_a_second(settings, clock):
+    gw = await start_gateway(settings, PricedProvider(), clock, serves_as="replicate")
+    try:
+        assert (await post(gw))[0] == 200  # open: no keys yet
+        other = SqliteLedger(settings.data_dir / "ledger.sqlite3")  # `imagegate keys create`
+        other.create_key(
+            KeyRecord(name="cli", team=None, created=clock.now), "sk-cli-0123456789abcd"
+        )
+        other.close()
+        assert (await post(gw))[0] == 200  # still within the second it trusts
+        clock.advance(1.5)
+        statuses = [(await post(gw))[0] for _ in range(20)]
+        # The first late request may be served by the stale answer while one refresh runs;
+        # then every request must authenticate.
+        assert statuses[-1] == 401 and statuses.count(200) <= 2
+        assert statuses[statuses.index(401) :] == [401] * (20 - statuses.index(401))
+    finally:
+        await gw.close()
+
+
+async def test_a_raised_budget_applies_to_the_next_request(settings, clock):
+    settings = with_cost(settings, auth={"admin_key": ADMIN}, keys=[key(budget_usd=0.003)])
+    gw = await start_gateway(settings, PricedProvider(), clock, serves_as="replicate")
+    try:
+        assert (await post(gw, secret=SECRET))[0] == 200  # $0.003 spent: the whole budget
+        status, body = await post(gw, {**BODY, "prompt": "another"}, secret=SECRET)
+        assert status == 429 and body["error"]["code"] == "insufficient_quota"
+        async with aiohttp.ClientSession() as http:
+            async with http.put(
+                gw.root + "/admin/keys/web-app/budget",
+                headers={"Authorization": f"Bearer {ADMIN}"},
+                json={"budget_usd": 1.0},
+            ) as raised:
+                assert raised.status == 200
+        assert (await post(gw, {**BODY, "prompt": "another"}, secret=SECRET))[0] == 200
+    finally:
+        await gw.close()
