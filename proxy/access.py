@@ -21,6 +21,7 @@ from policies.ratelimit import Allowed, Bucket, Limited, Oversized, Rate, take_a
 from proxy.config_cost import CostSettings
 from proxy.observability.metrics import Metrics
 from proxy.stores.buckets import SharedBuckets
+from proxy.stores.hit_rows import HitRowWriter
 from proxy.stores.ledger import SqliteLedger, process_owner
 
 __all__ = ["Caller", "CallerBudget", "Gatekeeper", "RateHeaders", "sync_config_keys"]
@@ -66,6 +67,7 @@ class Gatekeeper:
     clock: Callable[[], float]
     share_across_teams: bool = False
     buckets: SharedBuckets = field(init=False)
+    hit_rows: HitRowWriter = field(init=False)
     _has_keys: tuple[float, bool] = (-1.0, False)
     _deny: tuple[re.Pattern[str], ...] = ()
     _hits: list[LedgerRow] = field(default_factory=list)
@@ -75,6 +77,7 @@ class Gatekeeper:
 
     def __post_init__(self) -> None:
         self.buckets = SharedBuckets(self.ledger.path.parent / "state.sqlite3")
+        self.hit_rows = HitRowWriter(self.ledger.path)
         self._deny = tuple(re.compile(p) for p in self.cost.policy.deny_patterns)
         self._owner = process_owner()
 
@@ -253,16 +256,29 @@ class Gatekeeper:
         )
 
     async def flush_hits(self) -> None:
+        """On the loop when the ledger's write lock is free (a few ms for a batch), else from
+        a thread that waits for it. Rows that fail to write are kept for the next flush."""
         rows, self._hits = self._hits, []
-        if rows:
-            await asyncio.to_thread(self.ledger.record_many, rows)
+        if not rows:
+            return
+        try:
+            if not self.hit_rows.try_write(rows):
+                await asyncio.to_thread(self.ledger.record_many, rows)
+        except BaseException:
+            self._hits[:0] = rows
+            raise
 
-    async def run_flusher(self, interval: float = 0.25) -> None:
-        """Background task: write batched hit rows every `interval` seconds."""
+    async def run_flusher(self, interval: float = 0.25, checkpoint_every: int = 40) -> None:
+        """Background task: write batched hit rows every `interval` seconds, and fold the
+        ledger's WAL into the database every `checkpoint_every` flushes."""
+        flushes = 0
         while True:
             await asyncio.sleep(interval)
+            flushes += 1
             try:
                 await self.flush_hits()
+                if flushes % checkpoint_every == 0:
+                    await asyncio.to_thread(self.ledger.checkpoint)
             except Exception:  # a full disk must not kill the flusher; rows are retried
                 log.exception("ledger.flush_failed")
 

@@ -177,6 +177,7 @@ def _lifetime(
         await service.aclose()
         await gate.flush_hits()
         await registry.aclose()
+        gate.hit_rows.close()
         gate.ledger.close()
         gate.buckets.close()
         service.locks.close()

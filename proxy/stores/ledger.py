@@ -33,7 +33,15 @@ from policies.budget import BudgetSpec, BudgetUsage, Denied, Window, check_fit, 
 from policies.ledger_models import HIT_OUTCOMES, LedgerRow
 from proxy.stores.ledger_keys import KeyTable
 
-__all__ = ["Group", "SqliteLedger", "owner_alive", "process_owner"]
+__all__ = [
+    "FREE_ROW_INSERT",
+    "ROW_COLUMNS",
+    "Group",
+    "SqliteLedger",
+    "owner_alive",
+    "process_owner",
+    "row_values",
+]
 
 Group = Literal["key", "team", "model", "day"]
 
@@ -45,9 +53,14 @@ _GROUPS: Final[dict[str, str]] = {
     "model": "model",
     "day": "strftime('%Y-%m-%d', ts, 'unixepoch')",
 }
-_ROW_COLUMNS: Final = (
+ROW_COLUMNS: Final = (
     "ts, key_name, team, request_key, model, provider, images, cost_micros, saved_micros, "
     "cache, request_id"
+)
+# A row that adds no spend (a hit's): no reservation, no running totals to update.
+FREE_ROW_INSERT: Final = (
+    f"INSERT OR IGNORE INTO ledger ({ROW_COLUMNS}, reservation) "  # noqa: S608  # constant columns
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)"
 )
 _RESERVED: Final = (
     "SELECT COALESCE(SUM(r.amount_micros), 0) FROM reservations AS r, "
@@ -110,9 +123,9 @@ class SqliteLedger(KeyTable):
 
     def _insert(self, db: sqlite3.Connection, row: LedgerRow, reservation: str | None) -> None:
         inserted = db.execute(
-            f"INSERT OR IGNORE INTO ledger ({_ROW_COLUMNS}, reservation) "  # noqa: S608  # constant columns
+            f"INSERT OR IGNORE INTO ledger ({ROW_COLUMNS}, reservation) "  # noqa: S608  # constant columns
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*_values(row), reservation),
+            (*row_values(row), reservation),
         ).rowcount
         if inserted == 0 or row.cost_micros == 0:
             return  # already settled (a retried settle), or nothing to add to the totals
@@ -142,14 +155,16 @@ class SqliteLedger(KeyTable):
         """Several rows without reservations in one commit (hits are written in batches)."""
         free = [row for row in rows if row.cost_micros == 0]  # hits: no spend totals to add
         with self._write() as db:
-            db.executemany(
-                f"INSERT OR IGNORE INTO ledger ({_ROW_COLUMNS}, reservation) "  # noqa: S608  # constant columns
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-                [_values(row) for row in free],
-            )
+            db.executemany(FREE_ROW_INSERT, [row_values(row) for row in free])
             for row in rows:
                 if row.cost_micros != 0:
                     self._insert(db, row, None)
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database without blocking anyone (hit rows, written by a
+        connection that never checkpoints, would otherwise grow it without end)."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def release_orphans(self, is_alive: Callable[[str], bool] | None = None) -> int:
         """Release every reservation whose owner process is gone; how many were released."""
@@ -201,7 +216,7 @@ class SqliteLedger(KeyTable):
 
     def rows(self, limit: int = 50, offset: int = 0) -> list[LedgerRow]:
         """The newest rows first (for the gallery)."""
-        sql = f"SELECT {_ROW_COLUMNS} FROM ledger ORDER BY id DESC LIMIT ? OFFSET ?"  # noqa: S608  # constant
+        sql = f"SELECT {ROW_COLUMNS} FROM ledger ORDER BY id DESC LIMIT ? OFFSET ?"  # noqa: S608  # constant
         with self._read() as db:
             return [LedgerRow(*r) for r in db.execute(sql, (limit, offset))]
 
@@ -263,7 +278,7 @@ def owner_alive(owner: str) -> bool:
     return _proc_start(pid) == start
 
 
-def _values(row: LedgerRow) -> tuple[object, ...]:
-    """The ledger columns of a row, in `_ROW_COLUMNS` order."""
+def row_values(row: LedgerRow) -> tuple[object, ...]:
+    """The ledger columns of a row, in `ROW_COLUMNS` order."""
     return (row.ts, row.key_name, row.team, row.request_key, row.model, row.provider,
             row.images, row.cost_micros, row.saved_micros, row.cache, row.request_id)  # fmt: skip

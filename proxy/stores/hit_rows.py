@@ -1,0 +1,47 @@
+"""Hit rows, written in batches from the event loop: cheap, and never waiting for a lock.
+
+A hit's ledger row moves no money (its cost is 0; `saved` is what the cache spared), so it
+does not need what a spend row needs. Its own connection commits with `synchronous=NORMAL`
+(in WAL mode: durable when the process is killed, not always after a power loss) and does
+not wait for SQLite's write lock: when another writer holds it, `try_write` says so at once
+and the caller writes the batch from a thread instead. Measured in bench/: the same batch
+written by a thread (a GIL hand-off per row) put 50-90 ms pauses into the hit path's p99.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+from policies.ledger_models import LedgerRow
+from proxy.stores.ledger import FREE_ROW_INSERT, row_values
+
+__all__ = ["HitRowWriter"]
+
+
+class HitRowWriter:
+    def __init__(self, path: Path) -> None:
+        """`path`: a ledger database that `SqliteLedger` has already made (WAL, schema)."""
+        self._db = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # SqliteLedger.checkpoint does it
+
+    def try_write(self, rows: Sequence[LedgerRow]) -> bool:
+        """Insert `rows` in one transaction; False (nothing written) if the lock is taken."""
+        if any(row.cost_micros for row in rows):
+            raise ValueError("rows that cost money go through SqliteLedger")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:  # "database is locked": another writer has it
+            return False
+        try:
+            self._db.executemany(FREE_ROW_INSERT, [row_values(row) for row in rows])
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return True
+
+    def close(self) -> None:
+        self._db.close()
