@@ -49,6 +49,7 @@ def write_config(
     data_dir: Path,
     upstream_base_url: str | None,
     placeholder: bool = False,
+    memory_mb: int | None = None,
 ) -> Path:
     """Only what the bench changes; everything else stays on the embedded defaults."""
     lines = [
@@ -60,6 +61,8 @@ def write_config(
         f"data_dir = {json.dumps(str(data_dir))}",
         "",
     ]
+    if memory_mb is not None:
+        lines += ["[cache]", f"memory_mb = {memory_mb}", ""]
     if placeholder:
         lines += ["[providers.placeholder]", "enabled = true", ""]
     if upstream_base_url is not None:

@@ -29,19 +29,36 @@ class HitRowWriter:
 
     def try_write(self, rows: Sequence[LedgerRow]) -> bool:
         """Insert `rows` in one transaction; False (nothing written) if the lock is taken."""
-        if any(row.cost_micros for row in rows):
-            raise ValueError("rows that cost money go through SqliteLedger")
+        if not self.begin():
+            return False
+        try:
+            self.insert(rows)
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+        return True
+
+    def begin(self) -> bool:
+        """Take the write lock if it is free (False at once if not). The caller may insert
+        in several slices, letting the event loop run between them, then commit."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:  # "database is locked": another writer has it
             return False
-        try:
-            self._db.executemany(FREE_ROW_INSERT, [row_values(row) for row in rows])
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         return True
+
+    def insert(self, rows: Sequence[LedgerRow]) -> None:
+        if any(row.cost_micros for row in rows):
+            raise ValueError("rows that cost money go through SqliteLedger")
+        self._db.executemany(FREE_ROW_INSERT, [row_values(row) for row in rows])
+
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def close(self) -> None:
         self._db.close()
