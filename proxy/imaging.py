@@ -51,6 +51,7 @@ _SVG_START: Final = re.compile(rb"<svg[\s>/]", re.IGNORECASE)
 _SVG_ROOT: Final = re.compile(r"<svg\b([^>]*)>", re.IGNORECASE)
 _SVG_END: Final = re.compile(r"</svg\s*>\Z", re.IGNORECASE)
 _LENGTH: Final = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(?:px)?\s*\Z")
+_DIRECT_MODES: Final = frozenset({"RGB", "RGBA", "L", "LA"})
 _BLANK_PROBE: Final = 256  # edge of the downscaled copy the blank check looks at
 
 
@@ -209,7 +210,16 @@ def _frames(img: Image.Image) -> Iterator[Image.Image]:
 
 
 def _is_blank(img: Image.Image) -> bool:
-    """One flat colour (or fully transparent), judged on a box-averaged small copy."""
+    """One flat colour (or fully transparent). The common modes are judged on their own
+    band extremes (no copy: 0.7 ms for 1024x1024, against 3 ms for the downscaled copy
+    below); other modes on a box-averaged small RGBA copy."""
+    if img.mode in _DIRECT_MODES:
+        found = img.getextrema()
+        bands = cast(
+            tuple[tuple[int, int], ...], (found,) if img.mode == "L" else found
+        )  # "L" gives one (lo, hi); the others one per band
+        transparent = img.mode in ("RGBA", "LA") and bands[-1] == (0, 0)
+        return transparent or all(lo == hi for lo, hi in bands)
     probe = img
     if max(img.size) > _BLANK_PROBE:  # shrink first: converting a full image costs ~9 ms
         scale = _BLANK_PROBE / max(img.size)

@@ -436,3 +436,20 @@ def test_parse_size() -> None:
 def test_parse_size_rejects_malformed(size: str) -> None:
     with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
         parse_size(size)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "CMYK"])
+def test_blank_is_judged_in_every_mode(mode: str) -> None:
+    """RGB, RGBA, L and LA are judged on their own extremes; the rest on an RGBA copy."""
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    flat = Image.new("RGB", (320, 200), (90, 90, 90))
+    dotted = flat.copy()
+    ImageDraw.Draw(dotted).rectangle((10, 10, 12, 12), fill=(200, 30, 30))
+    for img, blank in ((flat, True), (dotted, False)):
+        converted = img.quantize(4) if mode == "P" else img.convert(mode)  # P: no dithering
+        data = encode(converted, fmt)
+        if blank:
+            with pytest.raises(ProviderError, match="blank"):
+                check_output(data, expected_format=fmt.lower(), expected_size=(320, 200))
+        else:
+            check_output(data, expected_format=fmt.lower(), expected_size=(320, 200))
