@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import openai
 import pytest
+
+from proxy.serving import run_server
 
 URL = re.compile(r"(http://\S+/v1)")
 
@@ -96,6 +99,8 @@ def test_serve_reads_config_and_interpolates_env(env, tmp_path):
         ("[server\n", "not valid TOML"),
         ("[cache]\nmax_bytes = -5\n", "cache.max_bytes"),
         ("[cache]\nmemory_mb = -1\n", "cache.memory_mb"),
+        ("[server]\nevent_loop = 'fast'\n", "server.event_loop"),
+        ("[logging]\nflush_ms = -1\n", "logging.flush_ms"),
         ("[cache]\nmemory_mb = 1.5\n", "cache.memory_mb"),
         ("[providers.openai]\napi_kee = 'x'\n", "providers.openai.api_kee"),
         ("[nonsense]\n", "nonsense"),
@@ -136,3 +141,14 @@ def test_workers_share_one_port_and_the_stores(env, tmp_path):
         assert outcome == "MISS" and seen == {("HIT", image)}
     assert server.stop(signal.SIGTERM) == 0
     assert server.stderr.count('"server.stopping"') == 2
+
+
+@pytest.mark.parametrize(("choice", "expected"), [("auto", "uvloop"), ("asyncio", "asyncio")])
+def test_the_server_runs_on_the_event_loop_asked_for(choice, expected):
+    seen: list[str] = []
+
+    async def main() -> None:
+        seen.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+
+    run_server(main(), choice)
+    assert seen == [expected]
