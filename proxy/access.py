@@ -7,6 +7,7 @@ ledger and the in-process token buckets and does the I/O between decisions.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import re
 from collections.abc import Callable, Sequence
@@ -72,7 +73,7 @@ class Gatekeeper:
     _has_keys: tuple[float, bool] = (-1.0, False)
     _deny: tuple[re.Pattern[str], ...] = ()
     _hits: list[LedgerRow] = field(default_factory=list)
-    _keys: dict[str, tuple[float, KeyRecord]] = field(default_factory=dict)
+    _keys: dict[bytes, tuple[float, KeyRecord]] = field(default_factory=dict)
     _generation: int = 0
     _refresh: asyncio.Task[bool] | None = None
 
@@ -127,7 +128,8 @@ class Gatekeeper:
         """A key by its secret; found keys are kept for a second (revocations here forget
         them at once, other workers' within the second, as for `keys_exist`)."""
         now = self.clock()
-        kept = self._keys.get(secret)
+        digest = hashlib.sha256(secret.encode()).digest()  # secrets are not kept, even here
+        kept = self._keys.get(digest)
         if kept is not None and now - kept[0] < _KEYS_FRESH:
             return kept[1]
         generation = self._generation
@@ -135,7 +137,7 @@ class Gatekeeper:
         if key is not None and generation == self._generation:
             if len(self._keys) >= _KEYS_KEPT:
                 self._keys.clear()
-            self._keys[secret] = (now, key)
+            self._keys[digest] = (now, key)
         return key
 
     def forget_key_cache(self) -> None:
