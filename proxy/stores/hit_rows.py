@@ -29,10 +29,12 @@ class HitRowWriter:
 
     def try_write(self, rows: Sequence[LedgerRow]) -> bool:
         """Insert `rows` in one transaction; False (nothing written) if the lock is taken."""
+        if any(row.cost_micros for row in rows):
+            raise ValueError("rows that cost money go through SqliteLedger")
         if not self.begin():
             return False
         try:
-            self.insert(rows)
+            self.insert([row_values(row) for row in rows])
             self.commit()
         except BaseException:
             self.rollback()
@@ -48,10 +50,9 @@ class HitRowWriter:
             return False
         return True
 
-    def insert(self, rows: Sequence[LedgerRow]) -> None:
-        if any(row.cost_micros for row in rows):
-            raise ValueError("rows that cost money go through SqliteLedger")
-        self._db.executemany(FREE_ROW_INSERT, [row_values(row) for row in rows])
+    def insert(self, values: Sequence[tuple[object, ...]]) -> None:
+        """Rows as `row_values` tuples (their cost already known to be 0)."""
+        self._db.executemany(FREE_ROW_INSERT, values)
 
     def commit(self) -> None:
         self._db.execute("COMMIT")

@@ -151,6 +151,11 @@ class SqliteLedger(KeyTable):
         """A row with no reservation: a cache hit (cost 0, saved = what it would have cost)."""
         self.record_many([row])
 
+    def record_free(self, values: Sequence[tuple[object, ...]]) -> None:
+        """Rows that move no money, as `row_values` tuples, in one commit."""
+        with self._write() as db:
+            db.executemany(FREE_ROW_INSERT, values)
+
     def record_many(self, rows: Sequence[LedgerRow]) -> None:
         """Several rows without reservations in one commit (hits are written in batches)."""
         free = [row for row in rows if row.cost_micros == 0]  # hits: no spend totals to add
