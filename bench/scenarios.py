@@ -308,10 +308,24 @@ class Harness:
         )
 
     # -- coalescing --------------------------------------------------------------------
+    def quiet_upstream_calls(self, still: float = 1.0, limit: float = 60.0) -> int:
+        """The fake's call count once it stopped moving for `still` seconds: a server that
+        was behind (LiteLLM after scenario 3 queues for seconds) must not count as this
+        run's calls."""
+        deadline = time.monotonic() + limit
+        calls = self.upstream_calls()
+        while time.monotonic() < deadline:
+            time.sleep(still)
+            now = self.upstream_calls()
+            if now == calls:
+                return now
+            calls = now
+        return calls
+
     def coalesce(self, scenario: str, server: Server, tag: str) -> Run:
         prompt = f"bench coalesce {self.run_id} {tag}"
         body = request_body(prompt).encode()
-        before = self.upstream_calls()
+        before = self.quiet_upstream_calls()
         with RssSampler(server.pids) as rss:
             result = asyncio.run(burst(server.url(GEN), body, self.cfg.burst))
         calls = self.upstream_calls() - before
