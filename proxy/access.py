@@ -258,9 +258,10 @@ class Gatekeeper:
         if row.cost_micros:
             raise ValueError("a hit costs nothing; charged rows are settled, not batched")
         self._hits.append(row_values(row))
-        self.metrics.saved_series(row.key_name or "", row.team or "", row.model).inc(
-            row.saved_micros / 1_000_000
+        saved = self.metrics.child(
+            self.metrics.saved, row.key_name or "", row.team or "", row.model
         )
+        saved.inc(row.saved_micros / 1_000_000)
 
     async def flush_hits(self) -> None:
         """On the loop when the ledger's write lock is free (a few ms for a batch), else from

@@ -49,9 +49,9 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     route = _route_template(request)
     cache = request.get(CACHE_OUTCOME, "none").lower()
     method = request.method if request.method in _METHODS else "OTHER"  # labels stay bounded
-    counted, timed = request.app[METRICS].http_series(route, method, response.status, cache)
-    counted.inc()
-    timed.observe(elapsed)
+    metrics = request.app[METRICS]
+    metrics.child(metrics.requests, route, method, str(response.status)).inc()
+    metrics.child(metrics.request_seconds, route, cache).observe(elapsed)
     if route.startswith("/v1/images"):
         log.info(
             "http.request_completed",

@@ -120,9 +120,6 @@ class ImageService:
     flights: Flights = field(default_factory=Flights)
     _tasks: set[_Flight] = field(default_factory=set)
 
-    def __post_init__(self) -> None:
-        self._hit_metric = self.metrics.cache_lookups.labels(outcome="hit")
-
     async def serve(
         self,
         parsed: ParsedRequest,
@@ -148,7 +145,7 @@ class ImageService:
         self._record(job, [images[i] for i in plan.cached], "HIT")
         generated, coalesced, cost = await self._fill(job, plan, images)
         outcome = outcome_of(plan, directives, generated=generated, coalesced=coalesced)
-        self.metrics.cache_lookups.labels(outcome=outcome.value.lower()).inc()
+        self.metrics.child(self.metrics.cache_lookups, outcome.value.lower()).inc()
         ordered = tuple(images[i] for i in range(n))
         first = ordered[0].entry
         return Served(job.key, outcome, ordered, first.model, first.provider, cost)
@@ -188,7 +185,7 @@ class ImageService:
         now = self.clock()
         row = ledger_row(caller, key, request_id, now, model, provider, images, 0, saved, "HIT")
         self.gate.record_hit(row)
-        self._hit_metric.inc()
+        self.metrics.child(self.metrics.cache_lookups, "hit").inc()
 
     def _blob_exists(self, sha256: str) -> bool:
         """Verified presence; a file-backed store answers without reading the bytes."""

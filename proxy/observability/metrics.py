@@ -21,28 +21,15 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
-    _http: dict[tuple[str, str, int, str], tuple[Any, Any]] = field(default_factory=dict)
-    _saved: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+    _children: dict[tuple[object, ...], Any] = field(default_factory=dict)
 
-    def http_series(self, route: str, method: str, status: int, cache: str) -> tuple[Any, Any]:
-        """The request counter and duration histogram children for one request's labels.
-
-        Kept once made: `labels()` takes a lock and builds a key on every call, and every
-        request needs both. Bounded: routes are templates, statuses and outcomes are few."""
-        found = self._http.get((route, method, status, cache))
+    def child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, kept once made: `labels()` takes a lock and builds a key
+        on every call, and a hit needs several. Bounded like the label sets themselves."""
+        key = (metric, *labels)
+        found = self._children.get(key)
         if found is None:
-            found = (
-                self.requests.labels(route, method, str(status)),
-                self.request_seconds.labels(route, cache),
-            )
-            self._http[route, method, status, cache] = found
-        return found
-
-    def saved_series(self, key: str, team: str, model: str) -> Any:
-        """The savings counter's child for one key, team and model (kept once made)."""
-        found = self._saved.get((key, team, model))
-        if found is None:
-            found = self._saved[key, team, model] = self.saved.labels(key, team, model)
+            found = self._children[key] = metric.labels(*labels)
         return found
 
     def __post_init__(self) -> None:
