@@ -16,8 +16,12 @@ HIT_OUTCOMES: Final = ("HIT", "COALESCED")
 
 @dataclass(frozen=True, slots=True)
 class LedgerRow:
-    """One generation (cost = what it was charged) or one hit (cost 0, saved = what it
-    would have cost). `cache` is the request's X-Cache outcome."""
+    """One generation (cost = what it was charged), or hits (cost 0, saved = what they
+    would have cost). `cache` is the requests' X-Cache outcome.
+
+    `requests` is how many requests the row stands for: 1 for a generation; hits of the same
+    request key by the same API key within one flush of the hit rows (a quarter second) share
+    one row, with `images` and `saved_micros` summed, `ts` and `request_id` of the first."""
 
     ts: float
     key_name: str | None
@@ -30,12 +34,15 @@ class LedgerRow:
     saved_micros: int
     cache: str
     request_id: str | None = None
+    requests: int = 1
 
     def __post_init__(self) -> None:
         for name in ("images", "cost_micros", "saved_micros"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"LedgerRow.{name} must be an int >= 0, not {value!r}")
+        if not isinstance(self.requests, int) or self.requests < 1:
+            raise ValueError(f"LedgerRow.requests must be an int >= 1, not {self.requests!r}")
 
 
 @dataclass(frozen=True, slots=True)

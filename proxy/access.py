@@ -20,10 +20,11 @@ from policies.errors import AuthenticationFailed, ContentPolicyViolation, Invali
 from policies.ledger_models import KeyRecord, LedgerRow
 from policies.ratelimit import Allowed, Bucket, Limited, Oversized, Rate, take_all
 from proxy.config_cost import CostSettings
+from proxy.hit_tally import HitTally
 from proxy.observability.metrics import Metrics
 from proxy.stores.buckets import SharedBuckets
 from proxy.stores.hit_rows import HitRowWriter
-from proxy.stores.ledger import SqliteLedger, process_owner, row_values
+from proxy.stores.ledger import SqliteLedger, process_owner
 
 __all__ = ["Caller", "CallerBudget", "Gatekeeper", "RateHeaders", "sync_config_keys"]
 
@@ -72,7 +73,8 @@ class Gatekeeper:
     hit_rows: HitRowWriter = field(init=False)
     _has_keys: tuple[float, bool] = (-1.0, False)
     _deny: tuple[re.Pattern[str], ...] = ()
-    _hits: list[tuple[object, ...]] = field(default_factory=list)  # row_values of hit rows
+    hits: HitTally = field(default_factory=HitTally)  # counted until the next flush
+    _unwritten: list[tuple[object, ...]] = field(default_factory=list)  # a failed flush's rows
     _keys: dict[bytes, tuple[float, KeyRecord]] = field(default_factory=dict)
     _generation: int = 0
     _refresh: asyncio.Task[bool] | None = None
@@ -252,21 +254,27 @@ class Gatekeeper:
             await asyncio.to_thread(self.ledger.release, reservation)
 
     def record_hit(self, row: LedgerRow) -> None:
-        """Hits are written in batches (a hit must stay cheap); see `flush_hits`. They wait as
-        tuples of plain values, which the cyclic GC stops tracking: thousands of waiting
-        objects made its full collections pause the loop for tens of ms (bench/)."""
-        if row.cost_micros:
+        """A hit's row, counted in memory and written at the next flush (`proxy.hit_tally`:
+        repeats of one request share a row); see `flush_hits`. The hot hit path calls
+        `hits.add` and `count_saved` itself, without building a `LedgerRow`."""
+        if row.cost_micros or row.requests != 1:
             raise ValueError("a hit costs nothing; charged rows are settled, not batched")
-        self._hits.append(row_values(row))
-        saved = self.metrics.child(
-            self.metrics.saved, row.key_name or "", row.team or "", row.model
-        )
-        saved.inc(row.saved_micros / 1_000_000)
+        self.hits.add(
+            row.ts, row.key_name, row.team, row.request_key, row.model, row.provider,
+            row.images, row.saved_micros, row.cache, row.request_id,
+        )  # fmt: skip
+        self.count_saved(row.key_name, row.team, row.model, row.saved_micros)
+
+    def count_saved(self, key_name: str | None, team: str | None, model: str, micros: int) -> None:
+        saved = self.metrics.child(self.metrics.saved, key_name or "", team or "", model)
+        saved.inc(micros / 1_000_000)
 
     async def flush_hits(self) -> None:
-        """On the loop when the ledger's write lock is free (a few ms for a batch), else from
-        a thread that waits for it. Rows that fail to write are kept for the next flush."""
-        rows, self._hits = self._hits, []
+        """On the loop when the ledger's write lock is free (about a millisecond for a few
+        hundred rows), else from a thread that waits for it. Rows that fail to write are
+        kept for the next flush."""
+        rows, self._unwritten = self._unwritten, []
+        rows += self.hits.take()
         if not rows:
             return
         writer = self.hit_rows
@@ -283,7 +291,7 @@ class Gatekeeper:
                 writer.rollback()
                 raise
         except BaseException:
-            self._hits[:0] = rows
+            self._unwritten[:0] = rows
             raise
 
     async def run_flusher(self, interval: float = 0.25, checkpoint_every: int = 40) -> None:

@@ -13,6 +13,7 @@ from aiohttp.typedefs import Handler
 
 from policies.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge, RateLimited
 from proxy.keys import CACHE_OUTCOME, LOG_FIELDS, METRICS, REQUEST_ID
+from proxy.observability.logging import info_line
 
 __all__ = ["error_response", "rate_limit_headers", "request_middleware"]
 
@@ -53,15 +54,16 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     metrics.child(metrics.requests, route, method, str(response.status)).inc()
     metrics.child(metrics.request_seconds, route, cache).observe(elapsed)
     if route.startswith("/v1/images"):
-        log.info(
-            "http.request_completed",
-            method=method,
-            route=route,
-            status=response.status,
-            cache=cache,
-            ms=round(elapsed * 1000, 2),
+        fields: dict[str, object] = {
+            "method": method,
+            "route": route,
+            "status": response.status,
+            "cache": cache,
+            "ms": round(elapsed * 1000, 2),
             **request.get(LOG_FIELDS, {}),
-        )
+            "request_id": request_id,
+        }
+        info_line(log, "http.request_completed", fields)
     return response
 
 

@@ -182,9 +182,11 @@ class ImageService:
         saved: int,
     ) -> None:
         """A hit answered from memory (`proxy.hot`): its ledger row and lookup metric."""
-        now = self.clock()
-        row = ledger_row(caller, key, request_id, now, model, provider, images, 0, saved, "HIT")
-        self.gate.record_hit(row)
+        self.gate.hits.add(
+            self.clock(), caller.name, caller.team, key, model, provider, images, saved, "HIT",
+            request_id or None,
+        )  # fmt: skip
+        self.gate.count_saved(caller.name, caller.team, model, saved)
         self.metrics.child(self.metrics.cache_lookups, "hit").inc()
 
     def _blob_exists(self, sha256: str) -> bool:

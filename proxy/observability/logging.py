@@ -18,9 +18,12 @@ from typing import BinaryIO, TextIO
 import orjson
 import structlog
 
-__all__ = ["BatchedLines", "configure_logging"]
+__all__ = ["BatchedLines", "configure_logging", "info_line"]
 
 _BATCH_BYTES = 64 * 1024
+# Where `info_line` writes when lines are JSON in batches at info level; else None.
+_direct: BatchedLines | None = None
+_second: tuple[int, str] = (-1, "")
 
 
 class BatchedLines:
@@ -72,12 +75,41 @@ class BatchedLines:
             self.flush()
 
 
+def info_line(
+    logger: structlog.typing.FilteringBoundLogger, event: str, fields: dict[str, object]
+) -> None:
+    """An info line with exactly the keys the JSON processors give it (`event`, `level`,
+    `timestamp`; the caller passes what the context would add, e.g. `request_id`), rendered
+    without running them: the request line of every hit costs 2 µs instead of 8 (bench/).
+    On a terminal, or when info lines are off, it goes through `logger` as usual."""
+    lines = _direct
+    if lines is None:
+        logger.info(event, **fields)
+        return
+    fields["event"] = event
+    fields["level"] = "info"
+    fields["timestamp"] = _timestamp()
+    lines.msg(orjson.dumps(fields))
+
+
+def _timestamp() -> str:
+    """What structlog's `TimeStamper(fmt="iso", utc=True)` writes, formatted once a second."""
+    global _second
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second[1]}.{int((now - second) * 1_000_000):06d}Z"
+
+
 def configure_logging(
     level: str = "info",
     fmt: str = "auto",
     stream: TextIO | None = None,
     flush_ms: int = 250,
 ) -> None:
+    global _direct
+    _direct = None
     out = stream or sys.stderr
     if fmt == "auto":
         fmt = "console" if out.isatty() else "json"
@@ -91,6 +123,8 @@ def configure_logging(
         renderer = structlog.processors.JSONRenderer(serializer=orjson.dumps)
         lines = BatchedLines(binary, flush_ms / 1000)
         factory = lambda *_: lines  # noqa: E731 - one writer for every logger
+        if logging.getLevelNamesMapping()[level.upper()] <= logging.INFO:
+            _direct = lines
     else:  # a text-only stream (io.StringIO): str lines
         renderer = structlog.processors.JSONRenderer(serializer=_dumps_str)
         factory = structlog.PrintLoggerFactory(out)

@@ -46,7 +46,10 @@ __all__ = [
 Group = Literal["key", "team", "model", "day"]
 
 _WINDOWS: Final[tuple[Window, ...]] = ("day", "month", "total")
-_HITS: Final = "cache IN ({})".format(", ".join(f"'{o}'" for o in HIT_OUTCOMES))
+# Requests answered without an upstream call, and all requests (a row may count several).
+_HITS: Final = "CASE WHEN cache IN ({}) THEN requests ELSE 0 END".format(
+    ", ".join(f"'{o}'" for o in HIT_OUTCOMES)
+)
 _GROUPS: Final[dict[str, str]] = {
     "key": "key_name",
     "team": "team",
@@ -55,12 +58,12 @@ _GROUPS: Final[dict[str, str]] = {
 }
 ROW_COLUMNS: Final = (
     "ts, key_name, team, request_key, model, provider, images, cost_micros, saved_micros, "
-    "cache, request_id"
+    "cache, request_id, requests"
 )
 # A row that adds no spend (a hit's): no reservation, no running totals to update.
 FREE_ROW_INSERT: Final = (
     f"INSERT OR IGNORE INTO ledger ({ROW_COLUMNS}, reservation) "  # noqa: S608  # constant columns
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)"
 )
 _RESERVED: Final = (
     "SELECT COALESCE(SUM(r.amount_micros), 0) FROM reservations AS r, "
@@ -124,7 +127,7 @@ class SqliteLedger(KeyTable):
     def _insert(self, db: sqlite3.Connection, row: LedgerRow, reservation: str | None) -> None:
         inserted = db.execute(
             f"INSERT OR IGNORE INTO ledger ({ROW_COLUMNS}, reservation) "  # noqa: S608  # constant columns
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (*row_values(row), reservation),
         ).rowcount
         if inserted == 0 or row.cost_micros == 0:
@@ -204,7 +207,7 @@ class SqliteLedger(KeyTable):
         order = "1" if group == "day" else "2 DESC, 1"
         sql = (
             f"SELECT {_GROUPS[group]}, SUM(cost_micros), SUM(saved_micros), SUM(images), "  # noqa: S608  # fixed expressions
-            f"SUM({_HITS}), COUNT(*) FROM ledger WHERE ? IS NULL OR ts >= ? "
+            f"SUM({_HITS}), SUM(requests) FROM ledger WHERE ? IS NULL OR ts >= ? "
             f"GROUP BY 1 ORDER BY {order}"
         )
         with self._read() as db:
@@ -213,11 +216,11 @@ class SqliteLedger(KeyTable):
         return [{**dict(zip(fields, r[:5], strict=True)), "misses": r[5] - r[4]} for r in found]
 
     def hit_ratio(self, since: float | None = None) -> float | None:
-        """Share of ledger rows that were hits, or None when there are none yet."""
-        sql = f"SELECT SUM({_HITS}), COUNT(*) FROM ledger WHERE ? IS NULL OR ts >= ?"  # noqa: S608  # constant
+        """Share of requests that were hits, or None when there are none yet."""
+        sql = f"SELECT SUM({_HITS}), SUM(requests) FROM ledger WHERE ? IS NULL OR ts >= ?"  # noqa: S608  # constant
         with self._read() as db:
             hits, total = db.execute(sql, (since, since)).fetchone()
-        return None if total == 0 else hits / total
+        return None if not total else hits / total
 
     def rows(self, limit: int = 50, offset: int = 0) -> list[LedgerRow]:
         """The newest rows first (for the gallery)."""
@@ -286,4 +289,5 @@ def owner_alive(owner: str) -> bool:
 def row_values(row: LedgerRow) -> tuple[object, ...]:
     """The ledger columns of a row, in `ROW_COLUMNS` order."""
     return (row.ts, row.key_name, row.team, row.request_key, row.model, row.provider,
-            row.images, row.cost_micros, row.saved_micros, row.cache, row.request_id)  # fmt: skip
+            row.images, row.cost_micros, row.saved_micros, row.cache, row.request_id,
+            row.requests)  # fmt: skip

@@ -36,7 +36,8 @@ CREATE INDEX IF NOT EXISTS reservations_owner ON reservations (owner);
 CREATE TABLE IF NOT EXISTS ledger (
   id INTEGER PRIMARY KEY, ts REAL NOT NULL, key_name TEXT, team TEXT, request_key TEXT,
   model TEXT, provider TEXT, images INTEGER NOT NULL, cost_micros INTEGER NOT NULL,
-  saved_micros INTEGER NOT NULL, cache TEXT, request_id TEXT, reservation TEXT UNIQUE);
+  saved_micros INTEGER NOT NULL, cache TEXT, request_id TEXT, reservation TEXT UNIQUE,
+  requests INTEGER NOT NULL DEFAULT 1);
 CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts);
 CREATE INDEX IF NOT EXISTS ledger_key_ts ON ledger (key_name, ts);
 CREATE INDEX IF NOT EXISTS ledger_team_ts ON ledger (team, ts);
@@ -99,6 +100,10 @@ class KeyTable(SqliteDatabase):
 
     def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
         super().__init__(path, SCHEMA, busy_timeout=busy_timeout, rows=True)
+        with self._write() as db:  # ledgers made before rows counted requests
+            columns = {r[1] for r in db.execute("PRAGMA table_info(ledger)")}
+            if "requests" not in columns:
+                db.execute("ALTER TABLE ledger ADD COLUMN requests INTEGER NOT NULL DEFAULT 1")
 
     def create_key(self, key: KeyRecord, secret: str) -> None:
         """Store a new key (its secret only as a hash). A taken name or secret is a 400."""

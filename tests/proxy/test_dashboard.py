@@ -71,7 +71,8 @@ async def test_dashboard_in_headless_chromium(settings, clock, tmp_path):
         await gw.close()
     ledger = sqlite3.connect(settings.data_dir / "ledger.sqlite3")
     spent, hits, rows = ledger.execute(
-        "SELECT SUM(cost_micros), SUM(cache IN ('HIT','COALESCED')), COUNT(*) FROM ledger"
+        "SELECT SUM(cost_micros), SUM((cache IN ('HIT','COALESCED')) * requests), SUM(requests) "
+        "FROM ledger"
     ).fetchone()
     assert spent == 9_000  # three flux-schnell images at $0.003
     # The chart is drawn: 30 days of bars; today's spend is the ledger's, the rest are zero.

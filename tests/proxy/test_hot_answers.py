@@ -45,7 +45,8 @@ def ledger_rows(settings):
     db = sqlite3.connect(settings.data_dir / "ledger.sqlite3")
     try:
         return db.execute(
-            "SELECT key_name, cache, cost_micros, saved_micros, images FROM ledger ORDER BY ts"
+            "SELECT key_name, cache, cost_micros, saved_micros, images, requests, request_id "
+            "FROM ledger ORDER BY ts"
         ).fetchall()
     finally:
         db.close()
@@ -83,11 +84,15 @@ async def test_a_repeat_is_answered_from_memory_with_the_same_bytes_and_a_ledger
         first_hit, third_hit = json.loads(answers[1][2]), json.loads(answers[3][2])
         assert {**first_hit, "created": 0} == {**third_hit, "created": 0}
         await gw.app[GATE].flush_hits()
+        # The three hits (one through the stores, two from memory) share one row until the
+        # flush: three requests, three images, three times what the miss cost.
         rows = ledger_rows(settings)
-        assert [r[1] for r in rows] == ["MISS", "HIT", "HIT", "HIT"]
-        assert all(r[0] == "web" and r[4] == 1 for r in rows)
-        assert [r[2] for r in rows] == [3_000, 0, 0, 0]  # flux-schnell, $0.003
-        assert [r[3] for r in rows] == [0, 3_000, 3_000, 3_000]
+        assert [r[:6] for r in rows] == [
+            ("web", "MISS", 3_000, 0, 1, 1),  # flux-schnell, $0.003
+            ("web", "HIT", 0, 9_000, 3, 3),
+        ]
+        assert [r[6] for r in rows] == [answers[0][0]["x-request-id"], kept["x-request-id"]]
+        assert gw.app[GATE].ledger.hit_ratio() == 0.75
         assert gw.metric("imagegate_cache_lookups_total", outcome="hit") == 3
         assert gw.metric(
             "imagegate_saved_usd_total", key="web", team="growth", model="flux-schnell"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 import threading
 
 import structlog
 
-from proxy.observability.logging import BatchedLines, configure_logging
+from proxy.observability.logging import BatchedLines, configure_logging, info_line
 from tests.proxy.test_crash_recovery import ROOT
 
 
@@ -80,5 +81,45 @@ def test_a_text_stream_gets_json_lines_too():
     try:
         structlog.get_logger("t").info("to.text", ok=True)
         assert json.loads(out.getvalue())["ok"] is True
+    finally:
+        structlog.reset_defaults()
+
+
+def test_the_request_line_has_the_keys_and_format_of_a_processed_line():
+    out = Recorder()
+    stream = io.TextIOWrapper(out)  # kept: a collected wrapper closes `out`
+    configure_logging("info", "json", stream=stream, flush_ms=0)
+    try:
+        logger = structlog.get_logger("imagegate.http")
+        structlog.contextvars.bind_contextvars(request_id="req_1")
+        logger.info("http.request_completed", method="POST", status=200, ms=0.25)
+        info_line(
+            logger,
+            "http.request_completed",
+            {"method": "POST", "status": 200, "ms": 0.25, "request_id": "req_1"},
+        )
+        processed, direct = (json.loads(line) for line in out.getvalue().splitlines())
+        assert processed.keys() == direct.keys()
+        assert {**processed, "timestamp": ""} == {**direct, "timestamp": ""}
+        stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+        assert stamp.fullmatch(direct["timestamp"])
+        assert direct["timestamp"][:16] == processed["timestamp"][:16]  # same minute
+    finally:
+        structlog.contextvars.clear_contextvars()
+        structlog.reset_defaults()
+
+
+def test_the_request_line_follows_the_level_and_the_console():
+    out = Recorder()
+    stream = io.TextIOWrapper(out)
+    configure_logging("warning", "json", stream=stream, flush_ms=0)
+    try:
+        logger = structlog.get_logger("imagegate.http")
+        info_line(logger, "http.request_completed", {"status": 200})
+        assert out.getvalue() == b""  # info lines are off
+        text = io.StringIO()
+        configure_logging("info", "console", stream=text)
+        info_line(structlog.get_logger("imagegate.http"), "http.request_completed", {"ms": 1})
+        assert "http.request_completed" in text.getvalue() and "ms=1" in text.getvalue()
     finally:
         structlog.reset_defaults()
