@@ -20,21 +20,26 @@ import structlog
 
 __all__ = ["BatchedLines", "configure_logging", "info_line"]
 
-_BATCH_BYTES = 64 * 1024
+_BATCH_BYTES = 64 * 1024  # the writer thread is woken when this much is waiting
+_MAX_WAITING = 1024 * 1024  # past this, a request writes the lines itself (a stuck disk)
 # Where `info_line` writes when lines are JSON in batches at info level; else None.
 _direct: BatchedLines | None = None
 _second: tuple[int, str] = (-1, "")
 
 
 class BatchedLines:
-    """A structlog logger for byte lines: kept in memory until `flush_seconds` have passed
-    (a daemon thread writes them out), 64 KiB have gathered, or a warning or error comes."""
+    """A structlog logger for byte lines: kept in memory until a daemon thread writes them
+    out, every `flush_seconds` or as soon as 64 KiB have gathered; warnings and errors are
+    written at once. The thread writes outside the lock a request appends under, so a slow
+    disk never stalls a request; only when 1 MiB is waiting does a request write itself."""
 
     def __init__(self, out: BinaryIO, flush_seconds: float) -> None:
         self._out = out
         self._lines: list[bytes] = []
         self._size = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the waiting lines: held for an append or a swap
+        self._writing = threading.Lock()  # one writer at a time, batches in order
+        self._wake = threading.Event()
         self._interval = flush_seconds
         if flush_seconds > 0:
             threading.Thread(target=self._run, name="log-flush", daemon=True).start()
@@ -44,34 +49,36 @@ class BatchedLines:
         with self._lock:
             self._lines.append(message)
             self._size += len(message)
-            if self._interval <= 0 or self._size >= _BATCH_BYTES:
-                self._write()
+            size = self._size
+        if self._interval <= 0 or size >= _MAX_WAITING:
+            self.flush()
+        elif size >= _BATCH_BYTES and not self._wake.is_set():
+            self._wake.set()
 
     def urgent(self, message: bytes) -> None:
         with self._lock:
             self._lines.append(message)
-            self._write()
+        self.flush()
 
     log = debug = info = msg
     warn = warning = fatal = failure = err = error = critical = exception = urgent
 
     def flush(self) -> None:
-        with self._lock:
-            self._write()
-
-    def _write(self) -> None:
-        if not self._lines:
-            return
-        lines, self._lines, self._size = self._lines, [], 0
-        try:
-            self._out.write(b"\n".join(lines) + b"\n")
-            self._out.flush()
-        except (OSError, ValueError):  # a closed or full stream must not break a request
-            pass
+        with self._writing:
+            with self._lock:
+                lines, self._lines, self._size = self._lines, [], 0
+            if not lines:
+                return
+            try:
+                self._out.write(b"\n".join(lines) + b"\n")
+                self._out.flush()
+            except (OSError, ValueError):  # a closed or full stream must not break a request
+                pass
 
     def _run(self) -> None:
         while True:
-            time.sleep(self._interval)
+            self._wake.wait(self._interval)
+            self._wake.clear()
             self.flush()
 
 

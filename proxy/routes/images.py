@@ -35,7 +35,9 @@ _JSON = "application/json"
 
 @routes.post("/v1/images/generations")
 async def generations(request: web.Request) -> web.StreamResponse:
-    caller = await request.app[GATE].authenticate(request.headers.get("Authorization"))
+    gate = request.app[GATE]
+    authorization = request.headers.get("Authorization")
+    caller = gate.known_caller(authorization) or await gate.authenticate(authorization)
     hot = request.app[HOT]
     hot_key: HotKey | None = None
     # A request with Cache-Control asks for a lookup of its own (max-age, no-cache...).

@@ -56,3 +56,32 @@ async def test_a_raised_budget_applies_to_the_next_request(settings, clock):
         assert (await post(gw, {**BODY, "prompt": "another"}, secret=SECRET))[0] == 200
     finally:
         await gw.close()
+
+
+async def test_the_known_caller_is_what_authenticate_decides(tmp_path):
+    """The hit path's shortcut answers only what `authenticate` would; otherwise None."""
+    from proxy.access import Gatekeeper
+    from proxy.config_cost import parse_cost
+    from proxy.observability.metrics import Metrics
+
+    now = [1000.0]
+    ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
+    gate = Gatekeeper(ledger, parse_cost({}), Metrics(), clock=lambda: now[0])
+    bearer = f"Bearer {SECRET}"
+    try:
+        assert gate.known_caller(None) is None  # never read: authenticate reads
+        open_caller = await gate.authenticate(None)
+        assert gate.known_caller(None) == open_caller == gate.known_caller(bearer)
+        ledger.create_key(KeyRecord(name="web", team="growth", created=now[0]), SECRET)
+        gate.forget_key_cache()  # as the admin API does
+        assert gate.known_caller(bearer) is None
+        caller = await gate.authenticate(bearer)
+        assert (caller.name, caller.scope) == ("web", "growth")
+        assert gate.known_caller(bearer) == caller
+        assert gate.known_caller(None) is None  # no key given: authenticate refuses it
+        assert gate.known_caller("Bearer sk-not-a-key-000000000000") is None
+        now[0] += 1.5  # a second later: read again
+        assert gate.known_caller(bearer) is None
+    finally:
+        gate.hit_rows.close()
+        ledger.close()

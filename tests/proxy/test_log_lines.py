@@ -36,14 +36,18 @@ def test_info_lines_wait_for_the_batch_and_warnings_go_at_once():
     assert out.getvalue().splitlines() == [b'{"event":"a"}', b'{"event":"b"}', b'{"event":"c"}']
 
 
-def test_a_full_batch_is_written_without_waiting():
+def test_a_full_batch_wakes_the_writer_thread():
     out = Recorder()
-    lines = BatchedLines(out, flush_seconds=3600)
-    for i in range(2000):
+    lines = BatchedLines(out, flush_seconds=3600)  # the timer will not fire in this test
+    for i in range(1000):  # about 40 KiB: waits
         lines.info(b'{"event":"x","i":%d,"pad":"%s"}' % (i, b"p" * 40))
+    assert out.getvalue() == b""
+    for i in range(1000, 2000):  # past 64 KiB: the thread writes, not the caller
+        lines.info(b'{"event":"x","i":%d,"pad":"%s"}' % (i, b"p" * 40))
+    assert out.flushed.wait(5)
+    lines.flush()
     written = out.getvalue().splitlines()
-    assert 1000 < len(written) < 2000  # every full 64 KiB went out; the rest waits
-    assert [json.loads(line)["i"] for line in written] == list(range(len(written)))
+    assert [json.loads(line)["i"] for line in written] == list(range(2000))  # in order, once
 
 
 def test_the_timer_writes_idle_lines():
