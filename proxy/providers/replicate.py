@@ -161,7 +161,16 @@ class ReplicateProvider:
 
     async def _poll(self, prediction: Prediction, deadline: float) -> Prediction:
         """Until the prediction is final. A `processing` answer with output already set is
-        not final: the SDK's blocking create returns such answers."""
+        not final: the SDK's blocking create returns such answers. If the gateway abandons
+        the call (its task is cancelled: a shutdown), the prediction is cancelled upstream
+        too, so it stops costing GPU time nobody will collect."""
+        try:
+            return await self._poll_until_final(prediction, deadline)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._cancel(prediction.id))
+            raise
+
+    async def _poll_until_final(self, prediction: Prediction, deadline: float) -> Prediction:
         loop = asyncio.get_running_loop()
         while prediction.status not in _TERMINAL:
             remaining = deadline - loop.time()
@@ -178,7 +187,8 @@ class ReplicateProvider:
         return prediction
 
     async def _cancel(self, prediction_id: str) -> None:
-        """Best effort: a failed cancel must not hide the timeout that caused it."""
+        """Best effort: a failed cancel must not hide the timeout (or the cancellation) that
+        caused it."""
         with contextlib.suppress(TimeoutError, httpx.HTTPError, ReplicateError, ValueError):
             async with asyncio.timeout(_CANCEL_SECONDS):
                 await self._client.predictions.async_cancel(prediction_id)

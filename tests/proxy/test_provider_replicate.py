@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import socket
 import time
@@ -277,3 +278,19 @@ async def test_the_size_cap(output: str) -> None:
     async for h in harness(output=output):
         err = await h.fails("flux-schnell", using={"download_hosts": LOCAL, "max_image_mb": 0})
         assert err.code == "upstream_image_too_large"
+
+
+async def test_an_abandoned_call_cancels_its_prediction(h: Harness) -> None:
+    """A shutdown cancels the gateway's task; the prediction must not run on upstream."""
+    h.fake.processing_then_succeed(polls=10_000)
+    task = asyncio.ensure_future(h.run("flux-schnell"))
+    for _ in range(500):  # until the prediction exists and is being polled
+        if h.fake.calls[PREDICTION] >= 2:
+            break
+        await asyncio.sleep(0.01)
+    assert h.fake.calls[PREDICTION] >= 2
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert h.fake.calls[CANCEL] == 1
+    assert [p.status for p in h.fake.predictions.values()] == ["canceled"]
