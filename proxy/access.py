@@ -24,7 +24,7 @@ from proxy.hit_tally import HitTally
 from proxy.observability.metrics import Metrics
 from proxy.stores.buckets import SharedBuckets
 from proxy.stores.hit_rows import HitRowWriter
-from proxy.stores.ledger import SqliteLedger, process_owner
+from proxy.stores.ledger import SqliteLedger, process_owner, row_values
 
 __all__ = ["Caller", "CallerBudget", "Gatekeeper", "RateHeaders", "sync_config_keys"]
 
@@ -101,12 +101,8 @@ class Gatekeeper:
         if not exists:
             return _OPEN
         secret = _bearer(authorization)
-        if not secret:
-            return None
-        kept = self._keys.get(hashlib.sha256(secret.encode()).digest())
-        if kept is None or now - kept[0] >= _KEYS_FRESH or not kept[1].active:
-            return None
-        return self._caller(kept[1])
+        key = self._kept_key(secret, now) if secret else None
+        return self._caller(key) if key is not None and key.active else None
 
     async def authenticate(self, authorization: str | None) -> Caller:
         secret = _bearer(authorization)
@@ -154,17 +150,20 @@ class Gatekeeper:
         """A key by its secret; found keys are kept for a second (revocations here forget
         them at once, other workers' within the second, as for `keys_exist`)."""
         now = self.clock()
-        digest = hashlib.sha256(secret.encode()).digest()  # secrets are not kept, even here
-        kept = self._keys.get(digest)
-        if kept is not None and now - kept[0] < _KEYS_FRESH:
-            return kept[1]
+        kept = self._kept_key(secret, now)
+        if kept is not None:
+            return kept
         generation = self._generation
         key = await asyncio.to_thread(self.ledger.find_key, secret)
         if key is not None and generation == self._generation:
             if len(self._keys) >= _KEYS_KEPT:
                 self._keys.clear()
-            self._keys[digest] = (now, key)
+            self._keys[_digest(secret)] = (now, key)
         return key
+
+    def _kept_key(self, secret: str, now: float) -> KeyRecord | None:
+        kept = self._keys.get(_digest(secret))
+        return kept[1] if kept is not None and now - kept[0] < _KEYS_FRESH else None
 
     def forget_key_cache(self) -> None:
         self._generation += 1
@@ -278,27 +277,27 @@ class Gatekeeper:
             await asyncio.to_thread(self.ledger.release, reservation)
 
     def record_hit(self, row: LedgerRow) -> None:
-        """A hit's row, counted in memory and written at the next flush (`proxy.hit_tally`:
-        repeats of one request share a row); see `flush_hits`. The hot hit path calls
-        `hits.add` and `count_saved` itself, without building a `LedgerRow`."""
+        """One hit's row, counted in memory until the next flush (`proxy.hit_tally`: repeats
+        of one request share a row); see `flush_hits`. The hot hit path calls `hits.add`
+        itself, without building a `LedgerRow`."""
         if row.cost_micros or row.requests != 1:
-            raise ValueError("a hit costs nothing; charged rows are settled, not batched")
+            raise ValueError("one hit's row (cost 0, 1 request); charged rows are settled")
         self.hits.add(
             row.ts, row.key_name, row.team, row.request_key, row.model, row.provider,
             row.images, row.saved_micros, row.cache, row.request_id,
         )  # fmt: skip
-        self.count_saved(row.key_name, row.team, row.model, row.saved_micros)
-
-    def count_saved(self, key_name: str | None, team: str | None, model: str, micros: int) -> None:
-        saved = self.metrics.child(self.metrics.saved, key_name or "", team or "", model)
-        saved.inc(micros / 1_000_000)
 
     async def flush_hits(self) -> None:
         """On the loop when the ledger's write lock is free (about a millisecond for a few
         hundred rows), else from a thread that waits for it. Rows that fail to write are
         kept for the next flush."""
-        rows, self._unwritten = self._unwritten, []
-        rows += self.hits.take()
+        counted = self.hits.take()
+        for row in counted:  # the savings counter moves once per counted row, not per hit
+            saved = self.metrics.child(
+                self.metrics.saved, row.key_name or "", row.team or "", row.model
+            )
+            saved.inc(row.saved_micros / 1_000_000)
+        rows, self._unwritten = [*self._unwritten, *map(row_values, counted)], []
         if not rows:
             return
         writer = self.hit_rows
@@ -334,6 +333,10 @@ class Gatekeeper:
 
     def _deny_metric(self, reason: str) -> None:
         self.metrics.denials.labels(reason=reason).inc()
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()  # secrets are not kept, even in memory
 
 
 def _bearer(header: str | None) -> str:

@@ -6,9 +6,12 @@ and a pause of the event loop at every flush). Hits of the same request key, by 
 API key, with the same model, provider and outcome, are counted into one row per flush:
 `requests` repeats, `images` and `saved_micros` summed, `ts` and `request_id` of the first.
 Totals, hit ratios and savings stay exact; a hit's own request id stays in its log line.
+The savings counter (`imagegate_saved_usd_total`) moves when the rows are taken, once per row.
 """
 
 from __future__ import annotations
+
+from policies.ledger_models import LedgerRow
 
 __all__ = ["HitTally"]
 
@@ -16,11 +19,20 @@ __all__ = ["HitTally"]
 _Group = tuple[str | None, str | None, str, str, str, str]
 
 
+class _Count:
+    """What the hits of one group add up to so far (few exist: one per distinct repeat in a
+    quarter second, so the cyclic GC has little to walk)."""
+
+    __slots__ = ("images", "request_id", "requests", "saved_micros", "ts")
+
+    def __init__(self, ts: float, images: int, saved_micros: int, request_id: str | None) -> None:
+        self.ts, self.images, self.saved_micros = ts, images, saved_micros
+        self.request_id, self.requests = request_id, 1
+
+
 class HitTally:
     def __init__(self) -> None:
-        # group -> [ts, images, saved_micros, requests, request_id]; few entries (one per
-        # distinct repeat in a quarter second), so the cyclic GC has little to walk.
-        self._groups: dict[_Group, list[object]] = {}
+        self._groups: dict[_Group, _Count] = {}
 
     def __len__(self) -> int:
         return len(self._groups)
@@ -39,24 +51,19 @@ class HitTally:
         request_id: str | None,
     ) -> None:
         group = (key_name, team, request_key, model, provider, cache)
-        found = self._groups.get(group)
-        if found is None:
-            self._groups[group] = [ts, images, saved_micros, 1, request_id]
+        count = self._groups.get(group)
+        if count is None:
+            self._groups[group] = _Count(ts, images, saved_micros, request_id)
         else:
-            found[1] += images  # type: ignore[operator]
-            found[2] += saved_micros  # type: ignore[operator]
-            found[3] += 1  # type: ignore[operator]
+            count.images += images
+            count.saved_micros += saved_micros
+            count.requests += 1
 
-    def take(self) -> list[tuple[object, ...]]:
-        """The counted rows as `row_values` tuples (`proxy.stores.ledger`); empties the tally."""
+    def take(self) -> list[LedgerRow]:
+        """The counted rows; empties the tally."""
         groups, self._groups = self._groups, {}
-        return [
-            (ts, key_name, team, request_key, model, provider, images, 0, saved, cache, rid, n)
-            for (key_name, team, request_key, model, provider, cache), (
-                ts,
-                images,
-                saved,
-                n,
-                rid,
-            ) in groups.items()
-        ]
+        rows: list[LedgerRow] = []
+        for (key_name, team, request_key, model, provider, cache), c in groups.items():
+            rows.append(LedgerRow(c.ts, key_name, team, request_key, model, provider, c.images,
+                                  0, c.saved_micros, cache, c.request_id, c.requests))  # fmt: skip
+        return rows

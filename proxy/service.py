@@ -186,7 +186,6 @@ class ImageService:
             self.clock(), caller.name, caller.team, key, model, provider, images, saved, "HIT",
             request_id or None,
         )  # fmt: skip
-        self.gate.count_saved(caller.name, caller.team, model, saved)
         self.metrics.child(self.metrics.cache_lookups, "hit").inc()
 
     def _blob_exists(self, sha256: str) -> bool:

@@ -12,7 +12,7 @@ from proxy.access import Gatekeeper
 from proxy.config_cost import parse_cost
 from proxy.hit_tally import HitTally
 from proxy.observability.metrics import Metrics
-from proxy.stores.ledger import FREE_ROW_INSERT, SqliteLedger
+from proxy.stores.ledger import FREE_ROW_INSERT, SqliteLedger, row_values
 
 KEY_A, KEY_B = "a" * 64, "b" * 64
 
@@ -25,7 +25,7 @@ def test_repeats_share_a_row_with_summed_images_and_savings():
     tally.add(11.0, "ci", None, KEY_A, "m", "openai", 2, 80_000, "HIT", "req_4")
     tally.add(11.0, "web", "growth", KEY_A, "m", "openai", 2, 80_000, "COALESCED", "req_5")
     assert len(tally) == 4
-    rows = tally.take()
+    rows = [row_values(r) for r in tally.take()]
     assert rows == [  # in `row_values` order; ts and request id of each group's first hit
         (10.0, "web", "growth", KEY_A, "m", "openai", 4, 0, 160_000, "HIT", "req_1", 2),
         (11.0, "web", "growth", KEY_B, "m", "openai", 1, 0, 40_000, "HIT", "req_3", 1),
@@ -54,11 +54,11 @@ def test_counted_rows_add_up_to_the_hits(recorded):
     for i, (key_name, request_key, cache, images, saved) in enumerate(recorded):
         tally.add(float(i), key_name, None, request_key, "m", "p", images, saved, cache, f"r{i}")
     rows = tally.take()
-    assert sum(r[11] for r in rows) == len(recorded)
-    assert sum(r[6] for r in rows) == sum(h[3] for h in recorded)
-    assert sum(r[8] for r in rows) == sum(h[4] for h in recorded)
-    assert len({(r[1], r[3], r[9]) for r in rows}) == len(rows)  # one row per group
-    assert all(r[7] == 0 for r in rows)
+    assert sum(r.requests for r in rows) == len(recorded)
+    assert sum(r.images for r in rows) == sum(h[3] for h in recorded)
+    assert sum(r.saved_micros for r in rows) == sum(h[4] for h in recorded)
+    assert len({(r.key_name, r.request_key, r.cache) for r in rows}) == len(rows)  # per group
+    assert all(r.cost_micros == 0 for r in rows)
 
 
 def test_counted_rows_are_counted_as_requests_by_the_ledger(tmp_path):
@@ -67,7 +67,7 @@ def test_counted_rows_are_counted_as_requests_by_the_ledger(tmp_path):
         tally = HitTally()
         for i in range(5):
             tally.add(100.0 + i, "web", "growth", KEY_A, "m", "openai", 1, 3_000, "HIT", f"r{i}")
-        ledger.record_free(tally.take())
+        ledger.record_many(tally.take())
         ledger.record_free(
             [(105.0, "web", "growth", KEY_B, "m", "openai", 1, 0, 0, "MISS", "r9", 1)]
         )
@@ -129,6 +129,10 @@ async def test_a_failed_flush_keeps_its_rows_for_the_next(tmp_path):
         admin.execute("DROP TRIGGER refuse")
         gate.hits.add(101.0, None, None, KEY_A, "m", "p", 1, 5, "HIT", "r2")
         await gate.flush_hits()  # the kept row first, then the new tally
+        saved = gate.metrics.registry.get_sample_value(
+            "imagegate_saved_usd_total", {"key": "", "team": "", "model": "m"}
+        )
+        assert saved == pytest.approx(10 / 1_000_000)  # each hit's $0.000005 counted once
         assert [(r.ts, r.request_id, r.requests) for r in ledger.rows()] == [
             (101.0, "r2", 1),
             (100.0, "r1", 1),

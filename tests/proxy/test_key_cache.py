@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 
 from policies.ledger_models import KeyRecord
@@ -30,11 +32,15 @@ async def test_a_key_made_by_another_process_closes_the_gateway_within_a_second(
         other.close()
         assert (await post(gw))[0] == 200  # still within the second it trusts
         clock.advance(1.5)
-        statuses = [(await post(gw))[0] for _ in range(20)]
-        # The first late request may be served by the stale answer while one refresh runs;
-        # then every request must authenticate.
-        assert statuses[-1] == 401 and statuses.count(200) <= 2
-        assert statuses[statuses.index(401) :] == [401] * (20 - statuses.index(401))
+        # Late requests may be served by the stale answer only while the one refresh they
+        # started runs (a thread's read of the ledger: milliseconds, more on a loaded
+        # machine); once it lands, every request must authenticate.
+        statuses = [(await post(gw))[0]]
+        deadline = time.monotonic() + 10
+        while statuses[-1] == 200 and time.monotonic() < deadline:
+            statuses.append((await post(gw))[0])
+        assert statuses[-1] == 401
+        assert [(await post(gw))[0] for _ in range(10)] == [401] * 10
     finally:
         await gw.close()
 
