@@ -34,7 +34,7 @@ from proxy.workflows.ab_admin import (
 )
 from proxy.workflows.ab_grid import CellResult, Plan, PlanError, load_file, run_grid
 from proxy.workflows.ab_sheet import SHEET, render_sheet
-from proxy.workflows.arguments import non_negative_int, positive_int, seconds
+from proxy.workflows.arguments import gateway_options, non_negative_int, positive_int
 from proxy.workflows.calls import Caller
 from proxy.workflows.manifest import usd, write_bytes_atomic, write_json_atomic
 
@@ -62,6 +62,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[gateway_options(api_key=True, admin_key=True, timeout=300.0)],
     )
     what = parser.add_argument_group("what to generate")
     what.add_argument("--base", metavar="PROMPT", help="the prompt every variation extends")
@@ -71,7 +72,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     what.add_argument("--size", help="e.g. 1024x1024")
     what.add_argument("--quality", help="e.g. low, medium, high, standard, hd")
     what.add_argument("--n", type=positive_int, help="images per cell (default 1)")
-    _add_gateway(parser)
     run_group = parser.add_argument_group("run")
     run_group.add_argument(
         "--out", type=Path, default=Path("ab-out"), metavar="DIR", help="default ./ab-out"
@@ -79,6 +79,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run_group.add_argument(
         "--concurrency", type=positive_int, default=4, metavar="N", help="default 4"
     )
+    _add_retries(run_group)
     run_group.add_argument(
         "--create-experiment", metavar="NAME", help="an A/B experiment of the first model"
     )
@@ -86,21 +87,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(func=run)
 
 
-def _add_gateway(parser: argparse.ArgumentParser) -> None:
-    gateway = parser.add_argument_group("gateway")
-    gateway.add_argument(
-        "--base-url",
-        default="http://127.0.0.1:8080",
-        metavar="URL",
-        help="the gateway's root URL; a trailing /v1 is fine (default %(default)s)",
-    )
-    gateway.add_argument("--api-key", metavar="KEY", help="default: $OPENAI_API_KEY")
-    gateway.add_argument("--admin-key", metavar="KEY", help="default: $IMAGEGATE_ADMIN_KEY")
-    gateway.add_argument(
-        "--timeout", type=seconds, default=300.0, metavar="SECONDS", help="per attempt"
-    )
-    gateway.add_argument(
-        "--retries", type=non_negative_int, default=2, metavar="N", help="of a 429 or 5xx"
+def _add_retries(parser: argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--retries",
+        type=non_negative_int,
+        default=2,
+        metavar="N",
+        help="retries of a 429, 5xx or connection error (default 2)",
     )
 
 

@@ -22,7 +22,13 @@ from urllib.parse import urlsplit
 import openai
 from rich.console import Console
 
-from proxy.workflows.arguments import dollars_amount, non_negative_int, positive_int, seconds, whole
+from proxy.workflows.arguments import (
+    dollars_amount,
+    gateway_options,
+    non_negative_int,
+    positive_int,
+    whole,
+)
 from proxy.workflows.batch_input import (
     FORMATS,
     BatchLine,
@@ -90,34 +96,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[gateway_options(api_key=True, timeout=300.0)],
     )
     parser.add_argument("file", metavar="FILE", type=Path, help="the requests")
     parser.add_argument("--format", choices=FORMATS, help="override the format the name implies")
-    _add_connection(parser)
     _add_run_options(parser)
     defaults = parser.add_argument_group("request defaults (a line's own fields win)")
     for flag, name, kind in _DEFAULT_FIELDS:
         defaults.add_argument(flag, dest=f"field_{name}", type=kind, metavar=name.upper())
     parser.set_defaults(func=run)
-
-
-def _add_connection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--base-url",
-        default="http://127.0.0.1:8080",
-        metavar="URL",
-        help="the gateway's root URL; a trailing /v1 is fine (default %(default)s)",
-    )
-    parser.add_argument(
-        "--api-key", metavar="KEY", help="default: $OPENAI_API_KEY (an open gateway needs none)"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=seconds,
-        default=300.0,
-        metavar="SECONDS",
-        help="per request attempt (default %(default)s)",
-    )
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
