@@ -103,7 +103,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _add_run_options(parser)
     defaults = parser.add_argument_group("request defaults (a line's own fields win)")
     for flag, name, kind in _DEFAULT_FIELDS:
-        defaults.add_argument(flag, dest=f"field_{name}", type=kind, metavar=name.upper())
+        defaults.add_argument(
+            flag,
+            dest=f"field_{name}",
+            type=kind,
+            metavar=name.upper(),
+            help=f"the request's {name} for lines that give none",
+        )
     parser.set_defaults(func=run)
 
 
