@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Final
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -109,12 +110,9 @@ def print_failures(console: Console, failures: list[Record]) -> None:
         table.add_column(column, overflow="fold")
     for failure in sorted(failures, key=line_of):
         status = failure["status"]
-        table.add_row(
-            str(failure["line"]),
-            str(failure["name"] or ""),
-            "" if status is None else str(status),
-            str(failure["error"]),
-        )
+        cells = (failure["line"], failure["name"] or "", "" if status is None else status)
+        # Names and the gateway's messages are text, not markup ("set [auth] admin_key").
+        table.add_row(*(escape(str(cell)) for cell in (*cells, failure["error"])))
     console.print(table)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from policies.budget import format_usd
@@ -152,11 +153,12 @@ def _scenario_table(priced: Sequence[PricedPick]) -> tuple[str, list[str], Rows]
 def print_report(console: Console, report: SpendReport) -> None:
     console.print(f"imagegate report for {report.gateway}", markup=False, highlight=False)
     for title, header, rows in report_tables(report):
-        table = Table(title=title, title_justify="left", show_header=any(header))
+        # Key, team and model names are the gateway's text, not rich markup.
+        table = Table(title=escape(title), title_justify="left", show_header=any(header))
         for i, name in enumerate(header):
-            table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
+            table.add_column(escape(name), justify="left" if i == 0 else "right", overflow="fold")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(escape(cell) for cell in row))
         console.print(table)
 
 
