@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import openai
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from proxy.workflows.ab_admin import (
@@ -193,7 +194,7 @@ async def _generate(
 
         def done(result: CellResult) -> None:
             line = _cell_line(result)
-            progress.update(task, advance=1, last=line)
+            progress.update(task, advance=1, last=escape(line))  # the column reads markup
             if not console.is_terminal:
                 console.print(f"ab: {line}", markup=False, highlight=False, soft_wrap=True)
 
