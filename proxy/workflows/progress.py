@@ -20,9 +20,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from proxy.workflows.calls import LineFailed
 from proxy.workflows.manifest import Record, usd
 
-__all__ = ["BatchProgress", "Tally", "dollars", "line_of", "print_failures"]
+__all__ = ["BatchProgress", "Tally", "dollars", "line_of", "print_failures", "stop_text"]
 
 _PLAIN_EVERY: Final = 2.0  # seconds between plain progress lines
 
@@ -119,3 +120,23 @@ def print_failures(console: Console, failures: list[Record]) -> None:
 def line_of(record: Record) -> int:
     line = record["line"]
     return line if isinstance(line, int) else 0
+
+
+def stop_text(error: LineFailed, gateway: str, *, key_given: bool, skipped: list[int]) -> str:
+    """Why a batch stopped before its end (`calls.stops_the_run`), and what to do about it."""
+    if error.status == 401 and not key_given:
+        why = (
+            f"no API key given, and the gateway at {gateway} wants one: pass --api-key KEY "
+            "or set $OPENAI_API_KEY"
+        )
+    elif error.status in (401, 403):
+        why = f"the gateway at {gateway} refused the API key ({error.status}: {error.message})"
+    else:
+        why = (
+            f"cannot reach the gateway at {gateway} after {error.attempts} attempt(s) "
+            f"({error.message})"
+        )
+    left = ""
+    if skipped:
+        left = f"; {len(skipped)} line(s) not run, from line {skipped[0]}, left for a re-run"
+    return f"stopped: {why}{left}"
