@@ -42,7 +42,7 @@ from proxy.workflows.manifest import usd, write_bytes_atomic, write_json_atomic
 __all__ = ["AB_JSON", "build_plan", "main", "register", "root_url", "run"]
 
 AB_JSON: Final = "ab.json"
-_OPEN_GATEWAY_KEY: Final = "unused-when-open"
+_PLACEHOLDER_KEY: Final = "no-key-given"  # the SDK wants one; it is never sent
 _EPILOG: Final = """\
 experiment file (TOML or JSON): base, variations (list), models (list), size, quality, n;
 flags given on the command line win over the file.
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     except AdminError as exc:
         print(f"imagegate ab: {exc}", file=sys.stderr)
         return 1
-    api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or _OPEN_GATEWAY_KEY
+    api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or None
     try:
         results = asyncio.run(_generate(plan, args, root, api_key, console))
     except KeyboardInterrupt:
@@ -175,10 +175,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _generate(
-    plan: Plan, args: argparse.Namespace, root: str, api_key: str, console: Console
+    plan: Plan, args: argparse.Namespace, root: str, api_key: str | None, console: Console
 ) -> list[CellResult]:
     client = openai.AsyncOpenAI(
-        base_url=f"{root}/v1", api_key=api_key, max_retries=0, timeout=args.timeout
+        base_url=f"{root}/v1",
+        api_key=api_key or _PLACEHOLDER_KEY,
+        max_retries=0,
+        timeout=args.timeout,
     )
     total = len(plan.cells())
     with Progress(
@@ -199,7 +202,7 @@ async def _generate(
                 console.print(f"ab: {line}", markup=False, highlight=False, soft_wrap=True)
 
         try:
-            caller = Caller(client, retries=args.retries)
+            caller = Caller(client, retries=args.retries, authenticated=api_key is not None)
             return await run_grid(plan, caller, args.out, concurrency=args.concurrency, done=done)
         finally:
             await client.close()
