@@ -1,5 +1,5 @@
 """`imagegate report`: spend and savings from a gateway's ledger, projected to a month, and the
-seed's monthly scenarios priced on the current catalog.
+typical monthly scenarios priced on the current catalog.
 
     imagegate report --since 30d --by model --by key --html spend.html --png spend.png
 
@@ -44,7 +44,7 @@ class ReportError(Exception):
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "report",
-        help="spend, savings, projected monthly cost and the seed's scenarios",
+        help="spend, savings, projected monthly cost and typical monthly scenarios",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog="exit status: 0 done, 1 the gateway refused or is unreachable, 2 usage error",
         parents=[gateway_options(admin_key=True, timeout=60.0)],

@@ -132,7 +132,7 @@ def report_tables(report: SpendReport) -> list[tuple[str, list[str], Rows]]:
 
 def _scenario_table(priced: Sequence[PricedPick]) -> tuple[str, list[str], Rows]:
     header = ["model", "per image"] + [
-        f"{s.name} {s.images_per_month:,}/mo (seed: {s.seed_estimate})" for s in SCENARIOS
+        f"{s.name} {s.images_per_month:,}/mo (typical {s.typical_cost})" for s in SCENARIOS
     ]
     rows = []
     for p in priced:
@@ -146,7 +146,7 @@ def _scenario_table(priced: Sequence[PricedPick]) -> tuple[str, list[str], Rows]
             [label, money(p.per_image_micros)]
             + [money(m) if m is not None else "" for m in p.monthly_micros]
         )
-    title = "The seed's monthly scenarios on this catalog (1024x1024, the gateway's quote)"
+    title = "Typical monthly scenarios on this catalog (1024x1024, the gateway's quote)"
     return title, header, rows
 
 

@@ -155,13 +155,14 @@ async def test_report_reads_the_ledger_and_prices_the_scenarios(ledger, tmp_path
     # $0.129 over exactly 7 days, times 30: 3.87 / 7 = 0.552857142... (to the micro-dollar)
     assert row(out, "projected monthly cost")[1].startswith("$0.552857 ")
     assert row(out, "key", "web-app")[2:] == ["total", "$25.00", "$0.129", "$24.871"]
-    # the seed's scenarios on the built-in catalog: 10000 x flux-schnell = $30.00
+    # typical monthly scenarios on the built-in catalog: 10000 x flux-schnell = $30.00
     by_model, scenario = rows(out, "flux-schnell")
     assert scenario[1:] == ["$0.003", "$0.30", "$1.50", "$6.00", "$30.00"]
     assert row(out, "auto -> flux-schnell")[1:] == scenario[1:]
     assert rows(out, "ideogram-v2")[1][1:] == ["$0.08", "$8.00", "$40.00", "$160.00", "$800.00"]
     assert row(out, "gpt-image-1.5 (medium)")[1] == "$0.034485"
-    assert "Enterprise 10,000/mo" in out and "(seed: $200-500)" in out
+    assert "Enterprise 10,000/mo" in out and "(typical $200-500)" in out
+    assert "seed" not in out.lower() and "seed" not in (tmp_path / "spend.html").read_text().lower()
 
     check_charts(tmp_path / "spend.html", tmp_path / "spend.png")
 
