@@ -572,3 +572,22 @@ async def test_the_gateways_budget_stops_the_batch_instead_of_failing_every_line
     failures = load(tmp_path / "batch-out" / "failures.json")
     assert [f["code"] for f in failures] == ["insufficient_quota"]
     assert "6 skipped" in run.stdout and "insufficient_quota" in run.stderr
+
+
+async def test_the_failure_table_shows_the_gateways_message_whole(settings, clock, tmp_path):
+    """The gateway names a config table, `[policy]`: rich must print it, not eat it as a tag."""
+    from proxy.config_cost import parse_cost
+
+    cost = parse_cost({"policy": {"deny_patterns": ["(?i)forbidden"]}})
+    gw = await start_gateway(replace(settings, cost=cost), CountingProvider(), clock)
+    (tmp_path / "two.txt").write_text("a kite\na forbidden [bold] kite\n")
+    try:
+        run = await batch(tmp_path, "two.txt", "--base-url", gw.root, "--model", "dall-e-2")
+    finally:
+        await gw.close()
+    assert run.code == 1, run.stdout + run.stderr
+    (failure,) = load(tmp_path / "batch-out" / "failures.json")
+    assert "[policy] deny_patterns" in str(failure["error"])
+    table = [line.split("│") for line in run.stderr.splitlines() if line.startswith("│")]
+    errors = " ".join(" ".join(cells[-2].split()) for cells in table)
+    assert "the operator's [policy] deny_patterns matched it." in errors, run.stderr

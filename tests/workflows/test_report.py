@@ -295,3 +295,16 @@ def test_the_axis_of_the_charts_uses_round_steps():
     assert [label for _, label in ticks(days)] == ["$0", "$0.05", "$0.1", "$0.15"]
     assert tick_labels(chart_svg(days, "t")) == ["$0", "$0.05", "$0.1", "$0.15"]
     assert tick_labels(chart_svg([], "t")) == ["$0", "$0.25", "$0.5", "$0.75", "$1"]
+
+
+def test_names_from_the_gateway_are_printed_as_text():
+    from rich.console import Console
+
+    from proxy.workflows.report_output import SpendReport, print_report
+
+    spend = {"rows": [{"key": "web[bold]app", "spend_micros": 1, "saved_micros": 0, "images": 1,
+                       "hits": 0, "misses": 1}], "hit_ratio": None, "budgets": []}  # fmt: skip
+    report = SpendReport("http://gw", None, 0.0, {"key": spend}, [], 0.0, 1, 0, Decimal(0), ())
+    console = Console(record=True, width=200)
+    print_report(console, report)
+    assert "web[bold]app" in console.export_text()
