@@ -29,6 +29,7 @@ __all__ = [
     "impressions_needed",
     "report",
     "two_proportion_test",
+    "verdict",
 ]
 
 _NORMAL = NormalDist()
@@ -51,8 +52,8 @@ class Counts:
 
 @dataclass(frozen=True, slots=True)
 class TestResult:
-    """`z` is positive when A converts better; `lift` is B's rate relative to A's
-    (0.25 = B converts 25 % more often), None when A's rate is 0."""
+    """`z` is positive when B converts better, like `lift`, B's rate relative to A's
+    (0.25 = B converts 25 % more often; None when A's rate is 0)."""
 
     __test__ = False  # not a pytest test class
 
@@ -142,7 +143,7 @@ def two_proportion_test(
     variance = pooled * (1 - pooled) * (1 / n_a + 1 / n_b)
     if variance <= 0:
         return TestResult(0.0, 1.0, lift, False)
-    z = (rate_a - rate_b) / math.sqrt(variance)
+    z = (rate_b - rate_a) / math.sqrt(variance)
     p_value = min(1.0, max(0.0, math.erfc(abs(z) / math.sqrt(2))))
     return TestResult(z, p_value, lift, p_value < alpha)
 
@@ -206,10 +207,10 @@ def _winner(
     """The best challenger that beats the control significantly; else the control when it
     beats every challenger significantly; else None."""
     rates = {s.variant.id: s.rate or 0.0 for s in stats}
-    better = [c for c in comparisons if c.result.significant and c.result.z < 0]
+    better = [c for c in comparisons if c.result.significant and c.result.z > 0]
     if better:
         return max(better, key=lambda c: (rates[c.variant], -c.result.p_value)).variant
-    if comparisons and all(c.result.significant and c.result.z > 0 for c in comparisons):
+    if comparisons and all(c.result.significant and c.result.z < 0 for c in comparisons):
         return base.variant.id
     return None
 
@@ -225,48 +226,59 @@ def _message(
     winner: str | None,
     alpha: float,
 ) -> str:
+    """A headline, then one verdict per challenger, a line each."""
     by_id = {s.variant.id: s for s in stats}
     if not comparisons:
         return "Only one variant: nothing to compare."
     if not any(s.impressions for s in stats):
         return "No impressions yet: nothing to compare."
     if winner is not None and winner != base.variant.id:
-        found = next(c for c in comparisons if c.variant == winner)
-        lift = found.result.lift
-        shown = "" if lift is None else f" ({lift * 100:+.1f}% lift)"
-        return (
-            f"{winner} wins: {_percent(by_id[winner].rate)} vs {_percent(base.rate)} for the "
-            f"control {base.variant.id}{shown}, p = {found.result.p_value:.4g} < {found.alpha:.4g}."
+        headline = f"{winner} wins: it converts significantly better than the control."
+    elif winner is not None:
+        headline = (
+            f"The control {winner} wins: it converts significantly better than every "
+            f"challenger at alpha {alpha:g}."
         )
-    if winner is not None:
-        return (
-            f"The control {winner} ({_percent(base.rate)}) converts significantly better "
-            f"than every challenger at alpha {alpha:g}."
-        )
-    return _no_winner_yet(base, by_id, comparisons, alpha)
+    else:
+        headline = f"No significant winner yet at alpha {alpha:g}."
+    lines = [verdict(base, by_id[c.variant], c) for c in comparisons]
+    return "\n".join([headline, *lines])
 
 
-def _no_winner_yet(
-    base: VariantStats,
-    by_id: Mapping[str, VariantStats],
-    comparisons: Sequence[Comparison],
-    alpha: float,
-) -> str:
-    best = min(comparisons, key=lambda c: c.result.p_value)
-    challenger = by_id[best.variant]
+def verdict(control: VariantStats, challenger: VariantStats, comparison: Comparison) -> str:
+    """What a reader needs about one challenger: better or worse than the control, how sure
+    (the p-value against the alpha it must beat), and, when not sure yet, about how many more
+    impressions per variant would settle it if the rates hold (80 % power)."""
+    name, base = challenger.variant.id, control.variant.id
+    rate, base_rate = challenger.rate, control.rate
+    result = comparison.result
+    if rate is None or base_rate is None:
+        return (
+            f"{name} vs the control {base}: no comparison yet ({challenger.impressions} vs "
+            f"{control.impressions} impressions). Keep collecting impressions."
+        )
+    if rate == base_rate:
+        return (
+            f"{name} converts like the control {base} so far ({_percent(rate)} each): "
+            "no difference yet. Keep collecting impressions."
+        )
+    direction = "better" if rate > base_rate else "worse"
+    lift = "" if result.lift is None else f", {result.lift * 100:+.1f}%"
+    rates = f"{_percent(rate)} vs {_percent(base_rate)}{lift}"
+    if result.significant:
+        return (
+            f"{name} converts {direction} than the control {base} ({rates}): significant, "
+            f"p = {result.p_value:.3g} < {comparison.alpha:.3g}."
+        )
     text = (
-        f"No significant winner yet at alpha {alpha:g}: closest is {best.variant} "
-        f"({_percent(challenger.rate)} vs {_percent(base.rate)} for the control "
-        f"{base.variant.id}, p = {best.result.p_value:.3g})."
+        f"{name} looks {direction} than the control {base} ({rates}) but is not significant "
+        f"yet: p = {result.p_value:.3g}, needs < {comparison.alpha:.3g}."
     )
-    if base.rate is None or challenger.rate is None or base.rate == challenger.rate:
-        return text + " Keep collecting impressions."
-    needed = impressions_needed(base.rate, challenger.rate, best.alpha)
-    have = min(base.impressions, challenger.impressions)
-    more = needed - have
+    needed = impressions_needed(base_rate, rate, comparison.alpha)
+    more = needed - min(control.impressions, challenger.impressions)
     if more <= 0:
         return text + " Keep collecting impressions."
     return text + (
-        f" If the rates hold, about {more} more impressions per variant would show it "
-        f"({needed} each, 80% power)."
+        f" If the rates hold, about {more:,} more impressions per variant would settle it "
+        f"({needed:,} each, 80% power)."
     )

@@ -1,4 +1,4 @@
-"""The seed's monthly cost scenarios priced on a catalog, and spend projected to a month.
+"""Typical monthly cost scenarios priced on a catalog, and spend projected to a month.
 
 Each representative model is priced the way the gateway quotes a request before calling it
 (`policies.pricing.quote`, through the router, so `auto` is the cheapest model that can serve
@@ -28,8 +28,8 @@ __all__ = [
     "project_monthly",
 ]
 
-# The seed's "A/B Testing Images" example prompt: a typical production prompt length, which
-# token-priced models (GPT image) charge for on top of the image.
+# A typical production prompt (the README's A/B example), whose length token-priced models
+# (GPT image) charge for on top of the image.
 REPRESENTATIVE_PROMPT = (
     "Landing page hero image for AI productivity app, minimalist design, blue gradient"
 )
@@ -40,11 +40,11 @@ _MICRO = Decimal("0.000001")
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """A row of the seed's "Monthly Cost Scenarios" table."""
+    """A typical month of image generation: who, how many images, what it usually costs."""
 
     name: str
     images_per_month: int
-    seed_estimate: str  # the seed's own estimate, for comparison
+    typical_cost: str  # what such a month usually costs elsewhere, for comparison
 
 
 @dataclass(frozen=True, slots=True)

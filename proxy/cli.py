@@ -12,7 +12,7 @@ from proxy.config import ConfigError
 from proxy.observability.logging import configure_logging
 from proxy.serving import run_server, serve_forever, serve_workers, settings_for
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
 
 # Each command module exposes `register(commands)`, which adds its sub-parser and sets
@@ -26,6 +26,13 @@ _COMMAND_MODULES: tuple[str, ...] = (
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    status: int = args.func(args)
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """`imagegate` and every sub-command, each with `func` (args -> exit status) set."""
     parser = argparse.ArgumentParser(prog="imagegate", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway")
@@ -41,9 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.set_defaults(func=run_serve)
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(commands)
-    args = parser.parse_args(argv)
-    status: int = args.func(args)
-    return status
+    return parser
 
 
 def run_serve(args: argparse.Namespace) -> int:

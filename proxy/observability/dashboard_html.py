@@ -9,6 +9,7 @@ from decimal import Decimal
 from html import escape
 from typing import Any
 
+from policies.axis import nice_ticks
 from policies.budget import format_usd
 
 __all__ = ["render_dashboard"]
@@ -97,28 +98,43 @@ def _last_days(days: Sequence[Mapping[str, Any]], now: float) -> list[Mapping[st
     return out
 
 
+def _axis(ticks: Sequence[int], width: int, height: int, pad: int, left: int) -> list[str]:
+    """A gridline and a dollar label per tick ($0 at the baseline, drawn darker)."""
+    parts = []
+    for tick in ticks:
+        y = height - pad - (height - 2 * pad) * tick / ticks[-1]
+        colour = "#999" if tick == 0 else "#e3e6ea"
+        parts.append(
+            f"<line x1='{left}' y1='{y:.1f}' x2='{width - pad}' y2='{y:.1f}' stroke='{colour}'/>"
+            f"<text class='tick' x='{left - 4}' y='{y + 3:.1f}' font-size='10' "
+            f"text-anchor='end'>${format_usd(tick)}</text>"
+        )
+    return parts
+
+
 def _chart(days: Sequence[Mapping[str, Any]], now: float) -> str:
-    width, height, pad = 900, 220, 30
+    width, height, pad, left = 900, 220, 30, 56
     if not days:
         return "<p class='muted' id='spend-chart-empty'>No traffic in the last 30 days.</p>"
     days = _last_days(days, now)
-    peak = max(max(int(d["spend_micros"]), int(d["saved_micros"])) for d in days) or 1
-    slot = (width - 2 * pad) / len(days)
+    peak = max(max(int(d["spend_micros"]), int(d["saved_micros"])) for d in days)
+    ticks = nice_ticks(peak)  # $0 to $1 when nothing was spent: zero is a normal state
+    top = ticks[-1]
+    slot = (width - left - pad) / len(days)
     bar = max(2.0, slot / 2 - 2)
     parts = [
         f"<svg id='spend-chart' data-days='{len(days)}' viewBox='0 0 {width} {height}' "
         f"width='100%' role='img' aria-label='Spend and savings per day'>",
-        f"<line x1='{pad}' y1='{height - pad}' x2='{width - pad}' y2='{height - pad}' "
-        "stroke='#999'/>",
+        *_axis(ticks, width, height, pad, left),
     ]
     for i, day in enumerate(days):
-        x = pad + i * slot
+        x = left + i * slot
         for offset, field, colour in (
             (0, "spend_micros", "#1c7ed6"),
             (bar + 1, "saved_micros", "#2f9e44"),
         ):
             value = int(day[field])
-            h = (height - 2 * pad) * value / peak
+            h = (height - 2 * pad) * value / top
             kind = field.split("_")[0]
             parts.append(
                 f"<rect class='bar {kind}' data-day='{escape(str(day['day']))}' "
@@ -132,7 +148,7 @@ def _chart(days: Sequence[Mapping[str, Any]], now: float) -> str:
                 f"{escape(str(day['day'])[5:])}</text>"
             )
     parts.append(
-        f"<text x='{pad}' y='14' font-size='11'>max ${format_usd(peak)} "
+        f"<text x='{left}' y='14' font-size='11'>highest day ${format_usd(peak)} "
         "· blue: spent · green: saved</text></svg>"
     )
     return "".join(parts)

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import openai
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from proxy.workflows.ab_admin import (
@@ -34,14 +35,14 @@ from proxy.workflows.ab_admin import (
 )
 from proxy.workflows.ab_grid import CellResult, Plan, PlanError, load_file, run_grid
 from proxy.workflows.ab_sheet import SHEET, render_sheet
-from proxy.workflows.arguments import non_negative_int, positive_int, seconds
+from proxy.workflows.arguments import gateway_options, non_negative_int, positive_int
 from proxy.workflows.calls import Caller
 from proxy.workflows.manifest import usd, write_bytes_atomic, write_json_atomic
 
 __all__ = ["AB_JSON", "build_plan", "main", "register", "root_url", "run"]
 
 AB_JSON: Final = "ab.json"
-_OPEN_GATEWAY_KEY: Final = "unused-when-open"
+_PLACEHOLDER_KEY: Final = "no-key-given"  # the SDK wants one; it is never sent
 _EPILOG: Final = """\
 experiment file (TOML or JSON): base, variations (list), models (list), size, quality, n;
 flags given on the command line win over the file.
@@ -62,6 +63,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[gateway_options(api_key=True, admin_key=True, timeout=300.0)],
     )
     what = parser.add_argument_group("what to generate")
     what.add_argument("--base", metavar="PROMPT", help="the prompt every variation extends")
@@ -71,7 +73,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     what.add_argument("--size", help="e.g. 1024x1024")
     what.add_argument("--quality", help="e.g. low, medium, high, standard, hd")
     what.add_argument("--n", type=positive_int, help="images per cell (default 1)")
-    _add_gateway(parser)
     run_group = parser.add_argument_group("run")
     run_group.add_argument(
         "--out", type=Path, default=Path("ab-out"), metavar="DIR", help="default ./ab-out"
@@ -79,6 +80,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run_group.add_argument(
         "--concurrency", type=positive_int, default=4, metavar="N", help="default 4"
     )
+    _add_retries(run_group)
     run_group.add_argument(
         "--create-experiment", metavar="NAME", help="an A/B experiment of the first model"
     )
@@ -86,21 +88,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(func=run)
 
 
-def _add_gateway(parser: argparse.ArgumentParser) -> None:
-    gateway = parser.add_argument_group("gateway")
-    gateway.add_argument(
-        "--base-url",
-        default="http://127.0.0.1:8080",
-        metavar="URL",
-        help="the gateway's root URL; a trailing /v1 is fine (default %(default)s)",
-    )
-    gateway.add_argument("--api-key", metavar="KEY", help="default: $OPENAI_API_KEY")
-    gateway.add_argument("--admin-key", metavar="KEY", help="default: $IMAGEGATE_ADMIN_KEY")
-    gateway.add_argument(
-        "--timeout", type=seconds, default=300.0, metavar="SECONDS", help="per attempt"
-    )
-    gateway.add_argument(
-        "--retries", type=non_negative_int, default=2, metavar="N", help="of a 429 or 5xx"
+def _add_retries(parser: argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--retries",
+        type=non_negative_int,
+        default=2,
+        metavar="N",
+        help="retries of a 429, 5xx or connection error (default 2)",
     )
 
 
@@ -157,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     except AdminError as exc:
         print(f"imagegate ab: {exc}", file=sys.stderr)
         return 1
-    api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or _OPEN_GATEWAY_KEY
+    api_key = args.api_key or os.environ.get("OPENAI_API_KEY") or None
     try:
         results = asyncio.run(_generate(plan, args, root, api_key, console))
     except KeyboardInterrupt:
@@ -181,10 +175,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _generate(
-    plan: Plan, args: argparse.Namespace, root: str, api_key: str, console: Console
+    plan: Plan, args: argparse.Namespace, root: str, api_key: str | None, console: Console
 ) -> list[CellResult]:
     client = openai.AsyncOpenAI(
-        base_url=f"{root}/v1", api_key=api_key, max_retries=0, timeout=args.timeout
+        base_url=f"{root}/v1",
+        api_key=api_key or _PLACEHOLDER_KEY,
+        max_retries=0,
+        timeout=args.timeout,
     )
     total = len(plan.cells())
     with Progress(
@@ -200,12 +197,12 @@ async def _generate(
 
         def done(result: CellResult) -> None:
             line = _cell_line(result)
-            progress.update(task, advance=1, last=line)
+            progress.update(task, advance=1, last=escape(line))  # the column reads markup
             if not console.is_terminal:
                 console.print(f"ab: {line}", markup=False, highlight=False, soft_wrap=True)
 
         try:
-            caller = Caller(client, retries=args.retries)
+            caller = Caller(client, retries=args.retries, authenticated=api_key is not None)
             return await run_grid(plan, caller, args.out, concurrency=args.concurrency, done=done)
         finally:
             await client.close()

@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 import aiohttp
 from rich.console import Console, JustifyMethod
+from rich.markup import escape
 from rich.table import Table
 
 from proxy.workflows.ab_grid import CellResult
@@ -85,26 +86,37 @@ def _rate(value: object) -> str:
     return f"{value * 100:.2f}%" if isinstance(value, int | float) else "-"
 
 
+def _variant(stat: dict[str, Any], winner: object) -> str:
+    marks = " ctrl" if stat.get("control") else ""
+    return f"{stat['id']}{marks}{' ★' if stat['id'] == winner else ''}"
+
+
 def print_report(console: Console, report: dict[str, Any]) -> None:
-    """The experiment's variants and tests as a table, then the verdict."""
+    """The variants and their tests against the control as a table that fits 80 columns
+    (numbers only; the labels follow it, one a line), then the verdict. Every string from
+    the gateway is printed as text, never read as rich markup."""
     tests = {c["variant"]: c for c in report.get("comparisons", [])}
-    table = Table(title=f"experiment {report.get('name')}", title_justify="left")
-    for column in ("variant", "label", "impressions", "conversions", "rate", "z", "p", "lift"):
-        justify: JustifyMethod = "left" if column in ("variant", "label") else "right"
-        table.add_column(column, justify=justify, overflow="fold")
-    for stat in report.get("stats", []):
+    table = Table(title=escape(f"experiment {report.get('name')}"), title_justify="left")
+    for column in ("variant", "impressions", "conversions", "rate", "lift", "z", "p"):
+        justify: JustifyMethod = "left" if column == "variant" else "right"
+        table.add_column(column, justify=justify, no_wrap=True)
+    stats = report.get("stats", [])
+    for stat in stats:
         test = tests.get(stat["id"])
-        marks = " (control)" if stat.get("control") else ""
-        marks += " ★" if stat["id"] == report.get("winner") else ""
+        lift = None if test is None else test["lift"]
         table.add_row(
-            f"{stat['id']}{marks}",
-            str(stat.get("label") or ""),
-            str(stat["impressions"]),
-            str(stat["conversions"]),
+            escape(_variant(stat, report.get("winner"))),
+            f"{stat['impressions']:,}",
+            f"{stat['conversions']:,}",
             _rate(stat.get("rate")),
-            "" if test is None else f"{test['z']:.3f}",
-            "" if test is None else f"{test['p_value']:.4g}",
-            "" if test is None or test["lift"] is None else f"{test['lift'] * 100:+.1f}%",
+            "" if lift is None else f"{lift * 100:+.1f}%",
+            "" if test is None else f"{test['z']:+.2f}",
+            "" if test is None else f"{test['p_value']:.3g}",
         )
     console.print(table)
+    for stat in stats:
+        label = str(stat.get("label") or "")
+        console.print(f"{stat['id']}: {label}", markup=False, highlight=False)
+    note = "ctrl: the control; lift and z: against it (z > 0: converts better); ★: winner"
+    console.print(note, markup=False, highlight=False)
     console.print(str(report.get("message", "")), markup=False, highlight=False)

@@ -43,7 +43,7 @@ class Plan:
         ]
 
     def prompt(self, variation: str) -> str:
-        """The seed's composition: "base, variation"."""
+        """The prompt of a cell: "base, variation"."""
         return ", ".join(part for part in (self.base.strip(), variation.strip()) if part)
 
     def body(self, cell: Cell) -> dict[str, object]:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["dollars_amount", "non_negative_int", "positive_int", "seconds", "whole"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "dollars_amount",
+    "gateway_options",
+    "non_negative_int",
+    "positive_int",
+    "seconds",
+    "whole",
+]
 
 
 def positive_int(text: str) -> int:
@@ -47,3 +55,51 @@ def seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text!r}")
     return value
+
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8080"
+
+
+def gateway_options(
+    *, api_key: bool = False, admin_key: bool = False, timeout: float = 60.0, keep: bool = True
+) -> argparse.ArgumentParser:
+    """The options every client command shares, as an argparse parent: `--base-url`, then
+    `--api-key` and/or `--admin-key`, then `--timeout`, worded the same everywhere.
+
+    `keep=False` gives every option the default `argparse.SUPPRESS`, for a parser whose
+    sub-commands take the same options again (`keys --base-url URL list` and `keys list
+    --base-url URL` both work): the command reads them with `option(args, name)`."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("gateway")
+
+    def default(value: object) -> object:
+        return value if keep else argparse.SUPPRESS
+
+    group.add_argument(
+        "--base-url",
+        default=default(DEFAULT_BASE_URL),
+        metavar="URL",
+        help=f"the gateway's root URL; a trailing /v1 is fine (default {DEFAULT_BASE_URL})",
+    )
+    if api_key:
+        group.add_argument(
+            "--api-key",
+            default=default(None),
+            metavar="KEY",
+            help="the API key to send (default: $OPENAI_API_KEY; an open gateway needs none)",
+        )
+    if admin_key:
+        group.add_argument(
+            "--admin-key",
+            default=default(None),
+            metavar="KEY",
+            help="the gateway's admin key (default: $IMAGEGATE_ADMIN_KEY)",
+        )
+    group.add_argument(
+        "--timeout",
+        type=seconds,
+        default=default(timeout),
+        metavar="SECONDS",
+        help=f"per request attempt (default {timeout:g})",
+    )
+    return parent

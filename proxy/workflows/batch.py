@@ -22,7 +22,13 @@ from urllib.parse import urlsplit
 import openai
 from rich.console import Console
 
-from proxy.workflows.arguments import dollars_amount, non_negative_int, positive_int, seconds, whole
+from proxy.workflows.arguments import (
+    dollars_amount,
+    gateway_options,
+    non_negative_int,
+    positive_int,
+    whole,
+)
 from proxy.workflows.batch_input import (
     FORMATS,
     BatchLine,
@@ -33,22 +39,24 @@ from proxy.workflows.batch_input import (
 )
 from proxy.workflows.calls import Caller, LineFailed
 from proxy.workflows.manifest import (
-    FAILURES,
     JOURNAL,
     MANIFEST,
     DirectoryBusy,
     Journal,
-    Record,
     hold_directory,
-    records_intact,
-    write_json_atomic,
 )
-from proxy.workflows.progress import BatchProgress, Tally, dollars, line_of, print_failures
-from proxy.workflows.runner import BatchRun, Budget
+from proxy.workflows.progress import (
+    BatchProgress,
+    Tally,
+    dollars,
+    print_failures,
+    stop_text,
+)
+from proxy.workflows.runner import BatchRun, Budget, resumable, write_outputs
 
 __all__ = ["BatchOptions", "normalize_base_url", "register", "run"]
 
-_OPEN_GATEWAY_KEY: Final = "unused-when-open"
+_PLACEHOLDER_KEY: Final = "no-key-given"  # the SDK wants one; it is never sent
 _DESCRIPTION: Final = """\
 Generate every request in FILE through an imagegate gateway (the official openai SDK,
 b64_json responses). Each line's images land in DIR as {line:04d}-{slug}[-{index}].{ext};
@@ -64,6 +72,9 @@ FILE formats (by extension, or --format):
 exit status: 0 every line succeeded or was resumed, 1 some line failed,
              2 usage error, 3 stopped by --budget-usd or by the gateway's budget
              (insufficient_quota: the lines not run are left for a re-run),
+             4 stopped because no line can succeed: no API key given or the key
+             refused (401/403), or the gateway unreachable after --retries (the
+             lines not run are left for a re-run),
              130 / 143 interrupted by SIGINT / SIGTERM (outputs are written)
 """
 
@@ -90,34 +101,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[gateway_options(api_key=True, timeout=300.0)],
     )
     parser.add_argument("file", metavar="FILE", type=Path, help="the requests")
     parser.add_argument("--format", choices=FORMATS, help="override the format the name implies")
-    _add_connection(parser)
     _add_run_options(parser)
     defaults = parser.add_argument_group("request defaults (a line's own fields win)")
     for flag, name, kind in _DEFAULT_FIELDS:
-        defaults.add_argument(flag, dest=f"field_{name}", type=kind, metavar=name.upper())
+        defaults.add_argument(
+            flag,
+            dest=f"field_{name}",
+            type=kind,
+            metavar=name.upper(),
+            help=f"the request's {name} for lines that give none",
+        )
     parser.set_defaults(func=run)
-
-
-def _add_connection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--base-url",
-        default="http://127.0.0.1:8080",
-        metavar="URL",
-        help="the gateway's root URL; a trailing /v1 is fine (default %(default)s)",
-    )
-    parser.add_argument(
-        "--api-key", metavar="KEY", help="default: $OPENAI_API_KEY (an open gateway needs none)"
-    )
-    parser.add_argument(
-        "--timeout",
-        type=seconds,
-        default=300.0,
-        metavar="SECONDS",
-        help="per request attempt (default %(default)s)",
-    )
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -155,7 +153,7 @@ class BatchOptions:
     file: Path
     fmt: Format
     base_url: str
-    api_key: str
+    api_key: str | None  # None: none given, no Authorization header sent
     out: Path
     concurrency: int = 4
     retries: int = 2
@@ -222,7 +220,7 @@ def _options(args: argparse.Namespace) -> BatchOptions:
         file=args.file,
         fmt=fmt,
         base_url=normalize_base_url(args.base_url),
-        api_key=args.api_key or os.environ.get("OPENAI_API_KEY") or _OPEN_GATEWAY_KEY,
+        api_key=args.api_key or os.environ.get("OPENAI_API_KEY") or None,
         out=args.out,
         concurrency=args.concurrency,
         retries=args.retries,
@@ -235,22 +233,27 @@ def _options(args: argparse.Namespace) -> BatchOptions:
 async def run_batch(options: BatchOptions, lines: list[BatchLine]) -> int:
     """Run the batch; write manifest.json and failures.json even when interrupted."""
     journal = Journal(options.out / JOURNAL)
-    resumed = _resumable(lines, journal, options.out)
+    resumed = resumable(lines, journal, options.out)
     pending = [line for line in lines if line.problem is None and line.line not in resumed]
     tally = Tally(total=len(lines), resumed=len(resumed))
     console = Console(stderr=True)
     client = openai.AsyncOpenAI(
-        base_url=options.base_url, api_key=options.api_key, max_retries=0, timeout=options.timeout
+        base_url=options.base_url,
+        api_key=options.api_key or _PLACEHOLDER_KEY,
+        max_retries=0,
+        timeout=options.timeout,
     )
+    caller = Caller(client, retries=options.retries, authenticated=options.api_key is not None)
     with BatchProgress(tally, console) as progress:
         batch = BatchRun(
-            Caller(client, retries=options.retries),
+            caller,
             journal,
             options.out,
             concurrency=options.concurrency,
             budget=Budget(options.budget),
             progress=progress,
         )
+        caller.heard = batch.heard
         for line in lines:
             if line.problem is not None:
                 batch.fail(line, LineFailed(line.problem, code="invalid_line"))
@@ -258,7 +261,7 @@ async def run_batch(options: BatchOptions, lines: list[BatchLine]) -> int:
             await batch.run(pending)
         finally:
             await client.close()
-            _write_outputs(options.out, {**resumed, **batch.records}, batch.failures)
+            write_outputs(options.out, {**resumed, **batch.records}, batch.failures)
     return _report(console, options, batch)
 
 
@@ -266,7 +269,15 @@ def _report(console: Console, options: BatchOptions, batch: BatchRun) -> int:
     """Failures table, budget note and summary line; the exit status."""
     print_failures(console, batch.failures)
     tally = batch.tally
-    if batch.skipped and batch.quota_exhausted:
+    if batch.stopped is not None and not batch.quota_exhausted:
+        text = stop_text(
+            batch.stopped,
+            options.base_url.removesuffix("/v1"),
+            key_given=options.api_key is not None,
+            skipped=[line.line for line in batch.skipped],
+        )
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+    elif batch.skipped and batch.quota_exhausted:
         console.print(
             f"budget: the gateway refused with insufficient_quota; {len(batch.skipped)} "
             f"line(s) not run, from line {batch.skipped[0].line}; re-run when the budget "
@@ -281,28 +292,8 @@ def _report(console: Console, options: BatchOptions, batch: BatchRun) -> int:
             markup=False,
         )
     print(f"batch: {tally.total} lines · {tally.summary()} → {options.out / MANIFEST}")
+    if batch.stopped is not None and not batch.quota_exhausted:
+        return 4
     if batch.skipped:
         return 3
     return 1 if batch.failures else 0
-
-
-def _resumable(lines: list[BatchLine], journal: Journal, out: Path) -> dict[int, list[Record]]:
-    """Lines the journal holds with the same request, whose files are intact on disk."""
-    entries = journal.load()
-    done: dict[int, list[Record]] = {}
-    for line in lines:
-        entry = entries.get(line.line)
-        if (
-            line.problem is None
-            and entry is not None
-            and entry.digest == line.digest
-            and records_intact(out, entry.records)
-        ):
-            done[line.line] = list(entry.records)
-    return done
-
-
-def _write_outputs(out: Path, records: dict[int, list[Record]], failures: list[Record]) -> None:
-    manifest = [record for line in sorted(records) for record in records[line]]
-    write_json_atomic(out / MANIFEST, manifest)
-    write_json_atomic(out / FAILURES, sorted(failures, key=line_of))

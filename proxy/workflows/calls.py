@@ -3,6 +3,10 @@
 Retried: connection errors and timeouts, 5xx, and 429 (waiting as long as `Retry-After`
 says), with exponential backoff and jitter. Never retried: any other 4xx, `insufficient_quota`,
 or a response that says `x-should-retry: false`.
+
+`stops_the_run` names the failures after which no further line can succeed (no or a refused
+API key, a gateway that refuses connections, the gateway's budget spent): a batch stops
+scheduling on them instead of failing every line the same way.
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Final
+from typing import Any, Final
 
 import openai
 
-__all__ = ["Caller", "Generated", "LineFailed", "retry_delay"]
+__all__ = ["Caller", "Generated", "LineFailed", "retry_delay", "stops_the_run"]
 
 _BACKOFF_BASE: Final = 0.5
 _BACKOFF_CAP: Final = 8.0
@@ -66,6 +70,11 @@ class LineFailed(Exception):
 
 
 Sleep = Callable[[float], Awaitable[None]]
+Heard = Callable[[int], Awaitable[None]]  # told the HTTP status of every answer an attempt got
+
+
+async def _ignore(status: int) -> None:
+    return None
 
 
 class Caller:
@@ -76,11 +85,17 @@ class Caller:
         retries: int,
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
+        authenticated: bool = True,
+        heard: Heard = _ignore,
     ) -> None:
         self.client = client
         self.retries = retries
         self.sleep = sleep
         self.rng = rng or random.Random()  # noqa: S311  # jitter, not secrets
+        self.heard = heard
+        # No key given: send no Authorization header at all (the SDK wants a key to exist, so
+        # the client holds a placeholder; it never goes on the wire).
+        self._headers: dict[str, object] = {} if authenticated else {"Authorization": openai.Omit()}
 
     async def generate(self, body: Mapping[str, object]) -> Generated:
         """Send `body` to /v1/images/generations, retrying retryable failures."""
@@ -88,19 +103,34 @@ class Caller:
         while True:
             attempt += 1
             try:
-                return await self._once(body, attempt)
+                generated = await self._once(body, attempt)
             except openai.OpenAIError as exc:
+                if isinstance(exc, openai.APIStatusError):
+                    await self.heard(exc.status_code)
                 delay = retry_delay(exc, attempt - 1, self.rng)
                 if delay is None or attempt > self.retries:
                     raise _failure(exc, attempt) from None
+            else:
+                await self.heard(200)
+                return generated
             await self.sleep(delay)
 
-    async def _once(self, body: Mapping[str, object], attempt: int) -> Generated:
+    async def _send(self, body: Mapping[str, object]) -> Any:
+        """The one request a line makes: POST /v1/images/generations with `body`.
+
+        The seam for a dry run: a gateway route that quotes a body without generating it
+        would be called here instead (its answer read by `_once`), with retries and the
+        batch's stop rules unchanged."""
         extra = {key: value for key, value in body.items() if key != "prompt"}
         prompt = body.get("prompt")
-        raw = await self.client.images.with_raw_response.generate(
-            prompt=prompt if isinstance(prompt, str) else "", extra_body=extra
+        return await self.client.images.with_raw_response.generate(
+            prompt=prompt if isinstance(prompt, str) else "",
+            extra_body=extra,
+            extra_headers=self._headers,  # type: ignore[arg-type]  # Omit is a header value
         )
+
+    async def _once(self, body: Mapping[str, object], attempt: int) -> Generated:
+        raw = await self._send(body)
         parsed = raw.parse()  # the legacy raw response parses synchronously
         data = parsed.data or []
         if not data:
@@ -132,6 +162,13 @@ def retry_delay(exc: BaseException, attempt: int, rng: random.Random) -> float |
         after = _retry_after(headers)
         return after if after is not None else _backoff(attempt, rng)
     return None
+
+
+def stops_the_run(error: LineFailed) -> bool:
+    """Whether every later line would fail the same way: a 401 or 403 (no key, or a key the
+    gateway refuses), a connection the gateway refused after its retries, or the gateway's
+    budget spent (`insufficient_quota`). A timeout or a 5xx may pass for the next line."""
+    return error.status in (401, 403) or error.code in ("connection_error", "insufficient_quota")
 
 
 def _backoff(attempt: int, rng: random.Random) -> float:
@@ -187,5 +224,8 @@ def _failure(exc: openai.OpenAIError, attempts: int) -> LineFailed:
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         detail = f"{exc.message} ({cause})" if cause is not None and str(cause) else exc.message
-        return LineFailed(detail, attempts=attempts)
+        timeout = isinstance(exc, openai.APITimeoutError)
+        return LineFailed(
+            detail, code="timeout" if timeout else "connection_error", attempts=attempts
+        )
     return LineFailed(str(exc) or type(exc).__name__, attempts=attempts)

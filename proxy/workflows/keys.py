@@ -7,7 +7,8 @@
     imagegate keys revoke web-app
 
 The admin key comes from `--admin-key` or `$IMAGEGATE_ADMIN_KEY`; `--base-url` is the gateway's
-root URL (a trailing /v1 is accepted). A created key is printed once and stored only hashed.
+root URL (a trailing /v1 is accepted). Both go before or after the action. A created key is
+printed once and stored only hashed.
 """
 
 from __future__ import annotations
@@ -17,47 +18,81 @@ import asyncio
 import json
 import os
 import sys
-from typing import Any
+from decimal import Decimal
+from typing import Any, Final
 
 import aiohttp
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from proxy.workflows.arguments import (
+    DEFAULT_BASE_URL,
+    dollars_amount,
+    gateway_options,
+    positive_int,
+)
 from proxy.workflows.batch import UsageError, normalize_base_url
 
 __all__ = ["register", "run"]
 
+_WINDOWS: Final = ("day", "month", "total")
+_EPILOG: Final = "exit status: 0 done, 1 the gateway refused or is unreachable, 2 usage error"
+
 
 def register(commands: Any) -> None:
+    shared = gateway_options(admin_key=True, keep=False)
     parser = commands.add_parser(
         "keys",
         help="issue, list, revoke API keys and set budgets",
         description=__doc__,
+        epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[shared],
     )
-    parser.add_argument("--base-url", default="http://127.0.0.1:8080")
-    parser.add_argument("--admin-key", default=os.environ.get("IMAGEGATE_ADMIN_KEY", ""))
-    actions = parser.add_subparsers(dest="action", required=True)
-    create = actions.add_parser("create", help="issue a key (shown once)")
-    create.add_argument("name")
-    create.add_argument("--team")
-    create.add_argument("--budget-usd", type=float)
-    create.add_argument("--window", choices=("day", "month", "total"), default="day")
-    create.add_argument("--requests-per-minute", type=int)
-    create.add_argument("--images-per-minute", type=int)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="issue a key (shown once)", parents=[shared])
+    create.add_argument("name", help="the key's name: how it shows in reports and limits")
+    create.add_argument("--team", help="a team name; keys of a team share its budgets")
+    create.add_argument(
+        "--budget-usd",
+        type=dollars_amount,
+        metavar="DOLLARS",
+        help="the most this key may spend per --window (default: no limit)",
+    )
+    create.add_argument(
+        "--window", choices=_WINDOWS, default="day", help="the budget's window (default day)"
+    )
+    create.add_argument(
+        "--requests-per-minute",
+        type=positive_int,
+        metavar="N",
+        help="requests this key may make a minute (default: no limit)",
+    )
+    create.add_argument(
+        "--images-per-minute",
+        type=positive_int,
+        metavar="N",
+        help="images this key may ask for a minute (default: no limit)",
+    )
     create.add_argument(
         "--model",
         action="append",
         dest="models",
+        metavar="MODEL",
         help="allow this model (repeat); default: every model",
     )
-    actions.add_parser("list", help="every key, without secrets")
-    revoke = actions.add_parser("revoke", help="revoke a key")
-    revoke.add_argument("name")
-    budget = actions.add_parser("set-budget", help="set (or clear with 'none') a key's budget")
-    budget.add_argument("name")
-    budget.add_argument("usd", help="dollars, or 'none'")
-    budget.add_argument("--window", choices=("day", "month", "total"), default="day")
+    actions.add_parser("list", help="every key, without secrets", parents=[shared])
+    revoke = actions.add_parser("revoke", help="revoke a key", parents=[shared])
+    revoke.add_argument("name", help="the key to revoke")
+    budget = actions.add_parser(
+        "set-budget", help="set (or clear with 'none') a key's budget", parents=[shared]
+    )
+    budget.add_argument("name", help="the key whose budget to set")
+    budget.add_argument("usd", metavar="DOLLARS", help="dollars per --window, or 'none'")
+    budget.add_argument(
+        "--window", choices=_WINDOWS, default="day", help="the budget's window (default day)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -65,28 +100,36 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:
         console = Console(width=200)  # piped: don't cut names to 80 columns
+    errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    base_url = getattr(args, "base_url", DEFAULT_BASE_URL)
     try:
-        status, body = asyncio.run(_call(args))
+        status, body = asyncio.run(_call(args, base_url))
     except UsageError as exc:
-        console.print(f"[red]{exc}[/red]")
+        errors.print(f"imagegate keys: error: {exc}", markup=False)
         return 2
-    except aiohttp.ClientError as exc:
-        console.print(f"[red]cannot reach the gateway at {args.base_url}: {exc}[/red]")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        reason = str(exc) or type(exc).__name__
+        errors.print(
+            f"imagegate keys: cannot reach the gateway at {base_url}: {reason}", markup=False
+        )
         return 1
     if status >= 400:
         error = body.get("error", {}) if isinstance(body, dict) else {}
-        console.print(f"[red]{status}: {error.get('message', body)}[/red]")
+        message = error.get("message", body) if isinstance(error, dict) else body
+        errors.print(f"[red]imagegate keys: {status}: {escape(str(message))}[/red]")
         return 1
     _show(console, args.action, body)
     return 0
 
 
-async def _call(args: argparse.Namespace) -> tuple[int, Any]:
-    root = normalize_base_url(args.base_url).removesuffix("/v1")
-    headers = {"Authorization": f"Bearer {args.admin_key}"} if args.admin_key else {}
+async def _call(args: argparse.Namespace, base_url: str) -> tuple[int, Any]:
+    root = normalize_base_url(base_url).removesuffix("/v1")
+    admin_key = getattr(args, "admin_key", None) or os.environ.get("IMAGEGATE_ADMIN_KEY", "")
+    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
+    timeout = aiohttp.ClientTimeout(total=getattr(args, "timeout", 60.0))
     method, path, payload = _request(args)
     async with (
-        aiohttp.ClientSession(headers=headers) as http,
+        aiohttp.ClientSession(headers=headers, timeout=timeout) as http,
         http.request(method, root + path, json=payload) as response,
     ):
         text = await response.text()
@@ -94,6 +137,10 @@ async def _call(args: argparse.Namespace) -> tuple[int, Any]:
         return response.status, json.loads(text)
     except ValueError:
         return response.status, text
+
+
+def _dollars(value: Decimal | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
@@ -104,7 +151,7 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]
             {
                 "name": args.name,
                 "team": args.team,
-                "budget_usd": args.budget_usd,
+                "budget_usd": _dollars(args.budget_usd),
                 "budget_window": args.window,
                 "requests_per_minute": args.requests_per_minute,
                 "images_per_minute": args.images_per_minute,
@@ -115,13 +162,21 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]
         return "GET", "/admin/keys", None
     if args.action == "revoke":
         return "DELETE", f"/admin/keys/{args.name}", None
-    usd = None if args.usd.lower() == "none" else float(args.usd)
+    usd = None if args.usd.lower() == "none" else _dollars(_budget(args.usd))
     return "PUT", f"/admin/keys/{args.name}/budget", {"budget_usd": usd, "window": args.window}
+
+
+def _budget(text: str) -> Decimal:
+    try:
+        return dollars_amount(text)
+    except argparse.ArgumentTypeError as exc:
+        raise UsageError(f"DOLLARS: {exc} (or 'none')") from None
 
 
 def _show(console: Console, action: str, body: Any) -> None:
     if action == "create":
-        console.print(f"Key [bold]{body['name']}[/bold] created. Its secret (shown only now):")
+        name = escape(str(body["name"]))
+        console.print(f"Key [bold]{name}[/bold] created. Its secret (shown only now):")
         print(body["key"], file=sys.stdout, flush=True)
         return
     if action != "list":
@@ -140,15 +195,16 @@ def _show(console: Console, action: str, body: Any) -> None:
         title="API keys",
     )
     for key in body["data"]:
-        table.add_row(
+        cells = (
             key["name"],
             key["team"] or "–",
             "yes" if key["active"] else "revoked",
             f"${key['budget_usd']}" if key["budget_usd"] is not None else "–",
             key["budget_window"] or "–",
-            str(key["requests_per_minute"] or "–"),
-            str(key["images_per_minute"] or "–"),
+            key["requests_per_minute"] or "–",
+            key["images_per_minute"] or "–",
             ", ".join(key["models"] or ["(all)"]),
             key["source"],
         )
+        table.add_row(*(escape(str(cell)) for cell in cells))
     console.print(table)

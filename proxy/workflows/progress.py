@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Final
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,9 +20,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from proxy.workflows.calls import LineFailed
 from proxy.workflows.manifest import Record, usd
 
-__all__ = ["BatchProgress", "Tally", "dollars", "line_of", "print_failures"]
+__all__ = ["BatchProgress", "Tally", "dollars", "line_of", "print_failures", "stop_text"]
 
 _PLAIN_EVERY: Final = 2.0  # seconds between plain progress lines
 
@@ -109,15 +111,32 @@ def print_failures(console: Console, failures: list[Record]) -> None:
         table.add_column(column, overflow="fold")
     for failure in sorted(failures, key=line_of):
         status = failure["status"]
-        table.add_row(
-            str(failure["line"]),
-            str(failure["name"] or ""),
-            "" if status is None else str(status),
-            str(failure["error"]),
-        )
+        cells = (failure["line"], failure["name"] or "", "" if status is None else status)
+        # Names and the gateway's messages are text, not markup ("set [auth] admin_key").
+        table.add_row(*(escape(str(cell)) for cell in (*cells, failure["error"])))
     console.print(table)
 
 
 def line_of(record: Record) -> int:
     line = record["line"]
     return line if isinstance(line, int) else 0
+
+
+def stop_text(error: LineFailed, gateway: str, *, key_given: bool, skipped: list[int]) -> str:
+    """Why a batch stopped before its end (`calls.stops_the_run`), and what to do about it."""
+    if error.status == 401 and not key_given:
+        why = (
+            f"no API key given, and the gateway at {gateway} wants one: pass --api-key KEY "
+            "or set $OPENAI_API_KEY"
+        )
+    elif error.status in (401, 403):
+        why = f"the gateway at {gateway} refused the API key ({error.status}: {error.message})"
+    else:
+        why = (
+            f"cannot reach the gateway at {gateway} after {error.attempts} attempt(s) "
+            f"({error.message})"
+        )
+    left = ""
+    if skipped:
+        left = f"; {len(skipped)} line(s) not run, from line {skipped[0]}, left for a re-run"
+    return f"stopped: {why}{left}"

@@ -1,5 +1,5 @@
 """`imagegate report`: spend and savings from a gateway's ledger, projected to a month, and the
-seed's monthly scenarios priced on the current catalog.
+typical monthly scenarios priced on the current catalog.
 
     imagegate report --since 30d --by model --by key --html spend.html --png spend.png
 
@@ -27,7 +27,7 @@ from policies.scenarios import price_scenarios, project_monthly
 from proxy.catalog_loader import load_catalog
 from proxy.workflows.ab import root_url
 from proxy.workflows.ab_grid import PlanError
-from proxy.workflows.arguments import seconds
+from proxy.workflows.arguments import gateway_options
 from proxy.workflows.report_output import SpendReport, print_report, write_html, write_png
 
 __all__ = ["GROUPS", "main", "parse_since", "register", "run"]
@@ -44,17 +44,11 @@ class ReportError(Exception):
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "report",
-        help="spend, savings, projected monthly cost and the seed's scenarios",
+        help="spend, savings, projected monthly cost and typical monthly scenarios",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
         epilog="exit status: 0 done, 1 the gateway refused or is unreachable, 2 usage error",
+        parents=[gateway_options(admin_key=True, timeout=60.0)],
     )
-    parser.add_argument(
-        "--base-url",
-        default="http://127.0.0.1:8080",
-        metavar="URL",
-        help="the gateway's root URL; a trailing /v1 is fine (default %(default)s)",
-    )
-    parser.add_argument("--admin-key", metavar="KEY", help="default: $IMAGEGATE_ADMIN_KEY")
     parser.add_argument(
         "--by", action="append", choices=GROUPS, help="repeatable (default: model and day)"
     )
@@ -63,7 +57,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument("--html", type=Path, metavar="FILE", help="an HTML page with a chart")
     parser.add_argument("--png", type=Path, metavar="FILE", help="a bar chart of spend by day")
-    parser.add_argument("--timeout", type=seconds, default=60.0, metavar="SECONDS")
     parser.set_defaults(func=run)
 
 

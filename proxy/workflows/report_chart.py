@@ -14,9 +14,10 @@ from typing import Final
 
 from PIL import Image, ImageDraw, ImageFont
 
+from policies.axis import nice_ticks
 from policies.budget import format_usd
 
-__all__ = ["Bar", "DayTotals", "chart_png", "chart_svg", "layout"]
+__all__ = ["Bar", "DayTotals", "chart_png", "chart_svg", "layout", "ticks"]
 
 WIDTH: Final = 900
 HEIGHT: Final = 420
@@ -25,7 +26,6 @@ SPEND_COLOR: Final = "#3b6fd8"
 SAVED_COLOR: Final = "#2e9d5b"
 _INK: Final = "#222222"
 _GRID: Final = "#dddddd"
-_TICKS: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +45,15 @@ class Bar:
     title: str
 
 
-def _scale(days: Sequence[DayTotals]) -> int:
-    """The top of the axis in micro-USD: a round number above the tallest bar."""
-    top = max([1, *(d.spend_micros for d in days), *(d.saved_micros for d in days)])
-    step = 10 ** (len(str(top)) - 1)
-    return -(-top // step) * step
+def _axis(days: Sequence[DayTotals]) -> tuple[int, ...]:
+    """The axis ticks in micro-USD: round amounts from $0 past the tallest bar ($0 to $1
+    when nothing was spent or saved)."""
+    return nice_ticks(max([0, *(d.spend_micros for d in days), *(d.saved_micros for d in days)]))
 
 
 def layout(days: Sequence[DayTotals]) -> tuple[list[Bar], int]:
     """The bars and the axis maximum (micro-USD)."""
-    top = _scale(days)
+    top = _axis(days)[-1]
     plot_w, plot_h = WIDTH - _LEFT - _RIGHT, HEIGHT - _TOP - _BOTTOM
     slot = plot_w / max(1, len(days))
     bar_w = max(1.0, slot * 0.38)
@@ -80,16 +79,15 @@ def _labels(days: Sequence[DayTotals]) -> list[tuple[float, str]]:
     ]
 
 
-def _ticks(top: int) -> list[tuple[float, str]]:
+def ticks(days: Sequence[DayTotals]) -> list[tuple[float, str]]:
+    """Each tick's y and its label ("$0", "$0.25", ...), bottom first."""
+    axis = _axis(days)
     plot_h = HEIGHT - _TOP - _BOTTOM
-    return [
-        (_TOP + plot_h - plot_h * k / _TICKS, f"${format_usd(top * k // _TICKS)}")
-        for k in range(_TICKS + 1)
-    ]
+    return [(_TOP + plot_h - plot_h * tick / axis[-1], f"${format_usd(tick)}") for tick in axis]
 
 
 def chart_svg(days: Sequence[DayTotals], title: str) -> str:
-    bars, top = layout(days)
+    bars, _ = layout(days)
     e = html.escape
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
@@ -97,7 +95,7 @@ def chart_svg(days: Sequence[DayTotals], title: str) -> str:
         f'<rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
         f'<text x="{_LEFT}" y="28" font-size="16" fill="{_INK}">{e(title)}</text>',
     ]
-    for y, label in _ticks(top):
+    for y, label in ticks(days):
         parts.append(
             f'<line x1="{_LEFT}" y1="{y:.1f}" x2="{WIDTH - _RIGHT}" y2="{y:.1f}" '
             f'stroke="{_GRID}"/><text x="{_LEFT - 6}" y="{y + 4:.1f}" font-size="11" '
@@ -129,12 +127,12 @@ def _svg_legend() -> str:
 
 
 def chart_png(days: Sequence[DayTotals], title: str, path: Path) -> None:
-    bars, top = layout(days)
+    bars, _ = layout(days)
     image = Image.new("RGB", (WIDTH, HEIGHT), "white")
     draw = ImageDraw.Draw(image)
     font = ImageFont.load_default(size=12)
     draw.text((_LEFT, 14), title, fill=_INK, font=ImageFont.load_default(size=16))
-    for y, label in _ticks(top):
+    for y, label in ticks(days):
         draw.line([(_LEFT, y), (WIDTH - _RIGHT, y)], fill=_GRID)
         draw.text((_LEFT - 6, y), label, fill=_INK, font=font, anchor="rm")
     for bar in bars:

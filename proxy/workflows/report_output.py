@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from policies.budget import format_usd
@@ -131,7 +132,7 @@ def report_tables(report: SpendReport) -> list[tuple[str, list[str], Rows]]:
 
 def _scenario_table(priced: Sequence[PricedPick]) -> tuple[str, list[str], Rows]:
     header = ["model", "per image"] + [
-        f"{s.name} {s.images_per_month:,}/mo (seed: {s.seed_estimate})" for s in SCENARIOS
+        f"{s.name} {s.images_per_month:,}/mo (typical {s.typical_cost})" for s in SCENARIOS
     ]
     rows = []
     for p in priced:
@@ -145,18 +146,19 @@ def _scenario_table(priced: Sequence[PricedPick]) -> tuple[str, list[str], Rows]
             [label, money(p.per_image_micros)]
             + [money(m) if m is not None else "" for m in p.monthly_micros]
         )
-    title = "The seed's monthly scenarios on this catalog (1024x1024, the gateway's quote)"
+    title = "Typical monthly scenarios on this catalog (1024x1024, the gateway's quote)"
     return title, header, rows
 
 
 def print_report(console: Console, report: SpendReport) -> None:
     console.print(f"imagegate report for {report.gateway}", markup=False, highlight=False)
     for title, header, rows in report_tables(report):
-        table = Table(title=title, title_justify="left", show_header=any(header))
+        # Key, team and model names are the gateway's text, not rich markup.
+        table = Table(title=escape(title), title_justify="left", show_header=any(header))
         for i, name in enumerate(header):
-            table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
+            table.add_column(escape(name), justify="left" if i == 0 else "right", overflow="fold")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(escape(cell) for cell in row))
         console.print(table)
 
 

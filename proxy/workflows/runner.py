@@ -13,20 +13,24 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from proxy.workflows.batch_input import BatchLine
-from proxy.workflows.calls import Caller, Generated, LineFailed
+from proxy.workflows.calls import Caller, Generated, LineFailed, stops_the_run
 from proxy.workflows.manifest import (
+    FAILURES,
+    MANIFEST,
     Journal,
     JournalEntry,
     Record,
     file_extension,
     image_filename,
+    records_intact,
     split_cost,
     usd,
     write_bytes_atomic,
+    write_json_atomic,
 )
-from proxy.workflows.progress import BatchProgress, Tally
+from proxy.workflows.progress import BatchProgress, Tally, line_of
 
-__all__ = ["BatchRun", "Budget", "failure_record"]
+__all__ = ["BatchRun", "Budget", "failure_record", "resumable", "write_outputs"]
 
 _CACHED = frozenset({"HIT", "COALESCED"})
 
@@ -59,7 +63,14 @@ class Budget:
 
 
 class BatchRun:
-    """Runs pending lines; collects manifest records (by line) and failure records."""
+    """Runs pending lines; collects manifest records (by line) and failure records.
+
+    Until the gateway has answered once (any status but 401 or 403: it is up and takes the
+    key), lines run one at a time: a failure that stops the run (`stops_the_run`: no key,
+    gateway down) then costs one line, not `concurrency` of them. After such a failure,
+    `stopped` holds it and no further line starts; the lines not started are `skipped`,
+    left for a re-run.
+    """
 
     def __init__(
         self,
@@ -83,7 +94,13 @@ class BatchRun:
         self.skipped: list[BatchLine] = []
         self._in_flight = 0
         self._changed = asyncio.Condition()
-        self.quota_exhausted = False  # the gateway's own budget said no: stop scheduling
+        self._answered = False  # the gateway is up and takes the key: open up to concurrency
+        self.stopped: LineFailed | None = None  # the failure that stopped scheduling
+
+    @property
+    def quota_exhausted(self) -> bool:
+        """The gateway's own budget said no (`insufficient_quota`)."""
+        return self.stopped is not None and self.stopped.code == "insufficient_quota"
 
     async def run(self, lines: list[BatchLine]) -> None:
         """Run every line, `concurrency` at a time, until done or the budget says stop."""
@@ -96,6 +113,13 @@ class BatchRun:
                     break
                 group.create_task(self._line(line))
 
+    async def heard(self, status: int) -> None:
+        """The Caller's hook: the gateway answered an attempt with `status`."""
+        if not self._answered and status not in (401, 403):
+            async with self._changed:
+                self._answered = True
+                self._changed.notify_all()
+
     def fail(self, line: BatchLine, error: LineFailed) -> None:
         self.failures.append(failure_record(line, error))
         self.tally.failed += 1
@@ -103,9 +127,10 @@ class BatchRun:
     async def _admit(self, line: BatchLine) -> bool:
         async with self._changed:
             while True:
-                if self.quota_exhausted:
+                if self.stopped is not None:
                     return False
-                if self._in_flight < self.concurrency and self.budget.admits(line.n):
+                width = self.concurrency if self._answered else 1
+                if self._in_flight < width and self.budget.admits(line.n):
                     self._in_flight += 1
                     self.budget.reserved += line.n
                     return True
@@ -123,8 +148,8 @@ class BatchRun:
             await asyncio.to_thread(self.journal.append, entry)
         except LineFailed as exc:
             self.fail(line, exc)
-            # Every later line would get the same answer until the budget's window resets.
-            self.quota_exhausted |= exc.code == "insufficient_quota"
+            if stops_the_run(exc) and self.stopped is None:
+                self.stopped = exc  # every later line would get the same answer
         except OSError as exc:
             self.fail(line, LineFailed(f"cannot write the output: {exc}", code="write_failed"))
         else:
@@ -208,3 +233,25 @@ def _dimensions(data: bytes) -> str | None:
 def _text(body: dict[str, object], key: str) -> str | None:
     value = body.get(key)
     return value if isinstance(value, str) else None
+
+
+def resumable(lines: list[BatchLine], journal: Journal, out: Path) -> dict[int, list[Record]]:
+    """Lines the journal holds with the same request, whose files are intact on disk."""
+    entries = journal.load()
+    done: dict[int, list[Record]] = {}
+    for line in lines:
+        entry = entries.get(line.line)
+        if (
+            line.problem is None
+            and entry is not None
+            and entry.digest == line.digest
+            and records_intact(out, entry.records)
+        ):
+            done[line.line] = list(entry.records)
+    return done
+
+
+def write_outputs(out: Path, records: dict[int, list[Record]], failures: list[Record]) -> None:
+    manifest = [record for line in sorted(records) for record in records[line]]
+    write_json_atomic(out / MANIFEST, manifest)
+    write_json_atomic(out / FAILURES, sorted(failures, key=line_of))

@@ -17,6 +17,7 @@ from policies.abtest import (
     impressions_needed,
     report,
     two_proportion_test,
+    verdict,
 )
 
 AB = (Variant("A", control=True), Variant("B"))
@@ -90,15 +91,15 @@ def reference(conv_a: int, n_a: int, conv_b: int, n_b: int) -> tuple[float, floa
     """The textbook pooled z-test, computed independently (NormalDist, not erfc)."""
     p_a, p_b = conv_a / n_a, conv_b / n_b
     pooled = (conv_a + conv_b) / (n_a + n_b)
-    z = (p_a - p_b) / math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    z = (p_b - p_a) / math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
     return z, 2 * (1 - NormalDist().cdf(abs(z)))
 
 
 def test_known_numbers_200_of_1000_against_250_of_1000():
     result = two_proportion_test(200, 1000, 250, 1000)
     z, p = reference(200, 1000, 250, 1000)
-    # by hand: pooled 0.225, se = sqrt(0.225 * 0.775 * 0.002) = 0.0186749, z = -0.05 / se
-    assert result.z == pytest.approx(-2.6774, abs=1e-4)
+    # by hand: pooled 0.225, se = sqrt(0.225 * 0.775 * 0.002) = 0.0186749, z = 0.05 / se
+    assert result.z == pytest.approx(2.6774, abs=1e-4)
     assert result.z == pytest.approx(z, rel=1e-12)
     assert result.p_value == pytest.approx(p, rel=1e-9)
     assert result.p_value == pytest.approx(0.00742, abs=5e-5)
@@ -107,9 +108,9 @@ def test_known_numbers_200_of_1000_against_250_of_1000():
 
 
 def test_a_textbook_example_that_is_not_significant():
-    # 45/500 (9 %) vs 55/500 (11 %): z = -1.0541, p = 0.2918
+    # 45/500 (9 %) vs 55/500 (11 %): z = 1.0541, p = 0.2918
     result = two_proportion_test(45, 500, 55, 500)
-    assert result.z == pytest.approx(-1.0541, abs=1e-4)
+    assert result.z == pytest.approx(1.0541, abs=1e-4)
     assert result.p_value == pytest.approx(0.2918, abs=1e-4)
     assert not result.significant
 
@@ -132,7 +133,7 @@ def test_edge_cases_carry_no_evidence(args, lift):
 
 def test_all_against_none_is_decisive():
     result = two_proportion_test(0, 50, 50, 50)
-    assert result.p_value < 1e-20 and result.significant and result.z < 0
+    assert result.p_value < 1e-20 and result.significant and result.z > 0
     assert result.lift is None  # A's rate is 0: no relative lift
 
 
@@ -221,3 +222,66 @@ def test_simulated_audience_picks_the_better_variant():
         shown[vid][1] += rng.random() < (0.12 if vid == "B" else 0.08)
     result = report(AB, {k: Counts(*v) for k, v in shown.items()})
     assert result.winner == "B"
+
+
+@given(counts(), counts())
+def test_z_has_the_sign_of_the_lift(a, b):
+    """B converting more often is a positive z and a positive lift, never one of each."""
+    result = two_proportion_test(*a, *b)
+    if result.lift is not None and result.z != 0:
+        assert (result.z > 0) == (result.lift > 0)
+
+
+# -- the verdict: which variant, better or worse, how sure, how many more impressions -------
+
+
+def only_verdict(a: Counts, b: Counts) -> str:
+    result = report(AB, {"A": a, "B": b})
+    control, challenger = result.stats
+    return verdict(control, challenger, result.comparisons[0])
+
+
+def test_verdict_of_a_significantly_better_challenger():
+    text = only_verdict(Counts(1000, 200), Counts(1000, 250))
+    assert text == (
+        "B converts better than the control A (25.0% vs 20.0%, +25.0%): significant, "
+        "p = 0.00742 < 0.05."
+    )
+
+
+def test_verdict_of_a_significantly_worse_challenger():
+    text = only_verdict(Counts(1000, 250), Counts(1000, 150))
+    assert text.startswith("B converts worse than the control A (15.0% vs 25.0%, -40.0%)")
+    assert "significant, p = 2.27e-08 < 0.05" in text
+
+
+def test_verdict_of_a_worse_challenger_that_is_not_sure_yet():
+    """The issue's case: a lift of about -40 % that is not significant yet."""
+    text = only_verdict(Counts(96, 24), Counts(101, 15))
+    assert text.startswith("B looks worse than the control A (14.9% vs 25.0%, -40.6%)")
+    assert "not significant yet: p = 0.074, needs < 0.05" in text
+    needed = impressions_needed(0.25, 15 / 101, 0.05)
+    assert f"about {needed - 96:,} more impressions per variant" in text
+    assert f"({needed:,} each, 80% power)" in text
+    assert "closest" not in report(AB, {"A": Counts(96, 24), "B": Counts(101, 15)}).message
+
+
+def test_verdict_of_a_better_challenger_that_is_not_sure_yet():
+    text = only_verdict(Counts(500, 45), Counts(500, 55))
+    assert text.startswith("B looks better than the control A (11.0% vs 9.0%, +22.2%)")
+    assert "more impressions per variant would settle it" in text
+
+
+def test_verdict_without_data_or_without_a_difference():
+    assert "no comparison yet (0 vs 10 impressions)" in only_verdict(Counts(10, 1), Counts())
+    same = only_verdict(Counts(10, 1), Counts(10, 1))
+    assert same.startswith("B converts like the control A so far (10.0% each)")
+
+
+def test_the_message_is_a_headline_then_a_verdict_per_challenger():
+    variants = (Variant("A", control=True), Variant("B"), Variant("C"))
+    counts_by = {"A": Counts(1000, 200), "B": Counts(1000, 300), "C": Counts(1000, 190)}
+    lines = report(variants, counts_by).message.splitlines()
+    assert lines[0] == "B wins: it converts significantly better than the control."
+    assert lines[1].startswith("B converts better than the control A")
+    assert lines[2].startswith("C looks worse than the control A")

@@ -1,4 +1,4 @@
-"""The seed's monthly scenarios priced on the built-in catalog; spend projected to a month."""
+"""Typical monthly scenarios priced on the built-in catalog; spend projected to a month."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def priced():
     return {p.pick.label: p for p in price_scenarios(load_catalog())}
 
 
-def test_the_seed_scenarios_and_representative_models():
+def test_the_scenarios_and_representative_models():
     assert [(s.name, s.images_per_month) for s in SCENARIOS] == [
         ("Hobbyist", 100),
         ("Content creator", 500),

@@ -151,7 +151,7 @@ async def test_the_report_on_known_numbers(ab, settings):
         ("B", 1000, 250, 0.25),
     ]
     (c,) = got["comparisons"]
-    assert c["z"] == pytest.approx(-2.6774, abs=1e-4)
+    assert c["z"] == pytest.approx(2.6774, abs=1e-4)  # B converts better: z > 0, as lift
     assert c["p_value"] == pytest.approx(0.00742, abs=5e-5)
     assert c["lift"] == pytest.approx(0.25) and c["significant"] is True
     assert got["winner"] == "B" and got["control"] == "A"

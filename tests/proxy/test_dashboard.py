@@ -17,7 +17,7 @@ import pytest
 
 from proxy.config_cost import parse_cost
 from proxy.keys import GATE
-from tests.conftest import PricedProvider, start_gateway
+from tests.conftest import CountingProvider, PricedProvider, start_gateway
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -104,3 +104,32 @@ async def test_dashboard_needs_the_admin_key_when_one_is_set(settings, clock):
                 assert "Spend by model" in page and ADMIN not in page
     finally:
         await gw.close()
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)"
+)
+async def test_nothing_spent_draws_a_zero_axis_in_headless_chromium(settings, clock, tmp_path):
+    """An offline gateway (the placeholder provider, $0 a image): the chart's axis reads $0
+    to $1 in round steps and nothing says $0.000001."""
+    clock.now = time.time()
+    gw = await start_gateway(settings, CountingProvider(), clock)
+    try:
+        client = openai.AsyncOpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
+        gw.clients.append(client)
+        await client.images.generate(model="dall-e-2", prompt="a kite", size="256x256")
+        await gw.app[GATE].flush_hits()
+        dom = await chromium(gw.root + "/dashboard", tmp_path)
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "dashboard-zero.png"
+        await chromium(gw.root + "/dashboard", tmp_path, screenshot=shot)
+    finally:
+        await gw.close()
+    assert re.search(r"<svg id=\"spend-chart\" data-days=\"30\"", dom)
+    assert re.findall(r'class="bar spend"[^>]*data-usd="([^"]+)"', dom) == ["0"] * 30
+    assert re.findall(r'<text class="tick"[^>]*>([^<]+)</text>', dom) == [
+        "$0", "$0.25", "$0.5", "$0.75", "$1",
+    ]  # fmt: skip
+    assert "highest day $0 " in dom
+    assert "0.000001" not in dom
+    assert shot.stat().st_size > 10_000

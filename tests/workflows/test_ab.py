@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -131,7 +132,7 @@ async def check_experiment(gateway, cells: list[dict], tmp_path: Path) -> None:
     )
     assert results.code == 0, results.stderr
     assert "experiment hero" in results.stdout and "No significant winner yet" in results.stdout
-    assert "A (control)" in results.stdout
+    assert "A ctrl" in results.stdout
 
 
 async def test_grid_sheet_and_experiment_end_to_end(gateway, tmp_path):
@@ -298,3 +299,47 @@ def test_a_json_experiment_file_and_flags_over_it(tmp_path):
     flags.update(quality="medium", variation=["green"])
     plan = build_plan(argparse.Namespace(experiment=plan_file, n=3, **flags))
     assert (plan.variations, plan.quality, plan.n) == (("green",), "medium", 3)
+
+
+async def test_results_fit_80_columns_and_say_which_way_and_how_sure(gateway, settings, tmp_path):
+    """The issue's report: B converts about 40 % less than the control, not significant yet.
+    At 80 columns no header wraps, z has the lift's sign, and the verdict says B looks worse,
+    how sure that is, and how many more impressions would settle it."""
+    run = await ab(
+        tmp_path,
+        "--base", "a kite",
+        "--variation", "over a calm lake",
+        "--variation", "in a storm [bold] at dusk",
+        "--model", "flux-schnell",
+        "--size", "256x256",
+        "--base-url", gateway.root,
+        "--out", str(tmp_path / "out"),
+        "--create-experiment", "kites",
+        IMAGEGATE_ADMIN_KEY=ADMIN,
+    )  # fmt: skip
+    assert run.code == 0, run.stderr
+    db = sqlite3.connect(settings.data_dir / "experiments.sqlite3")
+    with db:  # 96 saw A (24 converted), 101 saw B (15 converted)
+        for variant, shown, converted in (("A", 96, 24), ("B", 101, 15)):
+            rows = [("kites", f"{variant}{i}", variant, 1.0) for i in range(shown)]
+            db.executemany("INSERT INTO impressions VALUES (?, ?, ?, ?)", rows)
+            db.executemany("INSERT INTO conversions VALUES (?, ?, ?, ?)", rows[:converted])
+    db.close()
+    results = await ab(
+        tmp_path, "--results", "kites", "--base-url", gateway.root,
+        IMAGEGATE_ADMIN_KEY=ADMIN, COLUMNS="80",
+    )  # fmt: skip
+    assert results.code == 0, results.stderr
+    lines = results.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    headers = ("variant", "impressions", "conversions", "rate", "lift", "z", "p")
+    header = next(line for line in lines if "variant" in line)
+    assert [cell.strip() for cell in header.strip("┃│ ").split("┃")] == list(headers)
+    row_b = next(line for line in lines if line.startswith("│ B"))
+    assert "-40.6%" in row_b and "-1.79" in row_b  # worse: negative lift, negative z
+    assert "B: in a storm [bold] at dusk" in lines  # a label is text, not markup
+    verdict = " ".join(results.stdout.split())
+    assert "No significant winner yet at alpha 0.05." in verdict
+    assert "B looks worse than the control A (14.9% vs 25.0%, -40.6%)" in verdict
+    assert "not significant yet: p = 0.074, needs < 0.05" in verdict
+    assert re.search(r"about [\d,]+ more impressions per variant would settle it", verdict)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import socket
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -346,16 +347,72 @@ def test_usage_errors_exit_2(tmp_path, monkeypatch, capsys, args, message):
     assert message in capsys.readouterr().err
 
 
-async def test_a_dead_gateway_fails_every_line_after_retries(tmp_path):
-    (tmp_path / "two.txt").write_text("one\ntwo\n")
-    run = await batch(tmp_path, "two.txt", "--base-url", "http://127.0.0.1:9", "--retries", "1")
-    assert run.code == 1
+def closed_port() -> int:
+    """A loopback port nothing listens on: bound, then released."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def test_a_dead_gateway_stops_the_batch_after_one_lines_retries(tmp_path):
+    (tmp_path / "thirty.txt").write_text("".join(f"kite {n}\n" for n in range(30)))
+    url = f"http://127.0.0.1:{closed_port()}"
+    run = await batch(tmp_path, "thirty.txt", "--base-url", url, "--retries", "1")
+    assert run.code == 4, run.stdout + run.stderr
     failures = load(tmp_path / "batch-out" / "failures.json")
-    assert [(f["line"], f["attempts"], f["status"]) for f in failures] == [
-        (1, 2, None),
-        (2, 2, None),
+    # one line tried (1 attempt + 1 retry), not 30 lines x 2 attempts
+    assert [(f["line"], f["attempts"], f["status"], f["code"]) for f in failures] == [
+        (1, 2, None, "connection_error")
     ]
-    assert all("Connection error" in str(f["error"]) for f in failures)
+    err = " ".join(run.stderr.split())
+    assert f"stopped: cannot reach the gateway at {url} after 2 attempt(s)" in err
+    assert "29 line(s) not run, from line 2, left for a re-run" in err
+    assert "0 done (0 cached) · 1 failed · 29 skipped" in run.stdout
+
+
+async def keyed_gateway(settings, clock):
+    from proxy.config_cost import parse_cost
+
+    keys = {"keys": [{"name": "batch", "key": "sk-batch-good-0123456789"}]}
+    provider = CountingProvider()
+    gw = await start_gateway(replace(settings, cost=parse_cost(keys)), provider, clock)
+    return gw, provider
+
+
+async def test_no_api_key_stops_at_the_first_401_and_says_no_key_was_given(
+    settings, clock, tmp_path
+):
+    gw, provider = await keyed_gateway(settings, clock)
+    root = gw.root
+    (tmp_path / "thirty.txt").write_text("".join(f"kite {n}\n" for n in range(30)))
+    try:
+        run = await batch(tmp_path, "thirty.txt", "--base-url", gw.root, "--concurrency", "8")
+    finally:
+        await gw.close()
+    assert run.code == 4, run.stdout + run.stderr
+    failures = load(tmp_path / "batch-out" / "failures.json")
+    assert [(f["line"], f["status"]) for f in failures] == [(1, 401)]
+    assert "You didn't provide an API key" in str(failures[0]["error"])  # none was sent
+    err = " ".join(run.stderr.split())
+    assert f"stopped: no API key given, and the gateway at {root} wants one" in err
+    assert "--api-key KEY or set $OPENAI_API_KEY" in err
+    assert "Incorrect API key" not in err
+    assert "29 skipped" in run.stdout and provider.calls == []
+
+
+async def test_a_refused_api_key_stops_the_batch(settings, clock, tmp_path):
+    gw, provider = await keyed_gateway(settings, clock)
+    root = gw.root
+    (tmp_path / "ten.txt").write_text("".join(f"kite {n}\n" for n in range(10)))
+    try:
+        run = await batch(tmp_path, "ten.txt", "--base-url", gw.root, "--api-key", "sk-wrong")
+    finally:
+        await gw.close()
+    assert run.code == 4, run.stdout + run.stderr
+    assert [f["status"] for f in load(tmp_path / "batch-out" / "failures.json")] == [401]
+    err = " ".join(run.stderr.split())
+    assert f"stopped: the gateway at {root} refused the API key (401: Incorrect API key" in err
+    assert "9 skipped" in run.stdout and provider.calls == []
 
 
 # ---------------------------------------------------------------- the pieces, in process
@@ -515,3 +572,22 @@ async def test_the_gateways_budget_stops_the_batch_instead_of_failing_every_line
     failures = load(tmp_path / "batch-out" / "failures.json")
     assert [f["code"] for f in failures] == ["insufficient_quota"]
     assert "6 skipped" in run.stdout and "insufficient_quota" in run.stderr
+
+
+async def test_the_failure_table_shows_the_gateways_message_whole(settings, clock, tmp_path):
+    """The gateway names a config table, `[policy]`: rich must print it, not eat it as a tag."""
+    from proxy.config_cost import parse_cost
+
+    cost = parse_cost({"policy": {"deny_patterns": ["(?i)forbidden"]}})
+    gw = await start_gateway(replace(settings, cost=cost), CountingProvider(), clock)
+    (tmp_path / "two.txt").write_text("a kite\na forbidden [bold] kite\n")
+    try:
+        run = await batch(tmp_path, "two.txt", "--base-url", gw.root, "--model", "dall-e-2")
+    finally:
+        await gw.close()
+    assert run.code == 1, run.stdout + run.stderr
+    (failure,) = load(tmp_path / "batch-out" / "failures.json")
+    assert "[policy] deny_patterns" in str(failure["error"])
+    table = [line.split("│") for line in run.stderr.splitlines() if line.startswith("│")]
+    errors = " ".join(" ".join(cells[-2].split()) for cells in table)
+    assert "the operator's [policy] deny_patterns matched it." in errors, run.stderr

@@ -19,14 +19,16 @@ ADMIN = "cli-admin-0123456789abc"
 
 
 async def keys(gw, *args: str, admin: str = ADMIN) -> tuple[int, str, str]:
+    """`imagegate keys ARGS --base-url URL`: the gateway named last, as people type it."""
+    return await imagegate("keys", *args, "--base-url", gw.base_url, admin=admin)
+
+
+async def imagegate(*args: str, admin: str = ADMIN) -> tuple[int, str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "IMAGEGATE_ADMIN_KEY": admin}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "proxy",
-        "keys",
-        "--base-url",
-        gw.base_url,
         *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -78,7 +80,39 @@ async def test_create_use_list_budget_and_revoke_a_key(gw):
 
 
 async def test_wrong_admin_key_and_unknown_key_say_what_is_wrong(gw):
-    code, out, _ = await keys(gw, "list", admin="not-the-admin-key")
-    assert code == 1 and "401" in out and "admin key" in out
-    code, out, _ = await keys(gw, "revoke", "nobody")
-    assert code == 1 and "404" in out
+    code, out, err = await keys(gw, "list", admin="not-the-admin-key")
+    assert code == 1 and "401" in err and "admin key" in err and not out
+    assert "Bearer <[auth] admin_key>" in " ".join(err.split())
+    code, out, err = await keys(gw, "revoke", "nobody")
+    assert code == 1 and "404" in err and not out
+
+
+async def test_the_gateway_options_go_before_or_after_the_action(gw):
+    code, out, err = await imagegate("keys", "--base-url", gw.base_url, "list")
+    assert code == 0 and "API keys" in out, err
+    code, out, err = await imagegate("keys", "list", "--base-url", gw.base_url)
+    assert code == 0 and "API keys" in out, err
+    code, out, err = await imagegate(
+        "keys", "list", "--base-url", gw.base_url, "--admin-key", ADMIN, admin="wrong-one"
+    )
+    assert code == 0 and "API keys" in out, err
+
+
+async def test_server_messages_are_printed_whole_on_stderr(settings, provider, clock):
+    """The gateway's message names a config table, `[auth]`: rich must not eat it."""
+    cost = parse_cost({"keys": [{"name": "app", "key": "sk-app-0123456789abcdef"}]})
+    gateway = await start_gateway(replace(settings, cost=cost), provider, clock)  # no admin key
+    try:
+        code, out, err = await keys(gateway, "list")
+    finally:
+        await gateway.close()
+    assert code == 1 and not out
+    assert "set [auth] admin_key in the config" in " ".join(err.split())
+
+
+async def test_names_with_brackets_are_shown_as_typed(gw):
+    code, out, err = await keys(gw, "create", "web[bold]app", "--team", "[red]growth")
+    assert code == 0, err
+    assert "Key web[bold]app created" in out
+    code, out, err = await keys(gw, "list")
+    assert code == 0 and "web[bold]app" in out and "[red]growth" in out, err

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import openai
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from proxy.config_cost import parse_cost
 from proxy.keys import GATE
 from proxy.workflows.report import main, parse_since
 from proxy.workflows.report_chart import SAVED_COLOR, SPEND_COLOR
 from proxy.workflows.report_output import money
-from tests.conftest import ManualClock, PricedProvider, start_gateway
+from tests.conftest import CountingProvider, ManualClock, PricedProvider, start_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "admin-secret-0123456789"
@@ -155,13 +155,14 @@ async def test_report_reads_the_ledger_and_prices_the_scenarios(ledger, tmp_path
     # $0.129 over exactly 7 days, times 30: 3.87 / 7 = 0.552857142... (to the micro-dollar)
     assert row(out, "projected monthly cost")[1].startswith("$0.552857 ")
     assert row(out, "key", "web-app")[2:] == ["total", "$25.00", "$0.129", "$24.871"]
-    # the seed's scenarios on the built-in catalog: 10000 x flux-schnell = $30.00
+    # typical monthly scenarios on the built-in catalog: 10000 x flux-schnell = $30.00
     by_model, scenario = rows(out, "flux-schnell")
     assert scenario[1:] == ["$0.003", "$0.30", "$1.50", "$6.00", "$30.00"]
     assert row(out, "auto -> flux-schnell")[1:] == scenario[1:]
     assert rows(out, "ideogram-v2")[1][1:] == ["$0.08", "$8.00", "$40.00", "$160.00", "$800.00"]
     assert row(out, "gpt-image-1.5 (medium)")[1] == "$0.034485"
-    assert "Enterprise 10,000/mo" in out and "(seed: $200-500)" in out
+    assert "Enterprise 10,000/mo" in out and "(typical $200-500)" in out
+    assert "seed" not in out.lower() and "seed" not in (tmp_path / "spend.html").read_text().lower()
 
     check_charts(tmp_path / "spend.html", tmp_path / "spend.png")
 
@@ -238,3 +239,72 @@ def test_days_without_traffic_are_charted_as_zero_and_text_is_escaped(tmp_path):
     write_html(tmp_path / "r.html", report)
     page = (tmp_path / "r.html").read_text()
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page
+
+
+def tick_labels(page: str) -> list[str]:
+    return re.findall(r'text-anchor="end" fill="#222222">([^<]+)</text>', page)
+
+
+def margin(image: Image.Image) -> bytes:
+    """The strip left of the plot, where the y-axis labels are drawn."""
+    return image.convert("RGB").crop((0, 30, 76, 380)).tobytes()
+
+
+def drawn_labels(labels: list[str]) -> Image.Image:
+    """The labels as the chart should draw them: right-aligned, evenly spaced, $0 at the
+    bottom of the 310-pixel plot (y 50 to 360)."""
+    image = Image.new("RGB", (900, 420), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=12)
+    for k, label in enumerate(labels):
+        y = 360 - 310 * k / (len(labels) - 1)
+        draw.text((74, y), label, fill="#222222", font=font, anchor="rm")
+    return image
+
+
+async def test_a_report_with_nothing_spent_draws_a_zero_axis(settings, clock, tmp_path):
+    """An offline gateway (the placeholder provider, $0 a image): the axis reads $0 to $1 in
+    round steps, in the HTML and in the PNG, never $0.000001."""
+    clock.now = time.time()
+    gw = await start_gateway(settings, CountingProvider(), clock)
+    client = openai.AsyncOpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
+    gw.clients.append(client)
+    try:
+        await client.images.generate(model="dall-e-2", prompt="a kite", size="256x256")
+        await gw.app[GATE].flush_hits()
+        run = await report(
+            tmp_path, "--base-url", gw.root, "--html", "zero.html", "--png", "zero.png"
+        )
+    finally:
+        await gw.close()
+    assert run.code == 0, run.stderr
+    assert row(run.stdout, "spent")[1] == "$0.00"
+    expected = ["$0", "$0.25", "$0.5", "$0.75", "$1"]
+    page = (tmp_path / "zero.html").read_text()
+    assert tick_labels(page) == expected
+    assert "0.000001" not in page
+    png = Image.open(tmp_path / "zero.png")
+    assert margin(png) == margin(drawn_labels(expected))
+    assert margin(png) != margin(drawn_labels(["$0", "$0", "$0", "$0", "$0.000001"]))
+
+
+def test_the_axis_of_the_charts_uses_round_steps():
+    from proxy.workflows.report_chart import DayTotals, chart_svg, ticks
+
+    days = [DayTotals("2026-11-01", 129_000, 40_000)]
+    assert [label for _, label in ticks(days)] == ["$0", "$0.05", "$0.1", "$0.15"]
+    assert tick_labels(chart_svg(days, "t")) == ["$0", "$0.05", "$0.1", "$0.15"]
+    assert tick_labels(chart_svg([], "t")) == ["$0", "$0.25", "$0.5", "$0.75", "$1"]
+
+
+def test_names_from_the_gateway_are_printed_as_text():
+    from rich.console import Console
+
+    from proxy.workflows.report_output import SpendReport, print_report
+
+    spend = {"rows": [{"key": "web[bold]app", "spend_micros": 1, "saved_micros": 0, "images": 1,
+                       "hits": 0, "misses": 1}], "hit_ratio": None, "budgets": []}  # fmt: skip
+    report = SpendReport("http://gw", None, 0.0, {"key": spend}, [], 0.0, 1, 0, Decimal(0), ())
+    console = Console(record=True, width=200)
+    print_report(console, report)
+    assert "web[bold]app" in console.export_text()
