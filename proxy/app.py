@@ -39,7 +39,7 @@ from proxy.providers.factory import build_providers
 from proxy.providers.placeholder import PlaceholderProvider
 from proxy.providers.registry import ProviderRegistry
 from proxy.router import Router
-from proxy.routes import admin, blobs, dashboard, health, images
+from proxy.routes import admin, blobs, dashboard, health, images, openapi
 from proxy.routes.ab import setup_ab
 from proxy.service import ImageService
 from proxy.stores.disk import DiskBlobStore, DiskEntryStore
@@ -125,6 +125,7 @@ def create_app(
     app[BLOB_MEMORY] = BytesLRU(memory // 4)
     for table in (images.routes, blobs.routes, health.routes, admin.routes, dashboard.routes):
         app.router.add_routes(table)
+    app.router.add_routes(openapi.routes)
     setup_ab(app, data_dir)
     app.cleanup_ctx.append(_lifetime(service, registry, gate, (entry_store, blob_store)))
     return app

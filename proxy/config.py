@@ -2,7 +2,8 @@
 
 Resolution: `--config PATH`, else `$IMAGEGATE_CONFIG`, else `./config.toml`, else the
 built-in defaults alone. A file holds only what it changes. String values may read the
-environment as `${VAR}` or `${VAR:-default}` (an unset VAR without a default reads as "").
+environment as `${VAR}` or `${VAR:-default}` (an unset VAR without a default reads as ""),
+or as `${VAR:?message}`: required, so an unset or empty VAR stops the load with the message.
 Every error names the TOML path and what is wrong.
 """
 
@@ -35,7 +36,7 @@ __all__ = [
     "load_settings",
 ]
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([-?])([^}]*))?\}")
 
 
 class ConfigError(Exception):
@@ -202,13 +203,29 @@ def load_settings(path: Path | None, environ: Mapping[str, str] = os.environ) ->
             raise ConfigError(source, "", f"cannot read: {exc}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(source, "", f"not valid TOML: {exc}") from None
-    raw = _interpolate(raw, environ)
+    try:
+        raw = _interpolate(raw, environ)
+    except _Required as exc:
+        raise ConfigError(source, "", str(exc)) from None
     return _build(raw, source, environ)
+
+
+class _Required(Exception):
+    """A `${VAR:?message}` whose VAR is unset or empty."""
+
+
+def _variable(match: re.Match[str], environ: Mapping[str, str]) -> str:
+    value = environ.get(match[1], "")
+    if match[2] == "?":
+        if not value:
+            raise _Required(f"${match[1]} is required: {match[3] or 'set it'}")
+        return value
+    return value if match[1] in environ else match[3] or ""
 
 
 def _interpolate(value: Any, environ: Mapping[str, str]) -> Any:
     if isinstance(value, str):
-        return _VAR.sub(lambda m: environ.get(m[1], m[2] or ""), value)
+        return _VAR.sub(lambda m: _variable(m, environ), value)
     if isinstance(value, dict):
         return {k: _interpolate(v, environ) for k, v in value.items()}
     if isinstance(value, list):

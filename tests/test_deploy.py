@@ -12,7 +12,10 @@ import shlex
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -490,7 +493,7 @@ def configmap_toml(tmp_path: Path) -> Path:
 
 
 def test_container_configs_load_with_the_gateway_loader(tmp_path):
-    environ = {"OPENAI_API_KEY": "", "REPLICATE_API_TOKEN": ""}
+    environ = {"OPENAI_API_KEY": "", "REPLICATE_API_TOKEN": "", "IMAGEGATE_ADMIN_KEY": "x" * 32}
     for path in (DEPLOY / "config.toml", configmap_toml(tmp_path)):
         settings = load_settings(path, environ)
         assert settings.data_dir == Path("/data"), path
@@ -499,11 +502,66 @@ def test_container_configs_load_with_the_gateway_loader(tmp_path):
 
 
 def test_k8s_cache_bound_fits_its_volume(tmp_path):
-    settings = load_settings(configmap_toml(tmp_path), {})
+    settings = load_settings(configmap_toml(tmp_path), {"IMAGEGATE_ADMIN_KEY": "x" * 32})
     storage = k8s_docs()["PersistentVolumeClaim"]["spec"]["resources"]["requests"]["storage"]
     size = int(storage.removesuffix("Gi")) * 2**30
     assert settings.cache.max_bytes is not None
     assert settings.cache.max_bytes <= 0.85 * size
+
+
+ADMIN_KEY = "deploy-test-admin-key-0123456789abcdef"
+
+
+def gateway_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """This process's environment without any imagegate or provider setting, plus `extra`."""
+    prefixes = ("IMAGEGATE_", "OPENAI_", "REPLICATE_", "FAL_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    return env | {"PYTHONPATH": str(ROOT), "IMAGEGATE_DATA_DIR": str(tmp_path / "data")} | extra
+
+
+@contextmanager
+def running_gateway(args: list[str], env: dict[str, str], cwd: Path) -> Iterator[str]:
+    """`python -m proxy <args>` (which must bind 127.0.0.1:0) until the block ends: its base
+    URL (http://127.0.0.1:<port>, without /v1)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,  # a few log lines: far from filling the pipe
+        text=True,
+        env=env,
+        cwd=cwd,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        match = re.search(r"(http://127\.0\.0\.1:\d+)/v1", proc.stdout.readline())
+        if match is None:
+            proc.kill()
+            pytest.fail(f"the gateway printed no base URL:\n{proc.stderr.read()[-3000:]}")
+        yield match[1]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def http(
+    method: str, url: str, *, token: str | None = None, body: object = None
+) -> tuple[int, Any]:
+    """(status, parsed JSON body) of one request; HTTP errors are answers, not exceptions."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (our gateway)
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read() or b"null")
 
 
 def test_image_command_and_healthcheck_work_against_a_real_gateway(tmp_path):
@@ -512,40 +570,99 @@ def test_image_command_and_healthcheck_work_against_a_real_gateway(tmp_path):
     args = json.loads(cmd)[1:]
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = "0"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("IMAGEGATE_", "OPENAI_", "REPLICATE_"))
-    }
-    env |= {
-        "PYTHONPATH": str(ROOT),
-        "IMAGEGATE_CONFIG": str(DEPLOY / "config.toml"),
-        "IMAGEGATE_DATA_DIR": str(tmp_path / "data"),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "proxy", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,  # a few log lines: far from filling the pipe
-        text=True,
-        env=env,
-        cwd=tmp_path,
+    env = gateway_env(
+        tmp_path, IMAGEGATE_CONFIG=str(DEPLOY / "config.toml"), IMAGEGATE_ADMIN_KEY=ADMIN_KEY
     )
-    try:
-        assert proc.stdout is not None and proc.stderr is not None
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/v1", proc.stdout.readline())
-        if match is None:
-            proc.kill()
-            pytest.fail(f"the gateway printed no base URL:\n{proc.stderr.read()[-3000:]}")
-        probe = [a.replace(":8080/", f":{match[1]}/") for a in healthcheck_command()]
+    with running_gateway(args, env, tmp_path) as base:
+        port = base.rsplit(":", 1)[1]
+        probe = [a.replace(":8080/", f":{port}/") for a in healthcheck_command()]
         assert probe[0] == "python"
         done = subprocess.run([sys.executable, *probe[1:]], capture_output=True, timeout=30)
         assert done.returncode == 0, done.stderr
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+
+
+SHIPPED_CONFIGS = ["config.toml", "k8s/configmap.yaml"]
+LOCAL_FREE_PORT = ("--host", "127.0.0.1", "--port", "0")
+
+
+def shipped_config(which: str, tmp_path: Path) -> Path:
+    return DEPLOY / which if which == "config.toml" else configmap_toml(tmp_path)
+
+
+@pytest.mark.parametrize("which", SHIPPED_CONFIGS)
+def test_shipped_configs_keep_the_admin_api_closed(tmp_path, which):
+    """Served with IMAGEGATE_ADMIN_KEY set, as compose and the Deployment do: the admin routes
+    answer the admin key only, and nobody else can issue a key."""
+    args = ["serve", "--config", str(shipped_config(which, tmp_path)), *LOCAL_FREE_PORT]
+    env = gateway_env(tmp_path, IMAGEGATE_ADMIN_KEY=ADMIN_KEY)
+    with running_gateway(args, env, tmp_path) as base:
+        keys = f"{base}/admin/keys"
+        status, body = http("GET", keys)
+        assert status == 401 and body["error"]["type"] == "invalid_request_error"
+        assert http("GET", keys, token="not-the-admin-key-0123456789")[0] == 401
+        assert http("POST", keys, body={"name": "intruder"})[0] == 401
+        assert http("GET", f"{base}/admin/spend?by=key")[0] == 401
+        assert http("GET", keys, token=ADMIN_KEY) == (200, {"object": "list", "data": []})
+        status, created = http("POST", keys, token=ADMIN_KEY, body={"name": "web-app"})
+        assert status == 201 and created["key"]
+        assert http("GET", f"{base}/readyz")[0] == 200
+
+
+@pytest.mark.parametrize("which", SHIPPED_CONFIGS)
+@pytest.mark.parametrize("admin_key", [None, ""], ids=["unset", "empty"])
+def test_shipped_configs_refuse_to_start_without_an_admin_key(tmp_path, which, admin_key):
+    """A container listens on every interface: with no admin key its admin API would be open,
+    so the shipped configs stop the gateway with a message naming the variable instead."""
+    extra = {} if admin_key is None else {"IMAGEGATE_ADMIN_KEY": admin_key}
+    config = str(shipped_config(which, tmp_path))
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", "serve", "--config", config, *LOCAL_FREE_PORT],
+        capture_output=True,
+        text=True,
+        env=gateway_env(tmp_path, **extra),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "config error" in done.stderr and "$IMAGEGATE_ADMIN_KEY is required" in done.stderr
+    assert not (tmp_path / "data").exists()  # stopped before opening any store
+
+
+@pytest.mark.parametrize("which", SHIPPED_CONFIGS)
+def test_shipped_configs_read_every_credential_from_the_environment(tmp_path, which):
+    environ = {
+        "IMAGEGATE_ADMIN_KEY": ADMIN_KEY,
+        "OPENAI_API_KEY": "sk-deploy-test",
+        "REPLICATE_API_TOKEN": "r8_deploy-test",
+        "FAL_KEY": "fal-id:fal-secret",
+    }
+    settings = load_settings(shipped_config(which, tmp_path), environ)
+    assert settings.cost.admin_key == ADMIN_KEY
+    providers = {name: p.api_key.reveal() for name, p in settings.providers.items()}
+    assert providers["openai"] == environ["OPENAI_API_KEY"]
+    assert providers["replicate"] == environ["REPLICATE_API_TOKEN"]
+    assert providers["fal"] == environ["FAL_KEY"]
+
+
+def test_compose_and_k8s_pass_every_credential_the_configs_read():
+    read = {"IMAGEGATE_ADMIN_KEY", "OPENAI_API_KEY", "REPLICATE_API_TOKEN", "FAL_KEY"}
+    assert read <= set(compose()["services"]["gateway"]["environment"])
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"] for e in container()["env"] if "valueFrom" in e
+    }
+    assert set(refs) == read
+    assert "optional" not in refs["IMAGEGATE_ADMIN_KEY"]  # no Secret key, no pod
+    assert all(refs[name].get("optional") is True for name in read - {"IMAGEGATE_ADMIN_KEY"})
+
+
+def test_compose_requires_the_admin_key_and_publishes_on_loopback_by_default():
+    gateway = compose()["services"]["gateway"]
+    # ${VAR:?message}: `docker compose up` stops and prints the message when VAR is unset
+    assert gateway["environment"]["IMAGEGATE_ADMIN_KEY"].startswith("${IMAGEGATE_ADMIN_KEY:?")
+    for service in compose()["services"].values():
+        for port in service.get("ports", []):
+            address = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", port).rsplit(":", 2)[0]
+            assert address == "127.0.0.1", port
 
 
 # ---- Kubernetes -------------------------------------------------------------------------------

@@ -1,0 +1,81 @@
+"""Where the gateway's OpenAPI document and behaviour deliberately differ from OpenAI's
+document (tests/data/openai-images.openapi.json). README.md, "Compatibility with OpenAI's
+spec", explains each; tests/proxy/test_openapi.py and test_schemathesis.py hold the gateway
+to exactly these, so a difference not listed here fails."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+OPENAI_DOCUMENT = ROOT / "tests" / "data" / "openai-images.openapi.json"
+OUR_DOCUMENT = ROOT / "proxy" / "openapi.json"
+
+# Schema properties our document widens: schema name -> property names.
+WIDENED_PROPERTIES: dict[str, set[str]] = {
+    # The size of the image served: gpt-image-2 takes any WxH in multiples of 16, so an
+    # answer's size is not always one of OpenAI's three (its own API answers the same).
+    "ImagesResponse": {"size"},
+    "ImageGenCompletedEvent": {"size"},
+    "ImageEditCompletedEvent": {"size"},
+}
+
+# Request media types our document leaves out: (our path, method) -> media types.
+REMOVED_REQUEST_BODIES: dict[tuple[str, str], set[str]] = {
+    # Edits are multipart only: OpenAI's JSON edit body (images by URL or file id) is 400
+    # invalid_content_type, since the gateway keys and keeps uploads by their bytes.
+    ("/v1/images/edits", "post"): {"application/json"},
+}
+
+# Answers to requests that are valid by OpenAI's document, which OpenAI's API does not give:
+# (status, error code) -> why.
+DELIBERATE_ANSWERS: dict[tuple[int, str], str] = {
+    (404, "model_not_found"): "a model the catalog does not have is 404, whatever OpenAI's "
+    "schema allows: made-up names, OpenAI names the gateway does not serve "
+    "(chatgpt-image-latest), and the text 'null' (multipart cannot send a null)",
+    (400, "invalid_content_type"): "edits take multipart only (REMOVED_REQUEST_BODIES)",
+}
+
+# Answers OpenAI's API gives as well, to requests its document cannot rule out: per-model
+# rules and file contents. (status, error code) -> the rule.
+SHARED_ANSWERS: dict[tuple[int, str], str] = {
+    (400, "unsupported_parameter"): "a parameter the model does not take (style on gpt-image)",
+    (400, "invalid_value"): "a value the model does not take (quality=hd on gpt-image)",
+    (400, "invalid_size"): "a size the model does not make (256x256 on gpt-image)",
+    (400, "unknown_parameter"): "a parameter no model takes (the schemas allow any property)",
+    (400, "missing_required_parameter"): "an empty prompt or no image (a required string "
+    "may be empty in the schema)",
+    (400, "invalid_image_format"): "a file part that is no PNG, JPEG or WebP image",
+    (400, "invalid_image"): "an empty or unreadable image file",
+}
+
+# Accepted where OpenAI's document says otherwise (no error to list; the tests check them):
+# `response_format` works for every model (url answers for GPT image models too), the retired
+# DALL-E names and gpt-image-1 are served by their successors instead of 404, and a request
+# without `model` gets [defaults] model (gpt-image-1.5), not dall-e-2.
+RETIRED_NAMES = ("dall-e-2", "dall-e-3", "gpt-image-1")
+
+
+def openai_document() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(OPENAI_DOCUMENT.read_text(encoding="utf-8"))
+    return data
+
+
+def our_document() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(OUR_DOCUMENT.read_text(encoding="utf-8"))
+    return data
+
+
+def openai_document_with_widened_properties() -> dict[str, Any]:
+    """OpenAI's document with WIDENED_PROPERTIES taken from ours, and nothing else changed."""
+    theirs, ours = openai_document(), our_document()
+    patched = copy.deepcopy(theirs)
+    for name, properties in WIDENED_PROPERTIES.items():
+        for prop in properties:
+            patched["components"]["schemas"][name]["properties"][prop] = copy.deepcopy(
+                ours["components"]["schemas"][name]["properties"][prop]
+            )
+    return patched
