@@ -6,8 +6,11 @@
     imagegate keys set-budget web-app 50 --window month
     imagegate keys revoke web-app
 
-The admin key comes from `--admin-key` or `$IMAGEGATE_ADMIN_KEY`; `--base-url` is the gateway's
-root URL (a trailing /v1 is accepted). A created key is printed once and stored only hashed.
+The admin key comes from `--admin-key` or `$IMAGEGATE_ADMIN_KEY` and must be the one the
+gateway was started with (`IMAGEGATE_ADMIN_KEY=... imagegate serve`: the shipped config.toml
+reads it as [auth] admin_key); a gateway without an admin key refuses to issue keys, since
+the first key would close it. `--base-url` is the gateway's root URL (a trailing /v1 is
+accepted). A created key is printed once and stored only hashed.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 import aiohttp
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from proxy.workflows.batch import UsageError, normalize_base_url
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if status >= 400:
         error = body.get("error", {}) if isinstance(body, dict) else {}
-        console.print(f"[red]{status}: {error.get('message', body)}[/red]")
+        console.print(f"[red]{status}: {escape(str(error.get('message', body)))}[/red]")
         return 1
     _show(console, args.action, body)
     return 0
@@ -121,7 +125,10 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]
 
 def _show(console: Console, action: str, body: Any) -> None:
     if action == "create":
-        console.print(f"Key [bold]{body['name']}[/bold] created. Its secret (shown only now):")
+        console.print(
+            f"Key [bold]{body['name']}[/bold] created. Every image route now needs a key "
+            "(clients send it as their OpenAI api_key); this one's secret, shown only now:"
+        )
         print(body["key"], file=sys.stdout, flush=True)
         return
     if action != "list":
