@@ -93,14 +93,17 @@ class Router:
         self.metrics.circuit_state.labels(model=model).set(_STATE_VALUE[state])
 
     def health(self) -> list[tuple[str, str, str]]:
-        """(model, provider, circuit state) for every model the gateway can route to now."""
+        """(model, provider, circuit state) for every concrete model; "not configured" when
+        its provider has no credentials (offline, the placeholder draws it instead)."""
         ready = self.registry.ready()
         now = self.clock()
         rows: list[tuple[str, str, str]] = []
         for spec in self.catalog.models.values():
             if spec.virtual or spec.retired or not spec.available:
                 continue
-            if spec.provider not in ready and not self.registry.placeholder_only:
+            if spec.provider not in ready:
+                drawn = " (the placeholder draws it)" if self.registry.placeholder_only else ""
+                rows.append((spec.name, spec.provider, f"not configured{drawn}"))
                 continue
             state: str = state_at(self._circuits.get(spec.name, Circuit()), self.breaker, now)
             if now < self._backoff_until.get(spec.name, 0.0):
