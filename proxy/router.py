@@ -69,13 +69,19 @@ class Router:
             allowed_models=allowed_models,
             cheap_only=cheap_only,
         )
+        target = None if request.size == "auto" else dimensions(request.size)
         try:
-            chosen = plan_route(request, self.catalog, policy, images=images)[0]
+            chosen = with_safety(
+                plan_route(request, self.catalog, policy, images=images)[0], self.safety
+            )
         except NoRoute:
             spec = self.catalog.resolve(request.model)
-            target = None if request.size == "auto" else dimensions(request.size)
             return (Candidate(spec, request, 0, target, exact_size=True),)
-        return (replace(with_safety(chosen, self.safety), quote_micros=0),)
+        # Drawn at the size the client gets (a 256x256 dall-e-2 request is not drawn at 1024).
+        drawn = replace(chosen.request, size=request.size)
+        return (
+            replace(chosen, request=drawn, quote_micros=0, target_size=target, exact_size=True),
+        )
 
     def is_open(self, model: str) -> bool:
         now = self.clock()
