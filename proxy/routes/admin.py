@@ -29,8 +29,9 @@ routes = web.RouteTableDef()
 _WINDOWS = ("day", "month", "total")
 _HOW_TO_SET = (
     "Start the gateway with an admin key: 'IMAGEGATE_ADMIN_KEY=<a long secret> imagegate serve' "
-    '(the shipped config.toml reads it as [auth] admin_key = "${IMAGEGATE_ADMIN_KEY}"), '
-    "then run 'imagegate keys' with the same IMAGEGATE_ADMIN_KEY exported."
+    '(the shipped config.toml reads it: [auth] admin_key = "${IMAGEGATE_ADMIN_KEY}"; a config '
+    "of your own, or none, needs that line), then run 'imagegate keys' with the same "
+    "IMAGEGATE_ADMIN_KEY exported."
 )
 
 

@@ -18,8 +18,8 @@ from aiohttp import web
 from policies.budget import BudgetUsage, format_usd
 from policies.cache import (
     CacheDirectives,
-    CacheOutcome,
     LookupPlan,
+    outcome_of,
     parse_cache_control,
     plan_lookup,
 )
@@ -75,7 +75,7 @@ async def dry_run(request: web.Request, caller: Caller, parsed: ParsedRequest) -
         "request_key": key,
         "model": parsed.request.model,
         "images": n,
-        "cache": _outcome(lookup, directives).value,
+        "cache": outcome_of(lookup, directives, generated=len(lookup.missing), coalesced=0).value,
         "cached_images": len(lookup.cached),
         "route": [_step(service, c, len(lookup.missing)) for c in route],
         "quote_usd": format_usd(amount),
@@ -122,14 +122,6 @@ def _served(
         return spec.name, service.router.registry.get(spec.provider).name
     assert cached is not None  # no route only when every image is cached
     return cached.model, cached.provider
-
-
-def _outcome(lookup: LookupPlan, directives: CacheDirectives) -> CacheOutcome:
-    if directives.no_cache:
-        return CacheOutcome.BYPASS
-    if not lookup.missing:
-        return CacheOutcome.HIT
-    return CacheOutcome.PARTIAL if lookup.cached else CacheOutcome.MISS
 
 
 def _step(service: ImageService, candidate: Candidate, images: int) -> dict[str, object]:

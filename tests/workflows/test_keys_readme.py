@@ -11,9 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiohttp
 import httpx
 import openai
 import pytest
+
+from proxy.keys import GATE
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "config.toml"
@@ -166,3 +169,15 @@ def test_restart_after_issuing_a_key_says_the_gateway_is_closed(env, tmp_path):
     assert not events(logs, "auth.open")
     (warning,) = events(logs, "auth.no_admin_key")
     assert "IMAGEGATE_ADMIN_KEY" in str(warning["detail"])
+
+
+async def test_the_refusal_is_an_openai_envelope_and_creates_nothing(gateway):
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gateway.root + "/admin/keys", json={"name": "web-app"}) as got:
+            assert got.status == 409
+            error = (await got.json())["error"]
+        async with http.get(gateway.root + "/admin/keys") as listed:
+            assert (await listed.json())["data"] == []
+    assert error["code"] == "admin_key_required" and error["type"] == "invalid_request_error"
+    assert "IMAGEGATE_ADMIN_KEY" in error["message"]
+    assert await gateway.app[GATE].keys_exist() is False
