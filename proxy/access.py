@@ -26,15 +26,7 @@ from proxy.stores.buckets import SharedBuckets
 from proxy.stores.hit_rows import HitRowWriter
 from proxy.stores.ledger import SqliteLedger, process_owner, row_values
 
-__all__ = [
-    "AccessState",
-    "Caller",
-    "CallerBudget",
-    "Gatekeeper",
-    "RateHeaders",
-    "access_state",
-    "sync_config_keys",
-]
+__all__ = ["Caller", "CallerBudget", "Gatekeeper", "RateHeaders", "sync_config_keys"]
 
 log = structlog.get_logger("imagegate.access")
 _KEYS_FRESH = 1.0  # seconds a read of the keys table is trusted
@@ -388,33 +380,6 @@ async def sync_config_keys(gate: Gatekeeper) -> None:
 
     await asyncio.to_thread(sync)
     gate.forget_key_cache()
-
-
-@dataclass(frozen=True, slots=True)
-class AccessState:
-    """Who may call, as the ledger's keys table says (config keys and issued keys alike)."""
-
-    configured: int  # active keys from [[keys]]
-    issued: int  # active keys issued through the admin API (`imagegate keys create`)
-    revoked: int
-    admin_key: bool
-
-    @property
-    def open(self) -> bool:
-        """No key was ever configured or issued (a revoked key keeps the gateway closed)."""
-        return not (self.configured or self.issued or self.revoked)
-
-
-async def access_state(gate: Gatekeeper) -> AccessState:
-    keys = await asyncio.to_thread(gate.ledger.list_keys)
-    active = [k for k in keys if k.active]
-    configured = sum(1 for k in active if k.source == "config")
-    return AccessState(
-        configured=configured,
-        issued=len(active) - configured,
-        revoked=len(keys) - len(active),
-        admin_key=bool(gate.cost.admin_key),
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from proxy.access import AccessState, access_state
+from proxy.access_state import AccessState, access_state
 from proxy.app import create_app
 from proxy.config import ConfigError, Settings, find_config, load_settings
 from proxy.keys import GATE, SERVICE
