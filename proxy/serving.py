@@ -77,10 +77,8 @@ async def serve_forever(
         _warn_access(access, f"{settings.server.host}:{port}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (
-            signal.SIGINT,
-            signal.SIGTERM,
-        ):  # before the URL line: a stop after it is clean
+        # Before the URL line, so a stop sent as soon as it is printed is a clean one.
+        for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         (on_ready or (lambda p: print(base_url_line(settings.server.host, p), flush=True)))(port)
         await stop.wait()
