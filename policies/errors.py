@@ -7,6 +7,7 @@
     ├── NotFound                      (404 invalid_request_error)
     │   └── ModelNotFound             (404 model_not_found)
     ├── AuthenticationFailed          (401 invalid_api_key)
+    ├── Conflict                      (409 the gateway's set-up refuses it; the message says how)
     ├── PolicyDenied                  (429)
     │   ├── BudgetExceeded            (429 insufficient_quota, never retried)
     │   └── RateLimited               (429 rate_limit_exceeded, retry_after)
@@ -26,6 +27,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationFailed",
     "BudgetExceeded",
+    "Conflict",
     "ContentPolicyViolation",
     "GatewayError",
     "InvalidRequest",
@@ -103,6 +105,12 @@ class AuthenticationFailed(GatewayError):
     status_hint = 401
     openai_type = "invalid_request_error"
     default_code = "invalid_api_key"
+
+
+class Conflict(GatewayError):
+    status_hint = 409
+    openai_type = "invalid_request_error"
+    default_code = "conflict"
 
 
 class PolicyDenied(GatewayError):

@@ -81,8 +81,10 @@ class Gatekeeper:
     _keys: dict[bytes, tuple[float, KeyRecord]] = field(default_factory=dict)
     _generation: int = 0
     _refresh: asyncio.Task[bool] | None = None
+    started: float = field(init=False)  # when this gateway started (`created` in /v1/models)
 
     def __post_init__(self) -> None:
+        self.started = self.clock()
         self.buckets = SharedBuckets(self.ledger.path.parent / "state.sqlite3")
         self.hit_rows = HitRowWriter(self.ledger.path)
         self._deny = tuple(re.compile(p) for p in self.cost.policy.deny_patterns)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from policies.catalog import Catalog
 from policies.circuit import Breaker, Circuit, record, state_at
+from policies.errors import NoRoute
 from policies.models import ImageRequest
 from policies.routing import Candidate, RoutePolicy, plan_route, with_safety
 from policies.sizes import dimensions
@@ -40,9 +41,7 @@ class Router:
         cheap_only: bool = False,
     ) -> tuple[Candidate, ...]:
         if self.registry.placeholder_only:
-            spec = self.catalog.resolve(request.model)
-            target = None if request.size == "auto" else dimensions(request.size)
-            return (Candidate(spec, request, 0, target, exact_size=True),)
+            return self._placeholder_plan(request, images, allowed_models, cheap_only)
         policy = RoutePolicy(
             providers=self.registry.ready(),
             substitute=self.substitute,  # type: ignore[arg-type]
@@ -52,6 +51,37 @@ class Router:
         )
         found = plan_route(request, self.catalog, policy, images=images, circuit_open=self.is_open)
         return tuple(with_safety(c, self.safety) for c in found)
+
+    def _placeholder_plan(
+        self,
+        request: ImageRequest,
+        images: int,
+        allowed_models: frozenset[str] | None,
+        cheap_only: bool,
+    ) -> tuple[Candidate, ...]:
+        """Offline: the model the router would choose were every catalog provider configured,
+        drawn by the placeholder for $0. A name no route serves is drawn as asked (the
+        placeholder answers for every catalog model name)."""
+        policy = RoutePolicy(
+            providers=frozenset(spec.provider for spec in self.catalog.models.values()),
+            substitute=self.substitute,  # type: ignore[arg-type]
+            commercial_only=self.commercial_only,
+            allowed_models=allowed_models,
+            cheap_only=cheap_only,
+        )
+        target = None if request.size == "auto" else dimensions(request.size)
+        try:
+            chosen = with_safety(
+                plan_route(request, self.catalog, policy, images=images)[0], self.safety
+            )
+        except NoRoute:
+            spec = self.catalog.resolve(request.model)
+            return (Candidate(spec, request, 0, target, exact_size=True),)
+        # Drawn at the size the client gets (a 256x256 dall-e-2 request is not drawn at 1024).
+        drawn = replace(chosen.request, size=request.size)
+        return (
+            replace(chosen, request=drawn, quote_micros=0, target_size=target, exact_size=True),
+        )
 
     def is_open(self, model: str) -> bool:
         now = self.clock()
@@ -69,14 +99,17 @@ class Router:
         self.metrics.circuit_state.labels(model=model).set(_STATE_VALUE[state])
 
     def health(self) -> list[tuple[str, str, str]]:
-        """(model, provider, circuit state) for every model the gateway can route to now."""
+        """(model, provider, circuit state) for every concrete model; "not configured" when
+        its provider has no credentials (offline, the placeholder draws it instead)."""
         ready = self.registry.ready()
         now = self.clock()
         rows: list[tuple[str, str, str]] = []
         for spec in self.catalog.models.values():
             if spec.virtual or spec.retired or not spec.available:
                 continue
-            if spec.provider not in ready and not self.registry.placeholder_only:
+            if spec.provider not in ready:
+                drawn = " (the placeholder draws it)" if self.registry.placeholder_only else ""
+                rows.append((spec.name, spec.provider, f"not configured{drawn}"))
                 continue
             state: str = state_at(self._circuits.get(spec.name, Circuit()), self.breaker, now)
             if now < self._backoff_until.get(spec.name, 0.0):

@@ -20,9 +20,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from proxy.access_state import AccessState, access_state
 from proxy.app import create_app
 from proxy.config import ConfigError, Settings, find_config, load_settings
-from proxy.keys import SERVICE
+from proxy.keys import GATE, SERVICE
 from proxy.observability.logging import configure_logging
 
 __all__ = ["base_url_line", "run_server", "serve_forever", "serve_workers", "settings_for"]
@@ -62,28 +63,44 @@ async def serve_forever(
         registry = app[SERVICE].router.registry
         offline = ["placeholder (offline, $0)"]
         providers = offline if registry.placeholder_only else sorted(registry.ready())
+        access = await access_state(app[GATE])
         log.info(
             "server.started",
             config=settings.source,
             data_dir=str(settings.data_dir),
-            open=not settings.cost.keys,
+            open=access.open,
+            keys=f"{access.configured} from config, {access.issued} issued, "
+            f"{access.revoked} revoked",
+            admin_key=access.admin_key,
             providers=", ".join(providers),
         )
-        if not settings.cost.keys:
-            log.warning(
-                "auth.open",
-                detail="no API keys are configured: anyone who can reach "
-                f"{settings.server.host}:{port} can generate images",
-            )
-        (on_ready or (lambda p: print(base_url_line(settings.server.host, p), flush=True)))(port)
+        _warn_access(access, f"{settings.server.host}:{port}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        # Before the URL line, so a stop sent as soon as it is printed is a clean one.
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        (on_ready or (lambda p: print(base_url_line(settings.server.host, p), flush=True)))(port)
         await stop.wait()
         log.info("server.stopping")
     finally:
         await runner.cleanup()
+
+
+def _warn_access(access: AccessState, where: str) -> None:
+    if access.open:
+        log.warning(
+            "auth.open",
+            detail=f"no API key was ever configured or issued: anyone who can reach {where} "
+            "can generate images",
+        )
+    elif not access.admin_key:
+        log.warning(
+            "auth.no_admin_key",
+            detail="API keys exist but no admin key is configured: image routes need a key, "
+            "and /admin/... and /dashboard are closed until the gateway starts with "
+            "IMAGEGATE_ADMIN_KEY set ([auth] admin_key)",
+        )
 
 
 def run_server(main: Coroutine[Any, Any, None], event_loop: str) -> None:

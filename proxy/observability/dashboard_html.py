@@ -196,9 +196,14 @@ def _health(health: Sequence[tuple[str, str, str]]) -> str:
     for model, provider, state in health:
         lines.append(
             f"<tr><td>{escape(model)}</td><td>{escape(provider)}</td>"
-            f"<td class='state-{escape(state.split()[0])}'>{escape(state)}</td></tr>"
+            f"<td class='{_state_class(state)}'>{escape(state)}</td></tr>"
         )
     return "".join(lines) + "</table>"
+
+
+def _state_class(state: str) -> str:
+    """closed green, open red; 'not configured' (no credentials) grey."""
+    return "muted" if state.startswith("not configured") else f"state-{escape(state.split()[0])}"
 
 
 def _gallery(items: Sequence[Mapping[str, Any]]) -> str:

@@ -16,7 +16,7 @@ from typing import Any, cast
 from aiohttp import web
 
 from policies.budget import Window, format_usd
-from policies.errors import AuthenticationFailed, InvalidRequest, NotFound
+from policies.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
 from policies.ledger_models import KeyRecord
 from proxy.access import Gatekeeper
 from proxy.config_cost import CostConfigError, usd_to_micros
@@ -27,6 +27,12 @@ __all__ = ["require_admin", "routes"]
 
 routes = web.RouteTableDef()
 _WINDOWS = ("day", "month", "total")
+_HOW_TO_SET = (
+    "Start the gateway with an admin key: 'IMAGEGATE_ADMIN_KEY=<a long secret> imagegate serve' "
+    '(the shipped config.toml reads it: [auth] admin_key = "${IMAGEGATE_ADMIN_KEY}"; a config '
+    "of your own, or none, needs that line), then run 'imagegate keys' with the same "
+    "IMAGEGATE_ADMIN_KEY exported."
+)
 
 
 async def require_admin(request: web.Request) -> Gatekeeper:
@@ -38,9 +44,11 @@ async def require_admin(request: web.Request) -> Gatekeeper:
     if not gate.cost.admin_key and not await gate.keys_exist():
         return gate
     raise AuthenticationFailed(
-        "This route needs the admin key: 'Authorization: Bearer <[auth] admin_key>'."
+        "This route needs the admin key: 'Authorization: Bearer <[auth] admin_key>' "
+        "('imagegate keys' sends $IMAGEGATE_ADMIN_KEY)."
         if gate.cost.admin_key
-        else "Admin routes are closed: set [auth] admin_key in the config to use them."
+        else "Admin routes are closed: API keys exist and no admin key is configured. "
+        + _HOW_TO_SET
     )
 
 
@@ -54,6 +62,13 @@ async def list_keys(request: web.Request) -> web.Response:
 @routes.post("/admin/keys")
 async def create_key(request: web.Request) -> web.Response:
     gate = await require_admin(request)
+    if not gate.cost.admin_key:  # the first key would close the gateway and this API for good
+        raise Conflict(
+            "No admin key is configured, so no key can be issued here: the first key closes "
+            "every image route to callers without a key, and this admin API with them. "
+            + _HOW_TO_SET,
+            code="admin_key_required",
+        )
     body = await read_json(request)
     record = _key_from(body, gate.clock())
     secret = "igk-" + secrets.token_urlsafe(32)

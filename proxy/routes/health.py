@@ -7,7 +7,9 @@ import asyncio
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from proxy.keys import BLOBS, CATALOG, ENTRIES, METRICS
+from policies.catalog import Catalog, ModelSpec
+from proxy.keys import BLOBS, CATALOG, ENTRIES, GATE, METRICS, SERVICE
+from proxy.providers.registry import ProviderRegistry
 
 __all__ = ["routes"]
 
@@ -16,22 +18,32 @@ routes = web.RouteTableDef()
 
 @routes.get("/v1/models")
 async def list_models(request: web.Request) -> web.Response:
+    """Every catalog model and alias. `available`: a request for it is served now (its
+    provider has credentials, or the placeholder draws it offline: `served_by` says which;
+    `provider_configured` whether its own provider has credentials); `created`: when this
+    gateway started (it read its catalog then)."""
     catalog = request.app[CATALOG]
+    registry = request.app[SERVICE].router.registry
+    created = int(request.app[GATE].started)
+    ready = registry.ready()
     data: list[dict[str, object]] = []
     for spec in catalog.models.values():
+        served_by, reason = _served_by(spec, catalog, registry)
         data.append(
             {
                 "id": spec.name,
                 "object": "model",
-                "created": 0,
+                "created": created,
                 "owned_by": spec.owned_by,
                 "provider": spec.provider,
                 "family": spec.family,
                 "description": spec.description,
                 "retired": spec.retired,
                 "successor": spec.successor,
-                "available": spec.available,
-                "unavailable_reason": spec.unavailable_reason or None,
+                "available": served_by is not None,
+                "served_by": served_by,
+                "provider_configured": spec.virtual or spec.provider in ready,
+                "unavailable_reason": reason,
                 "virtual": spec.virtual,
                 "needs": list(spec.needs),
                 "strengths": list(spec.strengths),
@@ -47,13 +59,35 @@ async def list_models(request: web.Request) -> web.Response:
             {
                 "id": alias,
                 "object": "model",
-                "created": 0,
+                "created": created,
                 "owned_by": spec.owned_by,
                 "alias_of": target,
                 "family": spec.family,
             }
         )
     return web.json_response({"object": "list", "data": data})
+
+
+def _served_by(
+    spec: ModelSpec, catalog: Catalog, registry: ProviderRegistry
+) -> tuple[str | None, str | None]:
+    """(who serves requests for it now, or None; why not)."""
+    if not spec.available:
+        return None, spec.unavailable_reason or "unavailable"
+    if registry.placeholder_only:
+        return "placeholder", None
+    ready = registry.ready()
+    if spec.virtual:
+        pool = [s for s in catalog.models.values() if not s.virtual and not s.retired]
+        fits = [s for s in pool if s.available and set(spec.needs) <= set(s.strengths)]
+        if any(s.provider in ready for s in fits):
+            return "router", None
+        return None, "no model it routes to has a provider with credentials"
+    if spec.retired and spec.successor is not None:
+        return _served_by(catalog.models[spec.successor], catalog, registry)
+    if spec.provider in ready:
+        return spec.provider, None
+    return None, f"provider '{spec.provider}' has no credentials ([providers.{spec.provider}])"
 
 
 @routes.get("/healthz")

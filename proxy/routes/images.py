@@ -23,6 +23,7 @@ from proxy.keys import (
     SERVICE,
     SETTINGS,
 )
+from proxy.routes.quote import DRY_RUN, dry_run, wants_dry_run
 from proxy.service import Served
 from proxy.wire import images_body, read_body, read_form, read_json, sse_events
 
@@ -42,7 +43,13 @@ async def generations(request: web.Request) -> web.StreamResponse:
     hot_key: HotKey | None = None
     # A request with Cache-Control asks for a lookup of its own (max-age, no-cache...).
     headers = request.headers
-    if hot.enabled and "Cache-Control" not in headers and request.content_type == _JSON:
+    # A dry run (X-Imagegate-Dry-Run, proxy/routes/quote.py) is never answered from memory.
+    if (
+        hot.enabled
+        and "Cache-Control" not in headers
+        and DRY_RUN not in headers
+        and request.content_type == _JSON
+    ):
         raw = await read_body(request)
         hot_key = (request.path, caller.scope, _base_url(request), raw)
         answer = hot.get(hot_key, request.app[SERVICE].clock())
@@ -115,6 +122,8 @@ async def _respond(
     gate = request.app[GATE]
     gate.check_model(caller, parsed.request.model)
     gate.check_prompt(parsed.request.prompt)
+    if wants_dry_run(request.headers):  # a quote: no provider call, reservation or ledger row
+        return await dry_run(request, caller, parsed)
     directives = parse_cache_control(request.headers.get("Cache-Control"))
     rate = gate.take_request(caller)  # hits count against the request limit too
     delivery = parsed.delivery

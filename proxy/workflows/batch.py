@@ -37,6 +37,7 @@ from proxy.workflows.batch_input import (
     detect_format,
     read_lines,
 )
+from proxy.workflows.batch_quote import quote_batch
 from proxy.workflows.calls import Caller, LineFailed
 from proxy.workflows.manifest import (
     JOURNAL,
@@ -106,6 +107,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("file", metavar="FILE", type=Path, help="the requests")
     parser.add_argument("--format", choices=FORMATS, help="override the format the name implies")
     _add_run_options(parser)
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print each line's route, cache outcome and quote, and the total; "
+        "generate, spend and write nothing",
+    )
     defaults = parser.add_argument_group("request defaults (a line's own fields win)")
     for flag, name, kind in _DEFAULT_FIELDS:
         defaults.add_argument(
@@ -179,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         options = _options(args)
         lines = read_lines(options.file, options.fmt, options.defaults)
+        if args.dry_run:  # quotes only: nothing generated, spent or written
+            return asyncio.run(quote_batch(options, lines))
         options.out.mkdir(parents=True, exist_ok=True)
     except (UsageError, InputError) as exc:
         print(f"imagegate batch: error: {exc}", file=sys.stderr)

@@ -6,9 +6,12 @@
     imagegate keys set-budget web-app 50 --window month
     imagegate keys revoke web-app
 
-The admin key comes from `--admin-key` or `$IMAGEGATE_ADMIN_KEY`; `--base-url` is the gateway's
-root URL (a trailing /v1 is accepted). Both go before or after the action. A created key is
-printed once and stored only hashed.
+The admin key comes from `--admin-key` or `$IMAGEGATE_ADMIN_KEY` and must be the one the
+gateway was started with (`IMAGEGATE_ADMIN_KEY=... imagegate serve`: the shipped config.toml
+reads it as [auth] admin_key); a gateway without an admin key refuses to issue keys, since
+the first key would close it. `--base-url` is the gateway's root URL (a trailing /v1 is
+accepted). Both go before or after the action. A created key is printed once and stored only
+hashed.
 """
 
 from __future__ import annotations
@@ -176,7 +179,10 @@ def _budget(text: str) -> Decimal:
 def _show(console: Console, action: str, body: Any) -> None:
     if action == "create":
         name = escape(str(body["name"]))
-        console.print(f"Key [bold]{name}[/bold] created. Its secret (shown only now):")
+        console.print(
+            f"Key [bold]{name}[/bold] created. Every image route now needs a key "
+            "(clients send it as their OpenAI api_key); this one's secret, shown only now:"
+        )
         print(body["key"], file=sys.stdout, flush=True)
         return
     if action != "list":

@@ -172,7 +172,7 @@ async def test_200_line_batch_retries_transient_failures_and_reports_the_bad_lin
     first = records[0]
     assert first["file"] == "0001-asset-1.png" and first["prompt"] == "asset 1"
     assert (first["model"], first["provider"], first["size"]) == (
-        "dall-e-2",
+        "gpt-image-1-mini",  # dall-e-2's successor, drawn offline by the placeholder
         "placeholder",
         "256x256",
     )
