@@ -107,7 +107,7 @@ async def test_server_messages_are_printed_whole_on_stderr(settings, provider, c
     finally:
         await gateway.close()
     assert code == 1 and not out
-    assert "set [auth] admin_key in the config" in " ".join(err.split())
+    assert '[auth] admin_key = "${IMAGEGATE_ADMIN_KEY}"' in " ".join(err.split())
 
 
 async def test_names_with_brackets_are_shown_as_typed(gw):
