@@ -35,11 +35,12 @@ from policies.models import (
     UploadInfo,
 )
 from policies.sizes import check_size
-from policies.uploads import check_edit_images, check_mask
+from policies.uploads import FormRules, check_edit_images, check_mask
 
 __all__ = [
     "KEY_PREFIX",
     "canonical_json",
+    "form_rules",
     "normalize_prompt",
     "parse_edit",
     "parse_generation",
@@ -90,6 +91,28 @@ def canonical_json(request: ImageRequest, scope: str = "") -> str:
 def request_key(request: ImageRequest, scope: str = "") -> str:
     text = KEY_PREFIX + canonical_json(request, scope)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def form_rules(operation: Literal["edit", "variation"], catalog: Catalog) -> FormRules:
+    """The parts a multipart edit or variation may carry (checked as they arrive)."""
+    if operation == "variation":
+        return FormRules(
+            fields=_VARIATION,
+            files=frozenset({"image", "image[]"}),
+            images_max=1,
+            usage="client.images.create_variation(image=open(...))",
+            nested_max=0,
+        )
+    images_max = max(
+        (f.edit_images_max for f in catalog.families.values() if "edit" in f.operations),
+        default=1,
+    )
+    return FormRules(
+        fields=_EDIT,
+        files=frozenset({"image", "image[]", "mask", "markup"}),
+        images_max=images_max,
+        usage="client.images.edit(image=open(...), prompt=...)",
+    )
 
 
 def parse_generation(

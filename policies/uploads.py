@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from policies.catalog import Family
 from policies.errors import InvalidRequest
 from policies.models import UploadInfo
 
-__all__ = ["check_edit_images", "check_mask"]
+__all__ = ["FormRules", "FormTally", "admit_part", "check_edit_images", "check_mask"]
 
 
 def check_edit_images(images: Sequence[UploadInfo], family: Family) -> None:
@@ -61,3 +62,82 @@ def check_mask(mask: UploadInfo, image: UploadInfo) -> None:
             param="mask",
             code="invalid_mask_size",
         )
+
+
+@dataclass(frozen=True, slots=True)
+class FormRules:
+    """Which parts a multipart form may carry on one route, checked as each part arrives.
+
+    The cap is what a complete request can need: each known field once, a few nested
+    `name[key]` fields, the images the largest family takes, and one mask and one markup.
+    Anything past it, or any part the route does not know, is refused before the rest of
+    the body is read."""
+
+    fields: frozenset[str]  # text fields the route knows
+    files: frozenset[str]  # part names that carry an upload: image, image[], mask, markup
+    images_max: int
+    usage: str  # how the openai SDK sends this route's form, for error messages
+    nested_max: int = 8
+    text_max_bytes: int = 256 * 1024  # a 32,000-character prompt is at most 128 KiB of UTF-8
+
+    @property
+    def parts_max(self) -> int:
+        singles = len(self.files - {"image", "image[]"})
+        return len(self.fields) + self.nested_max + self.images_max + singles
+
+
+@dataclass(frozen=True, slots=True)
+class FormTally:
+    """The parts admitted so far."""
+
+    parts: int = 0
+    images: int = 0
+    nested: int = 0
+    fields: frozenset[str] = frozenset()  # the text fields' names
+
+
+def admit_part(
+    rules: FormRules, tally: FormTally, name: str, *, has_filename: bool
+) -> tuple[str, FormTally]:
+    """Admit the next part: its kind ('image', 'mask', 'markup' or 'field') and the new
+    tally, or `InvalidRequest` saying why the form is refused."""
+    if tally.parts >= rules.parts_max:
+        raise InvalidRequest(
+            f"Too many parts in the form: this endpoint takes at most {rules.parts_max}.",
+            code="too_many_parts",
+        )
+    tally = replace(tally, parts=tally.parts + 1)
+    shown = _clip(name)
+    if name in rules.files:
+        kind = "image" if name in ("image", "image[]") else name
+        if kind == "image":
+            if tally.images >= rules.images_max:
+                raise InvalidRequest(
+                    f"Too many images: this endpoint takes at most {rules.images_max}.",
+                    param="image",
+                )
+            tally = replace(tally, images=tally.images + 1)
+        return kind, tally
+    if has_filename:
+        raise InvalidRequest(
+            f"Unexpected file part '{shown}'.", param=shown, code="unknown_parameter"
+        )
+    top, bracket, _ = name.partition("[")
+    if top not in rules.fields:
+        raise InvalidRequest(
+            f"Unknown parameter: '{shown}'.", param=shown, code="unknown_parameter"
+        )
+    if name in tally.fields:
+        raise InvalidRequest(f"Field '{shown}' was sent twice.", param=shown)
+    tally = replace(tally, fields=tally.fields | {name})
+    if bracket:
+        if tally.nested >= rules.nested_max:
+            raise InvalidRequest(
+                f"Too many nested '{top}[...]' fields: at most {rules.nested_max}.", param=top
+            )
+        tally = replace(tally, nested=tally.nested + 1)
+    return "field", tally
+
+
+def _clip(name: str) -> str:
+    return name if len(name) <= 40 else name[:39] + "…"
