@@ -26,6 +26,7 @@ def form(fields: dict[str, str], files: dict[str, tuple[str, bytes, str]] | None
 
 
 PNG = make_png(64, 64, (250, 0, 0))
+BIG_PNG = make_png(256, 256, (10, 200, 30))  # its header alone (first 300 bytes) probes fine
 CASES = [
     # (name, method, path, body builder, status, param, code)
     ("malformed json", "POST", GEN, lambda: b'{"prompt": "x",', 400, None, "invalid_json"),
@@ -159,6 +160,39 @@ CASES = [
         ),
         400,
         "mask",
+        "invalid_image_format",
+    ),
+    (
+        "truncated png",
+        "POST",
+        EDIT,
+        lambda: form({"prompt": "x"}, {"image": ("a.png", BIG_PNG[:300], "image/png")}),
+        400,
+        "image",
+        "invalid_image_format",
+    ),
+    (
+        "truncated mask",
+        "POST",
+        EDIT,
+        lambda: form(
+            {"prompt": "x"},
+            {
+                "image": ("a.png", PNG, "image/png"),
+                "mask": ("m.png", make_png(64, 64, alpha=True)[:-20], "image/png"),
+            },
+        ),
+        400,
+        "mask",
+        "invalid_image_format",
+    ),
+    (
+        "truncated png, variations",
+        "POST",
+        VAR,
+        lambda: form({}, {"image": ("a.png", BIG_PNG[: len(BIG_PNG) // 2], "image/png")}),
+        400,
+        "image",
         "invalid_image_format",
     ),
     (
