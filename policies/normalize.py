@@ -231,7 +231,7 @@ def _common(
 
 
 def _prompt(fields: Fields, family: Family, *, required: bool) -> str | None:
-    prompt = fields.string("prompt")
+    prompt = fields.string("prompt", allow_empty=True)
     if prompt is None or not prompt.strip():
         if required:
             raise InvalidRequest(
@@ -332,7 +332,7 @@ def _delivery(fields: Fields, family: Family) -> Delivery:
     default_format = "url" if family.name.startswith("dall-e") else "b64_json"
     stream = bool(fields.boolean("stream")) if family.gpt_fields else False
     partial = fields.integer("partial_images", low=0, high=3) or 0
-    fields.string("user")
-    fields.string("safety_identifier")
+    fields.string("user", allow_empty=True)
+    fields.string("safety_identifier", allow_empty=True)
     fmt = cast(Literal["url", "b64_json"], response_format or default_format)
     return Delivery(n=n, response_format=fmt, stream=stream, partial_images=partial)

@@ -39,8 +39,8 @@ def assert_ours(status: int, raw: bytes) -> None:
         b"--XX\r\nbroken",
         b"--XX\r\nbroken\r\n\r\nv\r\n--XX--\r\n",
         b"--XX\r\n: no name\r\n\r\nv\r\n--XX--\r\n",
-        b"--XX\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nv",
-        b"--XX\r\nContent-Disposition: form-data; name=\"_charset_\"\r\n\r\n"
+        b'--XX\r\nContent-Disposition: form-data; name="model"\r\n\r\nv',
+        b'--XX\r\nContent-Disposition: form-data; name="_charset_"\r\n\r\n'
         + b"x" * 40
         + b"\r\n--XX--\r\n",
         b"--XX\r\nContent-Type: multipart/mixed; boundary=YY\r\n\r\n--YY--\r\n--XX--\r\n",
@@ -61,7 +61,7 @@ _PIECES = [
     b"--B--",
     b"\r\n",
     b"\n",
-    b"Content-Disposition: form-data; name=\"prompt\"",
+    b'Content-Disposition: form-data; name="prompt"',
     b'Content-Disposition: form-data; name="image"; filename="a.png"',
     b'Content-Disposition: form-data; name="image[]"; filename="a.png"',
     b'Content-Disposition: form-data; name="mask"; filename="m.png"',
