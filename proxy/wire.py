@@ -35,10 +35,21 @@ _EXT = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif", "svg": "svg"}
 GENERATION_BODY_MAX = 512 * 1024
 
 
-async def read_json(request: web.Request, *, max_bytes: int | None = None) -> Mapping[str, object]:
-    if request.content_type.startswith(("multipart/", "application/x-www-form-urlencoded")):
+async def read_json(
+    request: web.Request, *, max_bytes: int | None = None, usage: str | None = None
+) -> Mapping[str, object]:
+    """The JSON object in the body. With `usage` (how the openai SDK calls the route), a
+    Content-Type other than application/json is refused as OpenAI refuses it."""
+    kind = request.content_type
+    if kind.startswith(("multipart/", "application/x-www-form-urlencoded")):
         raise InvalidRequest(
             "This endpoint takes a JSON body (Content-Type: application/json), not a form.",
+            code="invalid_content_type",
+        )
+    if usage is not None and kind != "application/json":
+        raise InvalidRequest(
+            f"Unsupported content type: '{kind[:80]}'. This endpoint takes a JSON body: send "
+            f"the header 'Content-Type: application/json' (the openai SDK does: {usage}).",
             code="invalid_content_type",
         )
     if max_bytes is not None and (request.content_length or 0) > max_bytes:

@@ -49,7 +49,9 @@ async def generations(request: web.Request) -> web.StreamResponse:
         answer = hot.get(hot_key, request.app[SERVICE].clock())
         if answer is not None:
             return _repeat(request, caller, answer)
-    body = await read_json(request, max_bytes=GENERATION_BODY_MAX)
+    body = await read_json(
+        request, max_bytes=GENERATION_BODY_MAX, usage="client.images.generate(prompt=...)"
+    )
     settings = request.app[SETTINGS]
     parsed = parse_generation(body, request.app[CATALOG], default_model=settings.default_model)
     return await _respond(request, caller, parsed, {}, hot_key)

@@ -320,3 +320,38 @@ async def test_oversized_body_is_a_413(settings, provider, clock):
                 assert alive.status == 200
     finally:
         await gw.close()
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", None])
+async def test_generations_take_only_a_json_content_type(gateway, content_type):
+    """As OpenAI: a JSON body sent as another type is refused, never parsed anyway."""
+    body = json.dumps({"prompt": "a red fox"}).encode()
+    headers = {"Content-Type": content_type} if content_type else {}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            gateway.base_url + "/images/generations", data=body, headers=headers
+        ) as got:
+            assert got.status == 400
+            error = (await got.json())["error"]
+    assert error["code"] == "invalid_content_type"
+    assert "application/json" in error["message"]
+    assert not gateway.provider.calls
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "wrong"),
+    [
+        (EDIT, "client.images.edit(", "create_variation"),
+        (VAR, "client.images.create_variation(", "images.edit"),
+    ],
+)
+async def test_a_wrong_content_type_names_the_routes_own_sdk_method(gateway, path, method, wrong):
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            gateway.root + path, data=b"x=1", headers={"Content-Type": "text/plain"}
+        ) as got:
+            assert got.status == 400
+            error = (await got.json())["error"]
+    assert error["code"] == "invalid_content_type"
+    assert method in error["message"]
+    assert wrong not in error["message"]
