@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from policies.catalog import Family
 from policies.errors import InvalidRequest
 from policies.models import UploadInfo
 
-__all__ = ["FormRules", "FormTally", "admit_part", "check_edit_images", "check_mask"]
+__all__ = [
+    "IMAGE_URL_MAX",
+    "FormRules",
+    "FormTally",
+    "ImageRef",
+    "admit_part",
+    "check_edit_images",
+    "check_mask",
+    "image_refs",
+]
 
 
 def check_edit_images(images: Sequence[UploadInfo], family: Family) -> None:
@@ -141,3 +150,82 @@ def admit_part(
 
 def _clip(name: str) -> str:
     return name if len(name) <= 40 else name[:39] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """One `ImageRefParam` of a JSON edit, checked for shape: `url` is a data: URL or an
+    http(s) URL (what the gateway may fetch is the shell's to decide)."""
+
+    param: str  # where it sits in the body, for errors: images[0].image_url, mask.image_url
+    url: str
+
+    @property
+    def is_data(self) -> bool:
+        return self.url[:5].lower() == "data:"
+
+
+IMAGE_URL_MAX = 20 * 1024 * 1024  # characters, as OpenAI's schema (ImageRefParam.image_url)
+
+
+def image_refs(
+    body: Mapping[str, object], images_max: int
+) -> tuple[tuple[ImageRef, ...], ImageRef | None, dict[str, object]]:
+    """Split a JSON edit body into its image references, its mask and the other fields."""
+    rest = {k: v for k, v in body.items() if k not in ("images", "mask")}
+    images = body.get("images")
+    if images is None:
+        raise InvalidRequest(
+            "Missing required parameter: 'images'.",
+            param="images",
+            code="missing_required_parameter",
+        )
+    if not isinstance(images, list) or not 1 <= len(images) <= images_max:
+        raise InvalidRequest(
+            f"Invalid 'images': expected an array of 1 to {images_max} image references "
+            '({"image_url": "data:image/png;base64,..."}).',
+            param="images",
+        )
+    refs = tuple(_ref(item, f"images[{i}]") for i, item in enumerate(images))
+    mask = body.get("mask")
+    return refs, (None if mask is None else _ref(mask, "mask")), rest
+
+
+def _ref(item: object, where: str) -> ImageRef:
+    if not isinstance(item, dict) or set(item) - {"image_url", "file_id"}:
+        raise InvalidRequest(
+            f"Invalid '{where}': expected an object with exactly one of 'image_url' or 'file_id'.",
+            param=where,
+        )
+    if "file_id" in item:
+        raise InvalidRequest(
+            f"Invalid '{where}.file_id': this gateway has no Files API. Send the image as "
+            "an 'image_url' (a data: URL) or as a multipart upload.",
+            param=f"{where}.file_id",
+            code="unsupported_parameter",
+        )
+    url = item.get("image_url")
+    param = f"{where}.image_url"
+    if not isinstance(url, str) or not url:
+        raise InvalidRequest(
+            f"Invalid '{param}': expected a data: URL or an http(s) URL.", param=param
+        )
+    if len(url) > IMAGE_URL_MAX:
+        raise InvalidRequest(
+            f"Invalid '{param}': longer than {IMAGE_URL_MAX} characters.",
+            param=param,
+            code="string_above_max_length",
+        )
+    scheme = url.partition(":")[0].lower()
+    if scheme == "data":
+        header = url[5:].partition(",")[0]
+        if "," not in url or not header.lower().endswith(";base64"):
+            raise InvalidRequest(
+                f"Invalid '{param}': a data: URL must be base64 (data:image/png;base64,...).",
+                param=param,
+            )
+    elif scheme not in ("http", "https"):
+        raise InvalidRequest(
+            f"Invalid '{param}': expected a data: URL or an http(s) URL.", param=param
+        )
+    return ImageRef(param=param, url=url)

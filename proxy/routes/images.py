@@ -13,6 +13,7 @@ from policies.normalize import form_rules, parse_edit, parse_generation, parse_v
 from proxy.access import Caller
 from proxy.forms import read_form
 from proxy.hot import HotAnswer, HotKey
+from proxy.image_refs import read_json_edit
 from proxy.keys import (
     B64,
     CACHE_OUTCOME,
@@ -84,15 +85,21 @@ def _repeat(request: web.Request, caller: Caller, answer: HotAnswer) -> web.Resp
 async def edits(request: web.Request) -> web.StreamResponse:
     caller = await request.app[GATE].authenticate(request.headers.get("Authorization"))
     settings = request.app[SETTINGS]
-    rules = form_rules("edit", request.app[CATALOG])
-    form = await read_form(request, rules, settings.server.max_body_mb * 1024 * 1024)
+    catalog = request.app[CATALOG]
+    json_body = request.content_type == _JSON
+    if json_body:  # OpenAI's EditImageBodyJsonParam: images by image_url
+        form = await read_json_edit(await read_json(request), catalog, settings)
+    else:
+        rules = form_rules("edit", catalog)
+        form = await read_form(request, rules, settings.server.max_body_mb * 1024 * 1024)
     parsed = parse_edit(
         form.fields,
         form.images,
         form.mask,
-        request.app[CATALOG],
+        catalog,
         default_model=settings.default_model,
         markup=form.markup,
+        json_body=json_body,
     )
     return await _respond(request, caller, parsed, form.uploads)
 

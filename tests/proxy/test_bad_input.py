@@ -127,13 +127,13 @@ CASES = [
         "invalid_content_type",
     ),
     (
-        "json to edit route",
+        "json edit without images",
         "POST",
         EDIT,
         lambda: {"prompt": "x"},
         400,
-        None,
-        "invalid_content_type",
+        "images",
+        "missing_required_parameter",
     ),
     (
         "edit without image",

@@ -1,0 +1,208 @@
+"""JSON edits (OpenAI's EditImageBodyJsonParam): images by image_url, same key as multipart.
+
+The multipart side is the official SDK's `client.images.edit`; the SDK has no typed method
+for a JSON edit, so that side is `client.post` with the JSON body, checked against OpenAI's
+schema (tests/fakes/openai_edit_json_schema.json, extracted from openai-openapi).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from proxy.config import UploadSettings
+from tests.conftest import start_gateway
+from tests.fakes.images import make_mask, make_png
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "fakes/openai_edit_json_schema.json").read_text())
+PNG = make_png(64, 64, (30, 120, 200))
+MODEL = "gpt-image-1.5"
+
+
+def data_url(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def edit_body(*urls: str, mask: str | None = None, **fields: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "model": MODEL,
+        "prompt": "make it blue",
+        "images": [{"image_url": url} for url in urls],
+        **fields,
+    }
+    if mask is not None:
+        body["mask"] = {"image_url": mask}
+    jsonschema.validate(body, SCHEMA)  # what we send is what OpenAI's schema allows
+    return body
+
+
+async def post_json(client, body: dict[str, object]) -> httpx.Response:
+    try:
+        return await client.post("/images/edits", cast_to=httpx.Response, body=body)
+    except Exception as exc:  # the SDK raises on 4xx: hand back its response
+        response = getattr(exc, "response", None)
+        if response is None:
+            raise
+        return response
+
+
+async def test_a_data_url_edit_shares_the_key_of_the_same_multipart_upload(gateway):
+    client = gateway.client()
+    first = await client.images.with_raw_response.edit(
+        model=MODEL, prompt="make it blue", image=("a.png", PNG, "image/png"), size="1024x1024"
+    )
+    assert first.headers["x-cache"] == "MISS"
+    got = await post_json(client, edit_body(data_url(PNG), size="1024x1024"))
+    assert got.status_code == 200, got.text
+    assert got.headers["x-cache"] == "HIT"
+    assert got.headers["x-cache-key"] == first.headers["x-cache-key"]
+    assert len(gateway.provider.calls) == 1
+    assert got.json()["data"][0]["b64_json"]
+
+
+async def test_a_json_edit_with_a_mask_and_two_images(gateway):
+    client = gateway.client()
+    other = make_png(64, 64, (200, 10, 10))
+    body = edit_body(data_url(PNG), data_url(other), mask=data_url(make_mask(64, 64)))
+    got = await post_json(client, body)
+    assert got.status_code == 200, got.text
+    request = gateway.provider.calls[0].request
+    assert len(request.images) == 2
+    assert request.mask is not None
+    assert set(gateway.provider.calls[0].uploads) == {*request.images, request.mask}
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "code"),
+    [
+        (
+            {"model": MODEL, "prompt": "x", "images": [{"file_id": "file-abc123"}]},
+            "images[0].file_id",
+            "unsupported_parameter",
+        ),
+        (
+            {"model": MODEL, "prompt": "x", "images": [{"image_url": "https://example.com/a.png"}]},
+            "images[0].image_url",
+            "invalid_image_url",
+        ),
+        (
+            {"model": MODEL, "prompt": "x", "images": [{"image_url": "ftp://example.com/a.png"}]},
+            "images[0].image_url",
+            "invalid_value",
+        ),
+        (
+            {"model": MODEL, "prompt": "x", "images": [{"image_url": "data:image/png,abc"}]},
+            "images[0].image_url",
+            "invalid_value",
+        ),
+        (
+            {"model": MODEL, "prompt": "x", "images": [{"image_url": "data:;base64,!!!!"}]},
+            "images[0].image_url",
+            "invalid_value",
+        ),
+        (
+            {
+                "model": MODEL,
+                "prompt": "x",
+                "images": [{"image_url": data_url(make_png(256, 256, (9, 9, 200))[:300])}],
+            },
+            "images[0].image_url",
+            "invalid_image_format",
+        ),
+        ({"model": MODEL, "prompt": "x", "images": []}, "images", "invalid_value"),
+        (
+            {"model": "dall-e-2", "prompt": "x", "images": [{"image_url": data_url(PNG)}]},
+            "model",
+            "unsupported_model",
+        ),
+        (
+            {"model": MODEL, "prompt": "x", "n": "2", "images": [{"image_url": data_url(PNG)}]},
+            "n",
+            "invalid_type",
+        ),
+    ],
+    ids=[
+        "file_id",
+        "http off",
+        "ftp",
+        "not base64",
+        "bad base64",
+        "truncated",
+        "none",
+        "dalle",
+        "n",
+    ],
+)
+async def test_bad_json_edits_are_400s(gateway, body, param, code):
+    got = await post_json(gateway.client(), body)
+    assert got.status_code == 400, got.text
+    error = got.json()["error"]
+    assert (error["param"], error["code"]) == (param, code), error
+    assert not gateway.provider.calls
+
+
+@pytest.fixture
+async def image_host():
+    """A loopback server that serves PNG at /a.png."""
+    app = web.Application()
+    hits: list[str] = []
+
+    async def serve(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(body=PNG, content_type="image/png")
+
+    app.router.add_get("/a.png", serve)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    server.hits = hits  # type: ignore[attr-defined]
+    yield server
+    await server.close()
+
+
+async def test_a_url_from_a_host_not_listed_is_refused_unfetched(
+    settings, provider, clock, image_host
+):
+    settings = replace(settings, uploads=UploadSettings(url_hosts=("images.example.com",)))
+    gw = await start_gateway(settings, provider, clock)
+    try:
+        url = str(image_host.make_url("/a.png"))
+        got = await post_json(gw.client(), edit_body(url))
+        assert got.status_code == 400, got.text
+        error = got.json()["error"]
+        assert (error["param"], error["code"]) == ("images[0].image_url", "invalid_image_url")
+        assert "url_hosts" in error["message"]
+        assert not image_host.hits
+        assert not provider.calls
+    finally:
+        await gw.close()
+
+
+async def test_a_url_from_a_listed_host_is_fetched_and_keyed_by_its_bytes(
+    settings, provider, clock, image_host
+):
+    # Loopback is a private address: the operator allows it by naming it exactly.
+    settings = replace(settings, uploads=UploadSettings(url_hosts=("127.0.0.1",)))
+    gw = await start_gateway(settings, provider, clock)
+    try:
+        client = gw.client()
+        url = str(image_host.make_url("/a.png"))
+        got = await post_json(client, edit_body(url))
+        assert got.status_code == 200, got.text
+        assert got.headers["x-cache"] == "MISS"
+        assert image_host.hits == ["/a.png"]
+        again = await client.images.with_raw_response.edit(
+            model=MODEL, prompt="make it blue", image=("a.png", PNG, "image/png")
+        )
+        assert again.headers["x-cache"] == "HIT"
+        assert again.headers["x-cache-key"] == got.headers["x-cache-key"]
+        assert len(provider.calls) == 1
+    finally:
+        await gw.close()
