@@ -13,9 +13,35 @@ from typing import Final
 
 from policies.errors import InvalidRequest
 
-__all__ = ["Fields"]
+__all__ = ["EDIT_FIELDS", "GENERATION_FIELDS", "VARIATION_FIELDS", "Fields"]
 
 _MISSING: Final = object()
+
+# The fields each route knows (anything else is an unknown parameter).
+_DELIVERY = frozenset(
+    {"n", "response_format", "stream", "partial_images", "user", "safety_identifier"}
+)
+_PIXELS = frozenset(
+    {
+        "model",
+        "prompt",
+        "size",
+        "quality",
+        "style",
+        "background",
+        "output_format",
+        "output_compression",
+        "moderation",
+        "seed",
+        "complexity",
+        "frame_count",
+        "frame_duration_ms",
+        "svg",
+    }
+)
+GENERATION_FIELDS = _DELIVERY | _PIXELS
+EDIT_FIELDS = (GENERATION_FIELDS - {"style", "moderation"}) | {"input_fidelity"}
+VARIATION_FIELDS = frozenset({"model", "n", "response_format", "size", "user", "seed"})
 
 
 class Fields:

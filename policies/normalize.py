@@ -25,7 +25,7 @@ from typing import Literal, cast
 
 from policies.catalog import Catalog, Family, ModelSpec
 from policies.errors import InvalidRequest
-from policies.fields import Fields
+from policies.fields import EDIT_FIELDS, GENERATION_FIELDS, VARIATION_FIELDS, Fields
 from policies.models import (
     Delivery,
     ImageFormat,
@@ -35,12 +35,11 @@ from policies.models import (
     UploadInfo,
 )
 from policies.sizes import check_size
-from policies.uploads import FormRules, check_edit_images, check_mask
+from policies.uploads import check_edit_images, check_mask
 
 __all__ = [
     "KEY_PREFIX",
     "canonical_json",
-    "form_rules",
     "normalize_prompt",
     "parse_edit",
     "parse_generation",
@@ -50,30 +49,6 @@ __all__ = [
 
 KEY_PREFIX = "imagegate/v1\n"
 
-_DELIVERY = frozenset(
-    {"n", "response_format", "stream", "partial_images", "user", "safety_identifier"}
-)
-_PIXELS = frozenset(
-    {
-        "model",
-        "prompt",
-        "size",
-        "quality",
-        "style",
-        "background",
-        "output_format",
-        "output_compression",
-        "moderation",
-        "seed",
-        "complexity",
-        "frame_count",
-        "frame_duration_ms",
-        "svg",
-    }
-)
-_GENERATION = _DELIVERY | _PIXELS
-_EDIT = (_GENERATION - {"style", "moderation"}) | {"input_fidelity"}
-_VARIATION = frozenset({"model", "n", "response_format", "size", "user", "seed"})
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -93,36 +68,13 @@ def request_key(request: ImageRequest, scope: str = "") -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def form_rules(operation: Literal["edit", "variation"], catalog: Catalog) -> FormRules:
-    """The parts a multipart edit or variation may carry (checked as they arrive)."""
-    if operation == "variation":
-        return FormRules(
-            fields=_VARIATION,
-            files=frozenset({"image", "image[]"}),
-            images_max=1,
-            usage="client.images.create_variation(image=open(...))",
-            nested_max=0,
-        )
-    images_max = max(
-        (f.edit_images_max for f in catalog.families.values() if "edit" in f.operations),
-        default=1,
-    )
-    return FormRules(
-        fields=_EDIT,
-        files=frozenset({"image", "image[]", "mask", "markup"}),
-        images_max=images_max,
-        usage="client.images.edit(image=open(...), prompt=...); or send JSON with "
-        '"images": [{"image_url": "data:image/png;base64,..."}]',
-    )
-
-
 def parse_generation(
     body: Mapping[str, object], catalog: Catalog, *, default_model: str
 ) -> ParsedRequest:
     fields = Fields(body, form=False)
     spec, family, requested = _model(fields, catalog, default_model, "generate")
     request = _common(fields, spec, family, "generate", prompt_required=True)
-    fields.reject_unknown(_GENERATION)
+    fields.reject_unknown(GENERATION_FIELDS)
     return ParsedRequest(request, _delivery(fields, family), requested)
 
 
@@ -149,7 +101,7 @@ def parse_edit(
         check_mask(mask, images[0])
     request = _common(fields, spec, family, "edit", prompt_required=True)
     fidelity = _input_fidelity(fields, spec, family)
-    fields.reject_unknown(_EDIT)
+    fields.reject_unknown(EDIT_FIELDS)
     extras = request.extras + ((("markup", json.dumps(markup.sha256)),) if markup else ())
     request = replace(
         request,
@@ -186,7 +138,7 @@ def parse_variation(
     size = fields.string("size") or family.default_size
     check_size(size, family)
     seed = fields.integer("seed", low=0, high=2**32 - 1)
-    fields.reject_unknown(_VARIATION)
+    fields.reject_unknown(VARIATION_FIELDS)
     request = ImageRequest(
         operation="variation",
         model=spec.name,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
-from policies.catalog import Family
+from policies.catalog import Catalog, Family
 from policies.errors import InvalidRequest
+from policies.fields import EDIT_FIELDS, VARIATION_FIELDS
 from policies.models import UploadInfo
 
 __all__ = [
@@ -17,6 +19,7 @@ __all__ = [
     "admit_part",
     "check_edit_images",
     "check_mask",
+    "form_rules",
     "image_refs",
 ]
 
@@ -93,6 +96,29 @@ class FormRules:
     def parts_max(self) -> int:
         singles = len(self.files - {"image", "image[]"})
         return len(self.fields) + self.nested_max + self.images_max + singles
+
+
+def form_rules(operation: Literal["edit", "variation"], catalog: Catalog) -> FormRules:
+    """The parts a multipart edit or variation may carry (checked as they arrive)."""
+    if operation == "variation":
+        return FormRules(
+            fields=VARIATION_FIELDS,
+            files=frozenset({"image", "image[]"}),
+            images_max=1,
+            usage="client.images.create_variation(image=open(...))",
+            nested_max=0,
+        )
+    images_max = max(
+        (f.edit_images_max for f in catalog.families.values() if "edit" in f.operations),
+        default=1,
+    )
+    return FormRules(
+        fields=EDIT_FIELDS,
+        files=frozenset({"image", "image[]", "mask", "markup"}),
+        images_max=images_max,
+        usage="client.images.edit(image=open(...), prompt=...); or send JSON with "
+        '"images": [{"image_url": "data:image/png;base64,..."}]',
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
+import secrets
 from collections.abc import Mapping, Sequence
 from typing import Final
 
 import httpx
+from aiohttp import web
 
 from policies.catalog import Catalog
 from policies.errors import InvalidRequest, ProviderError
@@ -23,12 +26,93 @@ from policies.uploads import ImageRef, image_refs
 from proxy.config import Settings
 from proxy.forms import Form
 from proxy.imaging import probe_upload
+from proxy.keys import SETTINGS
 from proxy.providers.downloads import Downloader
+from proxy.wire import (
+    GENERATION_BODY_MAX,
+    check_json_size,
+    check_unicode,
+    read_body,
+    too_large,
+)
 
-__all__ = ["read_json_edit"]
+__all__ = ["read_json_edit", "read_json_edit_body"]
 
 _SLICE: Final = 1024 * 1024  # base64 characters decoded between two turns of the loop
 _FETCH_TIMEOUT: Final = 30.0
+_DATA_URLS_MAX: Final = 17 + 3  # 16 images and a mask, and a few data: texts elsewhere
+_BACKSLASH: Final = 0x5C
+
+
+async def read_json_edit_body(request: web.Request) -> Mapping[str, object]:
+    """The JSON edit's body, parsed without handing json.loads its data: URLs.
+
+    json.loads holds the GIL (even in a thread) for as long as it runs: 20 MiB of base64
+    in one string would keep every other request waiting. So each `"data:...` string (no
+    escapes inside, as base64 needs none) is cut out of the raw bytes first and put back
+    as text afterwards; what json.loads sees is held to the limits of a generation body."""
+    if request.content_length and request.content_length > _max_body(request):
+        raise too_large(request)
+    raw = await read_body(request)
+    nonce = secrets.token_hex(8)
+    cut, pieces = _cut_data_urls(raw, nonce)
+    check_json_size(cut, GENERATION_BODY_MAX)
+    try:
+        body = json.loads(cut)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request.", code="invalid_json"
+        ) from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("The JSON body must be an object.", code="invalid_json")
+    check_unicode(body)  # before the cut-out strings are back: they are plain base64 text
+    restored = _restore(body, pieces, nonce)
+    assert isinstance(restored, dict)
+    return restored
+
+
+def _max_body(request: web.Request) -> int:
+    return int(request.app[SETTINGS].server.max_body_mb) * 1024 * 1024
+
+
+def _cut_data_urls(raw: bytes, nonce: str) -> tuple[bytes, list[memoryview]]:
+    """`raw` with each unescaped `"data:...` string replaced by `"<nonce>:<index>"`."""
+    view = memoryview(raw)
+    out: list[bytes | memoryview] = []
+    pieces: list[memoryview] = []
+    done = 0
+    start = raw.find(b'"data:')
+    while start >= 0 and len(pieces) < _DATA_URLS_MAX:
+        end = raw.find(b'"', start + 1)
+        if end < 0:
+            break
+        escaped = start > 0 and raw[start - 1] == _BACKSLASH  # a \" inside another string
+        if not escaped and raw.find(b"\\", start, end) < 0:
+            out += [view[done : start + 1], f"{nonce}:{len(pieces)}".encode()]
+            pieces.append(view[start + 1 : end])
+            done = end
+        start = raw.find(b'"data:', end + 1)
+    out.append(view[done:])
+    return b"".join(out), pieces
+
+
+def _restore(value: object, pieces: list[memoryview], nonce: str) -> object:
+    """Put the cut-out strings back, wherever they were (lists and objects are small)."""
+    if isinstance(value, str):
+        head, colon, index = value.partition(":")
+        if head == nonce and colon and index.isdigit() and int(index) < len(pieces):
+            try:
+                return str(pieces[int(index)], "utf-8")
+            except UnicodeDecodeError:
+                raise InvalidRequest(
+                    "The JSON body is not valid UTF-8.", code="invalid_json"
+                ) from None
+        return value
+    if isinstance(value, list):
+        return [_restore(item, pieces, nonce) for item in value]
+    if isinstance(value, dict):
+        return {key: _restore(item, pieces, nonce) for key, item in value.items()}
+    return value
 
 
 async def read_json_edit(body: Mapping[str, object], catalog: Catalog, settings: Settings) -> Form:

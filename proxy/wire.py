@@ -19,6 +19,8 @@ from proxy.service import Served
 __all__ = [
     "GENERATION_BODY_MAX",
     "blob_url",
+    "check_json_size",
+    "check_unicode",
     "images_body",
     "read_body",
     "read_json",
@@ -30,9 +32,10 @@ _EXT = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif", "svg": "svg"}
 _COMPACT = (",", ":")  # one separator style in every response body
 
 # A generation body is a prompt (32,000 characters: 384 KiB even as \\u escapes of emoji)
-# and a few short fields. Capping it caps what json.loads does on the loop (about 10 ms for
-# 512 KiB of the worst JSON, against seconds for the 64 MiB the server takes by default).
+# and a few short fields. Capping its bytes and its separators caps what json.loads does on
+# the loop (a few ms at most, against seconds for 64 MiB, the server's default cap).
 GENERATION_BODY_MAX = 512 * 1024
+_JSON_SEPARATORS_MAX = 33_000  # a 32,000-character prompt full of commas, and the fields
 
 
 async def read_json(
@@ -55,8 +58,8 @@ async def read_json(
     if max_bytes is not None and (request.content_length or 0) > max_bytes:
         raise _json_too_large(max_bytes)
     raw = await read_body(request)
-    if max_bytes is not None and len(raw) > max_bytes:
-        raise _json_too_large(max_bytes)
+    if max_bytes is not None:
+        check_json_size(raw, max_bytes)
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -67,7 +70,13 @@ async def read_json(
         ) from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The JSON body must be an object.", code="invalid_json")
-    try:  # JSON may spell lone surrogates ("\ud800"), which are no Unicode text at all
+    check_unicode(body)
+    return body
+
+
+def check_unicode(body: object) -> None:
+    """JSON may spell lone surrogates ("\\ud800"), which are no Unicode text at all."""
+    try:
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidRequest(
@@ -75,7 +84,6 @@ async def read_json(
             "\\ud800); send valid UTF-8 text.",
             code="invalid_json",
         ) from None
-    return body
 
 
 async def read_body(request: web.Request) -> bytes:
@@ -83,6 +91,23 @@ async def read_body(request: web.Request) -> bytes:
         return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise too_large(request) from exc
+
+
+def check_json_size(raw: bytes, max_bytes: int) -> None:
+    """Bound what json.loads will do on the loop: the bytes, and the values (the cost is per
+    value: 512 KiB of `[0,0,...` or `{"a":0,...` takes tens of ms; a long prompt is one
+    string, cheap at any length). Counting separators overcounts those inside strings,
+    which only a prompt of more than 32,000 characters could reach."""
+    if len(raw) > max_bytes:
+        raise _json_too_large(max_bytes)
+    if len(raw) > _JSON_SEPARATORS_MAX:
+        separators = sum(raw.count(c) for c in (b",", b":", b"[", b"{"))
+        if separators > _JSON_SEPARATORS_MAX:
+            raise InvalidRequest(
+                f"The JSON body has more than {_JSON_SEPARATORS_MAX} commas, colons and "
+                "brackets; a generation request is a prompt and a few short fields.",
+                code="invalid_json",
+            )
 
 
 def _json_too_large(max_bytes: int) -> PayloadTooLarge:

@@ -9,11 +9,12 @@ from policies.budget import format_usd
 from policies.cache import CacheOutcome, fresh_until, parse_cache_control
 from policies.errors import InvalidRequest
 from policies.models import ParsedRequest
-from policies.normalize import form_rules, parse_edit, parse_generation, parse_variation
+from policies.normalize import parse_edit, parse_generation, parse_variation
+from policies.uploads import form_rules
 from proxy.access import Caller
 from proxy.forms import read_form
 from proxy.hot import HotAnswer, HotKey
-from proxy.image_refs import read_json_edit
+from proxy.image_refs import read_json_edit, read_json_edit_body
 from proxy.keys import (
     B64,
     CACHE_OUTCOME,
@@ -88,7 +89,7 @@ async def edits(request: web.Request) -> web.StreamResponse:
     catalog = request.app[CATALOG]
     json_body = request.content_type == _JSON
     if json_body:  # OpenAI's EditImageBodyJsonParam: images by image_url
-        form = await read_json_edit(await read_json(request), catalog, settings)
+        form = await read_json_edit(await read_json_edit_body(request), catalog, settings)
     else:
         rules = form_rules("edit", catalog)
         form = await read_form(request, rules, settings.server.max_body_mb * 1024 * 1024)

@@ -7,8 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policies.errors import InvalidRequest
-from policies.normalize import form_rules
-from policies.uploads import FormTally, admit_part
+from policies.uploads import FormTally, admit_part, form_rules
 from proxy.catalog_loader import load_catalog
 
 EDIT = form_rules("edit", load_catalog())

@@ -183,3 +183,19 @@ async def test_a_generation_body_past_the_cap_is_refused_unparsed(gateway):
         ) as got:
             assert got.status == 413, await got.text()
             assert (await got.json())["error"]["type"] == "invalid_request_error"
+
+
+async def test_a_generation_body_of_many_small_values_is_refused_unparsed(gateway):
+    """Parsing costs per value: 40,000 numbers are refused before json.loads (parsed, the
+    body would be refused later, for its unknown field 'a')."""
+    import aiohttp
+
+    many = b'{"prompt":"x","a":[' + b"0," * 40_000 + b"0]}"
+    long_prompt = {"prompt": "a, " * 10_000 + "fox"}  # 10,000 commas inside one string
+    async with aiohttp.ClientSession() as http:
+        url = gateway.base_url + "/images/generations"
+        async with http.post(url, data=many, headers={"Content-Type": "application/json"}) as got:
+            error = (await got.json())["error"]
+            assert (got.status, error["code"]) == (400, "invalid_json"), error
+        async with http.post(url, json=long_prompt) as got:
+            assert got.status == 200, await got.text()

@@ -206,3 +206,40 @@ async def test_a_url_from_a_listed_host_is_fetched_and_keyed_by_its_bytes(
         assert len(provider.calls) == 1
     finally:
         await gw.close()
+
+
+async def test_data_urls_are_cut_out_but_other_text_is_kept_exactly(gateway):
+    """The data: URLs are kept out of json.loads and put back; a prompt that reads like one,
+    or that quotes one inside escaped quotes, is the client's text, unchanged."""
+    client = gateway.client()
+    prompt = 'data:not-an-image \\"data:also-text\\" end'
+    raw = (
+        '{"model": "gpt-image-1.5", "prompt": "' + prompt + '", '
+        '"images": [{"image_url": "' + data_url(PNG) + '"}]}'
+    )
+    assert json.loads(raw)["prompt"] == 'data:not-an-image "data:also-text" end'
+    jsonschema.validate(json.loads(raw), SCHEMA)
+    got = await client.post(
+        "/images/edits",
+        cast_to=httpx.Response,
+        content=raw.encode(),
+        options={"headers": {"Content-Type": "application/json"}},
+    )
+    assert got.status_code == 200, got.text
+    same = await client.images.with_raw_response.edit(
+        model=MODEL, prompt=json.loads(raw)["prompt"], image=("a.png", PNG, "image/png")
+    )
+    assert same.headers["x-cache"] == "HIT"
+    assert same.headers["x-cache-key"] == got.headers["x-cache-key"]
+
+
+async def test_what_json_loads_sees_of_an_edit_is_held_to_a_generation_body(gateway):
+    """A 3 MB data URL is fine; 600 KB of anything else in the body is not."""
+    client = gateway.client()
+    big = make_png(1024, 1024, (1, 2, 3))
+    noisy = big + b"\0" * (3 * 1024 * 1024)  # trailing bytes after IEND: still decodes
+    ok = await post_json(client, edit_body(data_url(noisy)))
+    assert ok.status_code == 200, ok.text
+    padded = edit_body(data_url(PNG), user="u" * (600 * 1024))
+    refused = await post_json(client, padded)
+    assert refused.status_code == 413, refused.text
