@@ -1,4 +1,6 @@
-"""Checks on uploaded images and masks, per model family (what OpenAI accepts)."""
+"""Uploads, per model family (what OpenAI accepts): the images and masks themselves, the
+parts a multipart form may carry (admitted one by one as they arrive), and the image
+references of a JSON edit."""
 
 from __future__ import annotations
 

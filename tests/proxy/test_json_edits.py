@@ -243,3 +243,16 @@ async def test_what_json_loads_sees_of_an_edit_is_held_to_a_generation_body(gate
     padded = edit_body(data_url(PNG), user="u" * (600 * 1024))
     refused = await post_json(client, padded)
     assert refused.status_code == 413, refused.text
+
+
+def test_url_hosts_is_read_from_the_config_and_checked(tmp_path):
+    from proxy.config import ConfigError, load_settings
+
+    path = tmp_path / "config.toml"
+    assert load_settings(None, {}).uploads.url_hosts == ()  # off by default
+    path.write_text('[uploads]\nurl_hosts = ["127.0.0.1", "*.example.com"]\n')
+    assert load_settings(path, {}).uploads.url_hosts == ("127.0.0.1", "*.example.com")
+    for bad in ("url_hosts = [1]", 'url_hosts = "example.com"', 'hosts = ["x"]'):
+        path.write_text(f"[uploads]\n{bad}\n")
+        with pytest.raises(ConfigError, match="uploads"):
+            load_settings(path, {})
