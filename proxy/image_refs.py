@@ -111,7 +111,10 @@ def _restore(value: object, pieces: list[memoryview], nonce: str) -> object:
     if isinstance(value, list):
         return [_restore(item, pieces, nonce) for item in value]
     if isinstance(value, dict):
-        return {key: _restore(item, pieces, nonce) for key, item in value.items()}
+        return {
+            str(_restore(key, pieces, nonce)): _restore(item, pieces, nonce)
+            for key, item in value.items()
+        }
     return value
 
 

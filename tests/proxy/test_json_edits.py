@@ -17,6 +17,8 @@ import jsonschema
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.config import UploadSettings
 from tests.conftest import start_gateway
@@ -256,3 +258,27 @@ def test_url_hosts_is_read_from_the_config_and_checked(tmp_path):
         path.write_text(f"[uploads]\n{bad}\n")
         with pytest.raises(ConfigError, match="uploads"):
             load_settings(path, {})
+
+
+_texts = st.one_of(
+    st.text(max_size=30),
+    st.builds(lambda a, b: a + "data:" + b, st.text(max_size=8), st.text(max_size=30)),
+    st.sampled_from(["data:", '"data:x"', "data:\\", 'data:"', "\\", "data:image/png;base64,AA=="]),
+)
+_values = st.recursive(
+    st.one_of(_texts, st.integers(), st.none(), st.booleans()),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(_texts, inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(body=st.dictionaries(_texts, _values, max_size=6), ascii_only=st.booleans())
+def test_cutting_out_data_urls_never_changes_the_parsed_body(body, ascii_only):
+    """Whatever JSON a client sends, the cut-and-restore parse equals json.loads."""
+    from proxy.image_refs import _cut_data_urls, _restore
+
+    raw = json.dumps(body, ensure_ascii=ascii_only).encode()
+    cut, pieces = _cut_data_urls(raw, "n0nce")
+    assert _restore(json.loads(cut), pieces, "n0nce") == json.loads(raw)
