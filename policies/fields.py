@@ -13,9 +13,35 @@ from typing import Final
 
 from policies.errors import InvalidRequest
 
-__all__ = ["Fields"]
+__all__ = ["EDIT_FIELDS", "GENERATION_FIELDS", "VARIATION_FIELDS", "Fields"]
 
 _MISSING: Final = object()
+
+# The fields each route knows (anything else is an unknown parameter).
+_DELIVERY = frozenset(
+    {"n", "response_format", "stream", "partial_images", "user", "safety_identifier"}
+)
+_PIXELS = frozenset(
+    {
+        "model",
+        "prompt",
+        "size",
+        "quality",
+        "style",
+        "background",
+        "output_format",
+        "output_compression",
+        "moderation",
+        "seed",
+        "complexity",
+        "frame_count",
+        "frame_duration_ms",
+        "svg",
+    }
+)
+GENERATION_FIELDS = _DELIVERY | _PIXELS
+EDIT_FIELDS = (GENERATION_FIELDS - {"style", "moderation"}) | {"input_fidelity"}
+VARIATION_FIELDS = frozenset({"model", "n", "response_format", "size", "user", "seed"})
 
 
 class Fields:
@@ -33,7 +59,11 @@ class Fields:
         value = self._raw.get(name, _MISSING)
         return _MISSING if value is None else value
 
-    def string(self, name: str, *, choices: tuple[str, ...] | None = None) -> str | None:
+    def string(
+        self, name: str, *, choices: tuple[str, ...] | None = None, allow_empty: bool = False
+    ) -> str | None:
+        """The field's text, or None when not given. An empty string is not "not given"
+        (a default would be spent on in its place): it is refused unless `allow_empty`."""
         value = self._get(name)
         if value is _MISSING:
             return None
@@ -42,6 +72,12 @@ class Fields:
                 f"Invalid type for '{name}': expected a string, but got {_kind(value)}.",
                 param=name,
                 code="invalid_type",
+            )
+        if not value and not allow_empty:
+            raise InvalidRequest(
+                f"Invalid value for '{name}': an empty string. Leave '{name}' out (or send "
+                "null) to get its default.",
+                param=name,
             )
         if choices is not None and value not in choices:
             allowed = ", ".join(f"'{c}'" for c in choices)

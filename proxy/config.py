@@ -111,6 +111,13 @@ class ProviderSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class UploadSettings:
+    # Hosts whose http(s) URLs a JSON edit's `image_url` may name; empty: data: URLs only.
+    # Rules as a provider's download_hosts (exact names; `*.suffix` is https and public only).
+    url_hosts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingSettings:
     substitute: str = "never"  # never | equivalent | cheaper
     commercial_only: bool = False
@@ -134,6 +141,7 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     catalog: Catalog = field(default_factory=_default_catalog)
     cost: CostSettings = field(default_factory=CostSettings)
+    uploads: UploadSettings = field(default_factory=UploadSettings)
     source: str = "built-in defaults"
 
 
@@ -159,6 +167,7 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "flush_ms": (int, "milliseconds, 0 for every line"),
     },
     "defaults": {"model": (str, "a model name")},
+    "uploads": {"url_hosts": (list, "a list of host names or *.suffix patterns")},
     "routing": {
         "substitute": (str, "never|equivalent|cheaper"),
         "commercial_only": (bool, "true or false"),
@@ -285,6 +294,7 @@ def _build(raw: dict[str, Any], source: str, environ: Mapping[str, str]) -> Sett
         routing=_routing(raw, source),
         catalog=_catalog(raw.get("models", {}), source),
         cost=_cost(raw, source),
+        uploads=_uploads(raw, source),
         source=source,
     )
 
@@ -298,6 +308,13 @@ def _routing(raw: dict[str, Any], source: str) -> RoutingSettings:
         ("never", "equivalent", "cheaper"),
     )
     return RoutingSettings(**table)
+
+
+def _uploads(raw: dict[str, Any], source: str) -> UploadSettings:
+    hosts = _section(raw, "uploads", source).get("url_hosts", [])
+    if not all(isinstance(h, str) and h.strip() for h in hosts):
+        raise ConfigError(source, "uploads.url_hosts", "must be a list of host names")
+    return UploadSettings(url_hosts=tuple(hosts))
 
 
 def _cost(raw: dict[str, Any], source: str) -> CostSettings:

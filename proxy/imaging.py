@@ -144,6 +144,17 @@ def probe_upload(data: bytes, *, param: str) -> UploadInfo:
     limit = Image.MAX_IMAGE_PIXELS  # Pillow only warns between 1x and 2x this
     if limit is not None and width * height > limit:
         raise _too_big(param)
+    try:
+        _check_complete(data, fmt)
+    except _BOMB_ERRORS:
+        raise _too_big(param) from None
+    except _DECODE_ERRORS:
+        raise InvalidRequest(
+            f"Invalid file '{param}': the {fmt} image is truncated or corrupt (it does not "
+            "decode to the end). Upload the complete file.",
+            param=param,
+            code="invalid_image_format",
+        ) from None
     return UploadInfo(
         sha256=hashlib.sha256(data).hexdigest(),
         format=fmt,
@@ -152,6 +163,23 @@ def probe_upload(data: bytes, *, param: str) -> UploadInfo:
         nbytes=len(data),
         has_alpha=has_alpha,
     )
+
+
+def _check_complete(data: bytes, fmt: str) -> None:
+    """Raise a Pillow error unless the whole file is there and reads to its end, before any
+    money is spent on it. PNG: every chunk through IEND, each with a matching CRC (no pixels
+    are inflated). JPEG: the entropy-coded data decoded at 1/8 scale. WebP and GIF: every
+    frame decoded (their size was already held to the pixel cap)."""
+    with _open(data, fmt) as img:
+        if fmt == "png":
+            img.verify()  # stops at IEND without reading its CRC: look for the whole chunk
+            if data.rfind(b"\x00\x00\x00\x00IEND\xaeB`\x82") < 0:
+                raise SyntaxError("the PNG has no complete IEND chunk")
+            return
+        if fmt == "jpeg":
+            img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+        for _frame in _frames(img):
+            pass
 
 
 def _too_big(param: str) -> InvalidRequest:

@@ -2,38 +2,64 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import BodyPartReader, web
+from aiohttp import web
 
 from policies.catalog import Family
 from policies.errors import InvalidRequest, PayloadTooLarge
-from policies.models import ImageRequest, UploadInfo
-from proxy.imaging import probe_upload
+from policies.models import ImageRequest
 from proxy.keys import SETTINGS
 from proxy.memory import B64Cache
 from proxy.service import Served
 
-__all__ = ["Form", "blob_url", "images_body", "read_body", "read_form", "read_json", "sse_events"]
+__all__ = [
+    "GENERATION_BODY_MAX",
+    "blob_url",
+    "check_json_size",
+    "check_unicode",
+    "images_body",
+    "read_body",
+    "read_json",
+    "sse_events",
+    "too_large",
+]
 
 _EXT = {"png": "png", "jpeg": "jpg", "webp": "webp", "gif": "gif", "svg": "svg"}
-_BRACKET = re.compile(r"^([A-Za-z_]+)\[([A-Za-z_]+)\](?:\[([A-Za-z_]+)\])?$")
-_FILE_FIELDS = ("image", "image[]", "mask", "markup")
+_COMPACT = (",", ":")  # one separator style in every response body
+
+# A generation body is a prompt (32,000 characters: 384 KiB even as \\u escapes of emoji)
+# and a few short fields. Capping its bytes and its separators caps what json.loads does on
+# the loop (a few ms at most, against seconds for 64 MiB, the server's default cap).
+GENERATION_BODY_MAX = 512 * 1024
+_JSON_SEPARATORS_MAX = 33_000  # a 32,000-character prompt full of commas, and the fields
 
 
-async def read_json(request: web.Request) -> Mapping[str, object]:
-    if request.content_type.startswith(("multipart/", "application/x-www-form-urlencoded")):
+async def read_json(
+    request: web.Request, *, max_bytes: int | None = None, usage: str | None = None
+) -> Mapping[str, object]:
+    """The JSON object in the body. With `usage` (how the openai SDK calls the route), a
+    Content-Type other than application/json is refused as OpenAI refuses it."""
+    kind = request.content_type
+    if kind.startswith(("multipart/", "application/x-www-form-urlencoded")):
         raise InvalidRequest(
             "This endpoint takes a JSON body (Content-Type: application/json), not a form.",
             code="invalid_content_type",
         )
+    if usage is not None and kind != "application/json":
+        raise InvalidRequest(
+            f"Unsupported content type: '{kind[:80]}'. This endpoint takes a JSON body: send "
+            f"the header 'Content-Type: application/json' (the openai SDK does: {usage}).",
+            code="invalid_content_type",
+        )
+    if max_bytes is not None and (request.content_length or 0) > max_bytes:
+        raise _json_too_large(max_bytes)
     raw = await read_body(request)
+    if max_bytes is not None:
+        check_json_size(raw, max_bytes)
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError) as exc:
@@ -44,7 +70,13 @@ async def read_json(request: web.Request) -> Mapping[str, object]:
         ) from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The JSON body must be an object.", code="invalid_json")
-    try:  # JSON may spell lone surrogates ("\ud800"), which are no Unicode text at all
+    check_unicode(body)
+    return body
+
+
+def check_unicode(body: object) -> None:
+    """JSON may spell lone surrogates ("\\ud800"), which are no Unicode text at all."""
+    try:
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidRequest(
@@ -52,133 +84,45 @@ async def read_json(request: web.Request) -> Mapping[str, object]:
             "\\ud800); send valid UTF-8 text.",
             code="invalid_json",
         ) from None
-    return body
 
 
 async def read_body(request: web.Request) -> bytes:
     try:
         return await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise _too_large(request) from exc
+        raise too_large(request) from exc
 
 
-def _too_large(request: web.Request) -> PayloadTooLarge:
+def check_json_size(raw: bytes, max_bytes: int) -> None:
+    """Bound what json.loads will do on the loop: the bytes, and the values (the cost is per
+    value: 512 KiB of `[0,0,...` or `{"a":0,...` takes tens of ms; a long prompt is one
+    string, cheap at any length). Counting separators overcounts those inside strings,
+    which only a prompt of more than 32,000 characters could reach."""
+    if len(raw) > max_bytes:
+        raise _json_too_large(max_bytes)
+    if len(raw) > _JSON_SEPARATORS_MAX:
+        separators = sum(raw.count(c) for c in (b",", b":", b"[", b"{"))
+        if separators > _JSON_SEPARATORS_MAX:
+            raise InvalidRequest(
+                f"The JSON body has more than {_JSON_SEPARATORS_MAX} commas, colons and "
+                "brackets; a generation request is a prompt and a few short fields.",
+                code="invalid_json",
+            )
+
+
+def _json_too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The JSON body is larger than this endpoint accepts ({max_bytes // 1024} KiB); "
+        "a request is a prompt and a few short fields."
+    )
+
+
+def too_large(request: web.Request) -> PayloadTooLarge:
     limit = request.app[SETTINGS].server.max_body_mb
     return PayloadTooLarge(
         f"The request body is larger than this gateway accepts ({limit} MiB); "
         "send smaller images or raise [server] max_body_mb.",
     )
-
-
-@dataclass
-class Form:
-    fields: dict[str, object] = field(default_factory=dict)
-    images: list[UploadInfo] = field(default_factory=list)
-    mask: UploadInfo | None = None
-    markup: UploadInfo | None = None
-    uploads: dict[str, bytes] = field(default_factory=dict)
-
-
-async def read_form(request: web.Request, max_bytes: int) -> Form:
-    if request.content_type == "application/x-www-form-urlencoded":
-        fields = await _read_urlencoded(request)
-        return Form(fields=fields)
-    if not request.content_type.startswith("multipart/form-data"):
-        raise InvalidRequest(
-            "This endpoint takes multipart/form-data with the image as a file part "
-            "(the openai SDK sends it that way: client.images.edit(image=open(...), ...)).",
-            code="invalid_content_type",
-        )
-    try:
-        reader = await request.multipart()
-    except (ValueError, AssertionError) as exc:
-        raise InvalidRequest("The multipart body is malformed.", code="invalid_multipart") from exc
-    form, total = Form(), 0
-    while True:
-        try:
-            part = await reader.next()
-        except (ValueError, AssertionError) as exc:
-            raise InvalidRequest(
-                "The multipart body is malformed.", code="invalid_multipart"
-            ) from exc
-        if part is None:
-            return form
-        if not isinstance(part, BodyPartReader):
-            raise InvalidRequest(
-                "Nested multipart bodies are not supported.", code="invalid_multipart"
-            )
-        data = await _read_part(part, max_bytes - total, request)
-        total += len(data)
-        await _add_part(form, part, data)
-
-
-async def _read_urlencoded(request: web.Request) -> dict[str, object]:
-    try:
-        posted = await request.post()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise _too_large(request) from exc
-    except ValueError as exc:
-        raise InvalidRequest("The form body is malformed.", code="invalid_multipart") from exc
-    fields: dict[str, object] = {}
-    for name, value in posted.items():
-        if isinstance(value, str):
-            _set_field(fields, name, value)
-    return fields
-
-
-async def _read_part(part: BodyPartReader, budget: int, request: web.Request) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await part.read_chunk(256 * 1024):
-        size += len(chunk)
-        if size > budget:
-            raise _too_large(request)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _add_part(form: Form, part: BodyPartReader, data: bytes) -> None:
-    name = part.name or ""
-    if name in _FILE_FIELDS:
-        param = "image" if name == "image[]" else name
-        # By magic bytes, never by the part's type; hashing 50 MB is kept off the loop.
-        info = await asyncio.to_thread(probe_upload, data, param=param)
-        form.uploads[info.sha256] = data
-        if param == "image":
-            form.images.append(info)
-        elif getattr(form, param) is not None:
-            raise InvalidRequest(f"Only one '{param}' file may be sent.", param=param)
-        else:
-            setattr(form, param, info)
-        return
-    if part.filename is not None:
-        raise InvalidRequest(
-            f"Unexpected file part '{name[:40]}'.", param=name[:40], code="unknown_parameter"
-        )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest(f"Field '{name[:40]}' is not valid UTF-8.", param=name[:40]) from exc
-    _set_field(form.fields, name, text)
-
-
-def _set_field(fields: dict[str, object], name: str, text: str) -> None:
-    match = _BRACKET.match(name)
-    if match is None:
-        if name in fields:
-            raise InvalidRequest(f"Field '{name[:40]}' was sent twice.", param=name[:40])
-        fields[name] = text
-        return
-    top, key, sub = match.groups()
-    nested = fields.setdefault(top, {})
-    if not isinstance(nested, dict):
-        raise InvalidRequest(f"Field '{top}' was sent both plain and nested.", param=top)
-    if sub is None:
-        nested[key] = text
-    else:
-        inner = nested.setdefault(key, {})
-        if isinstance(inner, dict):
-            inner[sub] = text
 
 
 def blob_url(base: str, sha256: str, fmt: str) -> str:
@@ -213,7 +157,8 @@ def images_body(
         parts.append(b"}")
     parts.append(b"]")
     if family.gpt_fields:
-        parts.append(b"," + json.dumps(_echo(served, request))[1:-1].encode())
+        echo = json.dumps(_echo(served, request), separators=_COMPACT)
+        parts.append(b"," + echo[1:-1].encode())
     parts.append(b"}")
     return b"".join(parts)
 
@@ -247,5 +192,6 @@ def sse_events(served: Served, request: ImageRequest, *, created: int) -> Sequen
             "created_at": created,
             **echo,
         }
-        events.append(f"event: {kind}.completed\ndata: {json.dumps(payload)}\n\n".encode())
+        data = json.dumps(payload, separators=_COMPACT)
+        events.append(f"event: {kind}.completed\ndata: {data}\n\n".encode())
     return events

@@ -128,7 +128,9 @@ async def test_populated_entries_are_hits(tmp_path: Path) -> None:
     async with TestServer(create_app(settings)) as server, aiohttp.ClientSession() as session:
         for prompt in (prompts[0], prompts[-1]):
             async with session.post(
-                server.make_url("/v1/images/generations"), data=request_body(prompt)
+                server.make_url("/v1/images/generations"),
+                data=request_body(prompt),
+                headers={"Content-Type": "application/json"},
             ) as resp:
                 assert resp.status == 200, await resp.text()
                 assert resp.headers["X-Cache"] == "HIT"

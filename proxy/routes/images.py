@@ -10,8 +10,11 @@ from policies.cache import CacheOutcome, fresh_until, parse_cache_control
 from policies.errors import InvalidRequest
 from policies.models import ParsedRequest
 from policies.normalize import parse_edit, parse_generation, parse_variation
+from policies.uploads import form_rules
 from proxy.access import Caller
+from proxy.forms import read_form
 from proxy.hot import HotAnswer, HotKey
+from proxy.image_refs import read_json_edit, read_json_edit_body
 from proxy.keys import (
     B64,
     CACHE_OUTCOME,
@@ -25,7 +28,7 @@ from proxy.keys import (
 )
 from proxy.routes.quote import DRY_RUN, dry_run, wants_dry_run
 from proxy.service import Served
-from proxy.wire import images_body, read_body, read_form, read_json, sse_events
+from proxy.wire import GENERATION_BODY_MAX, images_body, read_body, read_json, sse_events
 
 __all__ = ["routes"]
 
@@ -55,7 +58,9 @@ async def generations(request: web.Request) -> web.StreamResponse:
         answer = hot.get(hot_key, request.app[SERVICE].clock())
         if answer is not None:
             return _repeat(request, caller, answer)
-    body = await read_json(request)
+    body = await read_json(
+        request, max_bytes=GENERATION_BODY_MAX, usage="client.images.generate(prompt=...)"
+    )
     settings = request.app[SETTINGS]
     parsed = parse_generation(body, request.app[CATALOG], default_model=settings.default_model)
     return await _respond(request, caller, parsed, {}, hot_key)
@@ -88,14 +93,21 @@ def _repeat(request: web.Request, caller: Caller, answer: HotAnswer) -> web.Resp
 async def edits(request: web.Request) -> web.StreamResponse:
     caller = await request.app[GATE].authenticate(request.headers.get("Authorization"))
     settings = request.app[SETTINGS]
-    form = await read_form(request, settings.server.max_body_mb * 1024 * 1024)
+    catalog = request.app[CATALOG]
+    json_body = request.content_type == _JSON
+    if json_body:  # OpenAI's EditImageBodyJsonParam: images by image_url
+        form = await read_json_edit(await read_json_edit_body(request), catalog, settings)
+    else:
+        rules = form_rules("edit", catalog)
+        form = await read_form(request, rules, settings.server.max_body_mb * 1024 * 1024)
     parsed = parse_edit(
         form.fields,
         form.images,
         form.mask,
-        request.app[CATALOG],
+        catalog,
         default_model=settings.default_model,
         markup=form.markup,
+        json_body=json_body,
     )
     return await _respond(request, caller, parsed, form.uploads)
 
@@ -104,7 +116,8 @@ async def edits(request: web.Request) -> web.StreamResponse:
 async def variations(request: web.Request) -> web.StreamResponse:
     caller = await request.app[GATE].authenticate(request.headers.get("Authorization"))
     settings = request.app[SETTINGS]
-    form = await read_form(request, settings.server.max_body_mb * 1024 * 1024)
+    rules = form_rules("variation", request.app[CATALOG])
+    form = await read_form(request, rules, settings.server.max_body_mb * 1024 * 1024)
     if form.mask is not None or len(form.images) > 1:
         raise InvalidRequest("Variations take exactly one 'image' and no mask.", param="image")
     image = form.images[0] if form.images else None

@@ -306,3 +306,46 @@ def test_variations_are_dalle2_only():
         parse_variation({"prompt": "x"}, png("a"), CATALOG)
     with pytest.raises(InvalidRequest):
         parse_variation({}, None, CATALOG)
+
+
+# Every string field a route reads: an empty string is a 400 naming it, never a default.
+GENERATION_STRINGS = {
+    "gpt-image-1.5": ["model", "size", "quality", "background", "output_format", "moderation"],
+    "dall-e-3": ["size", "quality", "style", "response_format"],
+    "dall-e-2": ["size", "quality", "response_format"],
+    "gpt-image-2": ["complexity"],
+}
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [(model, name) for model, names in GENERATION_STRINGS.items() for name in names],
+)
+def test_an_empty_string_is_not_a_default_on_generations(model, name):
+    with pytest.raises(InvalidRequest) as caught:
+        parse_generation(
+            {"prompt": "x", "model": model, name: ""}, CATALOG, default_model="gpt-image-1.5"
+        )
+    assert (caught.value.param, caught.value.code) == (name, "invalid_value")
+
+
+@pytest.mark.parametrize(
+    "name", ["model", "size", "quality", "output_format", "background", "input_fidelity"]
+)
+def test_an_empty_string_is_not_a_default_on_edits(name):
+    form = {"prompt": "x", "model": "gpt-image-1.5", name: ""}
+    with pytest.raises(InvalidRequest) as caught:
+        parse_edit(form, [png("a")], None, CATALOG, default_model="gpt-image-1.5")
+    assert (caught.value.param, caught.value.code) == (name, "invalid_value")
+
+
+@pytest.mark.parametrize("name", ["model", "size", "response_format"])
+def test_an_empty_string_is_not_a_default_on_variations(name):
+    with pytest.raises(InvalidRequest) as caught:
+        parse_variation({name: ""}, png("a"), CATALOG)
+    assert (caught.value.param, caught.value.code) == (name, "invalid_value")
+
+
+def test_an_empty_user_is_still_accepted():
+    body = {"prompt": "x", "user": "", "safety_identifier": ""}
+    assert parse_generation(body, CATALOG, default_model="gpt-image-1.5").request.prompt == "x"

@@ -26,6 +26,7 @@ def form(fields: dict[str, str], files: dict[str, tuple[str, bytes, str]] | None
 
 
 PNG = make_png(64, 64, (250, 0, 0))
+BIG_PNG = make_png(256, 256, (10, 200, 30))  # its header alone (first 300 bytes) probes fine
 CASES = [
     # (name, method, path, body builder, status, param, code)
     ("malformed json", "POST", GEN, lambda: b'{"prompt": "x",', 400, None, "invalid_json"),
@@ -61,6 +62,33 @@ CASES = [
         400,
         "size",
         "invalid_size",
+    ),
+    (
+        "empty size",
+        "POST",
+        GEN,
+        lambda: {"prompt": "x", "model": "dall-e-2", "size": ""},
+        400,
+        "size",
+        "invalid_value",
+    ),
+    (
+        "empty model",
+        "POST",
+        GEN,
+        lambda: {"prompt": "x", "model": ""},
+        400,
+        "model",
+        "invalid_value",
+    ),
+    (
+        "empty size, variations",
+        "POST",
+        VAR,
+        lambda: form({"size": ""}, {"image": ("a.png", PNG, "image/png")}),
+        400,
+        "size",
+        "invalid_value",
     ),
     (
         "unknown model",
@@ -99,13 +127,13 @@ CASES = [
         "invalid_content_type",
     ),
     (
-        "json to edit route",
+        "json edit without images",
         "POST",
         EDIT,
         lambda: {"prompt": "x"},
         400,
-        None,
-        "invalid_content_type",
+        "images",
+        "missing_required_parameter",
     ),
     (
         "edit without image",
@@ -159,6 +187,39 @@ CASES = [
         ),
         400,
         "mask",
+        "invalid_image_format",
+    ),
+    (
+        "truncated png",
+        "POST",
+        EDIT,
+        lambda: form({"prompt": "x"}, {"image": ("a.png", BIG_PNG[:300], "image/png")}),
+        400,
+        "image",
+        "invalid_image_format",
+    ),
+    (
+        "truncated mask",
+        "POST",
+        EDIT,
+        lambda: form(
+            {"prompt": "x"},
+            {
+                "image": ("a.png", PNG, "image/png"),
+                "mask": ("m.png", make_png(64, 64, alpha=True)[:-20], "image/png"),
+            },
+        ),
+        400,
+        "mask",
+        "invalid_image_format",
+    ),
+    (
+        "truncated png, variations",
+        "POST",
+        VAR,
+        lambda: form({}, {"image": ("a.png", BIG_PNG[: len(BIG_PNG) // 2], "image/png")}),
+        400,
+        "image",
         "invalid_image_format",
     ),
     (
@@ -259,3 +320,38 @@ async def test_oversized_body_is_a_413(settings, provider, clock):
                 assert alive.status == 200
     finally:
         await gw.close()
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/octet-stream", None])
+async def test_generations_take_only_a_json_content_type(gateway, content_type):
+    """As OpenAI: a JSON body sent as another type is refused, never parsed anyway."""
+    body = json.dumps({"prompt": "a red fox"}).encode()
+    headers = {"Content-Type": content_type} if content_type else {}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            gateway.base_url + "/images/generations", data=body, headers=headers
+        ) as got:
+            assert got.status == 400
+            error = (await got.json())["error"]
+    assert error["code"] == "invalid_content_type"
+    assert "application/json" in error["message"]
+    assert not gateway.provider.calls
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "wrong"),
+    [
+        (EDIT, "client.images.edit(", "create_variation"),
+        (VAR, "client.images.create_variation(", "images.edit"),
+    ],
+)
+async def test_a_wrong_content_type_names_the_routes_own_sdk_method(gateway, path, method, wrong):
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            gateway.root + path, data=b"x=1", headers={"Content-Type": "text/plain"}
+        ) as got:
+            assert got.status == 400
+            error = (await got.json())["error"]
+    assert error["code"] == "invalid_content_type"
+    assert method in error["message"]
+    assert wrong not in error["message"]
