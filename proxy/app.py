@@ -28,6 +28,7 @@ from proxy.keys import (
     METRICS,
     SERVICE,
     SETTINGS,
+    SWEEPER,
 )
 from proxy.memory import B64Cache, BytesLRU
 from proxy.middlewares import request_middleware
@@ -38,6 +39,7 @@ from proxy.process_locks import ProcessLocks
 from proxy.providers.factory import build_providers
 from proxy.providers.placeholder import PlaceholderProvider
 from proxy.providers.registry import ProviderRegistry
+from proxy.reservation_sweeper import ReservationSweeper
 from proxy.router import Router
 from proxy.routes import admin, blobs, dashboard, health, images
 from proxy.routes.ab import setup_ab
@@ -126,6 +128,7 @@ def create_app(
     for table in (images.routes, blobs.routes, health.routes, admin.routes, dashboard.routes):
         app.router.add_routes(table)
     setup_ab(app, data_dir)
+    app[SWEEPER] = ReservationSweeper(gate, router)
     app.cleanup_ctx.append(_lifetime(service, registry, gate, (entry_store, blob_store)))
     return app
 
@@ -167,13 +170,13 @@ def _lifetime(
     @asynccontextmanager
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         await sync_config_keys(gate)
-        released = await asyncio.to_thread(gate.ledger.release_orphans)
-        if released:
-            log.warning("budget.orphans_released", reservations=released)
-        flusher = asyncio.create_task(gate.run_flusher())
+        sweeper = app[SWEEPER]
+        await sweeper.sweep()  # a restart settles what the dead process left reserved
+        tasks = [asyncio.create_task(gate.run_flusher()), asyncio.create_task(sweeper.run())]
         yield
-        flusher.cancel()
-        await asyncio.gather(flusher, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await service.aclose()
         await gate.flush_hits()
         await registry.aclose()
