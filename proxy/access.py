@@ -282,6 +282,13 @@ class Gatekeeper:
         if reservation is not None:
             await asyncio.to_thread(self.ledger.release, reservation)
 
+    async def abandon(self, reservation: str | None) -> None:
+        """A call abandoned in flight (the gateway stopping): settled as an orphan."""
+        if reservation is not None:
+            row = await asyncio.to_thread(self.ledger.abandon, reservation)
+            if row is not None:
+                log.warning("budget.reservation_orphaned", model=row.model, key=row.key_name)
+
     def record_hit(self, row: LedgerRow) -> None:
         """One hit's row, counted in memory until the next flush (`proxy.hit_tally`: repeats
         of one request share a row); see `flush_hits`. The hot hit path calls `hits.add`
@@ -401,3 +408,6 @@ class CallerBudget:
 
     async def release(self, reservation: str | None) -> None:
         await self.gate.release(reservation)
+
+    async def abandon(self, reservation: str | None) -> None:
+        await self.gate.abandon(reservation)

@@ -177,7 +177,11 @@ def _lifetime(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await service.aclose()
+        await service.aclose()  # calls cut off in flight are charged as orphans
+        try:  # a sibling worker that died: its calls go on the books before this one stops
+            await sweeper.sweep()
+        except Exception:
+            log.exception("ledger.sweep_failed")
         await gate.flush_hits()
         await registry.aclose()
         gate.hit_rows.close()

@@ -50,12 +50,15 @@ class Generated:
 
 
 class Budget(Protocol):
-    """Reserve a quote on every budget that applies (raises BudgetExceeded), or release it.
+    """Reserve a quote on every budget that applies (raises BudgetExceeded), release it (the
+    call failed), or abandon it (the call was cut off in flight: charged as an orphan).
     `model` and `provider` say what the reservation is for, should its process die."""
 
     async def reserve(self, amount_micros: int, model: str, provider: str) -> str | None: ...
 
     async def release(self, reservation: str | None) -> None: ...
+
+    async def abandon(self, reservation: str | None) -> None: ...
 
 
 @dataclass
@@ -85,6 +88,9 @@ class Generator:
             reservation = await budget.reserve(candidate.quote_micros, spec.name, spec.provider)
             try:
                 return await self._try(candidate, indexes, uploads, attempt), reservation
+            except asyncio.CancelledError:
+                await budget.abandon(reservation)  # the call may have been billed upstream
+                raise
             except BaseException as exc:
                 await budget.release(reservation)
                 if not isinstance(exc, ProviderError):

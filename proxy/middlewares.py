@@ -17,6 +17,7 @@ from policies.errors import (
     NoRoute,
     NotFound,
     PayloadTooLarge,
+    ProviderError,
     RateLimited,
 )
 from proxy.keys import CACHE_OUTCOME, LOG_FIELDS, METRICS, REQUEST_ID
@@ -102,7 +103,7 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
     headers = {} if error.retryable else {"x-should-retry": "false"}
     if isinstance(error, RateLimited):
         headers.update(rate_limit_headers(error))
-    elif isinstance(error, NoRoute) and error.retry_after is not None:
+    elif isinstance(error, NoRoute | ProviderError) and error.retry_after and error.retryable:
         headers.update(_retry_after(error.retry_after), **{"x-should-retry": "true"})
     return web.json_response(error.envelope(), status=error.status_hint, headers=headers)
 

@@ -16,7 +16,7 @@ import structlog
 from policies.budget import format_usd
 from policies.cache import CacheDirectives, CacheOutcome, LookupPlan, outcome_of, plan_lookup
 from policies.catalog import Catalog
-from policies.errors import ProviderError
+from policies.errors import GatewayError, ProviderError
 from policies.ledger_models import LedgerRow
 from policies.models import Entry, ParsedRequest
 from policies.normalize import request_key
@@ -296,9 +296,14 @@ class ImageService:
         budget = CallerBudget(self.gate, job.caller, draft)
         made, reservation = await self.generator.make(candidates, indexes, job.uploads, budget)
         try:
-            if made.over_quote_micros:
-                await self._hold_over_quote(made)
             landed = await self._store(job, indexes, made, asked.family == "dall-e-3")
+        except Exception as exc:
+            log.error("cache.store_failed", key=job.key[:12], model=made.model, error=repr(exc))
+            raise GatewayError(
+                "The image was generated (and charged) but the gateway could not store it. "
+                "Ask the gateway's operator to check its storage before retrying.",
+                code="storage_failed",
+            ) from exc
         finally:  # stored or not, the upstream was paid: the call is charged, never released
             row = job.row(
                 self.clock(),
@@ -312,6 +317,8 @@ class ImageService:
             await self.gate.settle(
                 reservation, replace(row, over_quote_micros=made.over_quote_micros)
             )
+            if made.over_quote_micros:
+                await self._hold_over_quote(made)
         return made.cost_micros, landed
 
     async def _hold_over_quote(self, made: Generated) -> None:

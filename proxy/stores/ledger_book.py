@@ -171,6 +171,22 @@ class LedgerBook(KeyTable):
         with self._write() as db:
             db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
 
+    def abandon(self, reservation_id: str) -> LedgerRow | None:
+        """Settle a reservation whose call was abandoned mid-flight (the gateway stopping) as
+        an orphan: the upstream may have billed it. None if it is no longer open."""
+        with self._write() as db:
+            found = db.execute(
+                "SELECT created, amount_micros, scopes_json, draft_json FROM reservations "
+                "WHERE id = ?",
+                (reservation_id,),
+            ).fetchone()
+            if found is None:
+                return None
+            row = _orphan_row(*found)
+            db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+            self._insert(db, row, reservation_id)
+            return row
+
     def open_reservations(self) -> int:
         with self._read() as db:
             return int(db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0])
