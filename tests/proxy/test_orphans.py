@@ -4,6 +4,7 @@ for one elsewhere), shown in /admin/spend and /admin/orphans, and refundable onc
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from dataclasses import replace
 
@@ -14,7 +15,7 @@ import pytest
 from policies.budget import BudgetSpec
 from policies.ledger_models import LedgerRow
 from proxy.config_cost import parse_cost
-from proxy.keys import GATE, SWEEPER
+from proxy.keys import GATE, SERVICE, SWEEPER
 from proxy.stores.ledger import SqliteLedger
 from tests.conftest import start_gateway
 
@@ -185,5 +186,34 @@ def test_an_old_ledger_file_is_upgraded_in_place(tmp_path):
         [orphan] = ledger.resolve_orphans(2000.0, lease=40)  # a reservation with no draft
         assert (orphan.key_name, orphan.cost_micros, orphan.cache) == ("web-app", 3_000, "ORPHANED")
         assert ledger.money_totals()["orphaned_micros"] == 3_000
+    finally:
+        ledger.close()
+
+
+async def test_a_call_cut_off_by_a_shutdown_is_charged_as_an_orphan(settings, clock):
+    """Stopping the gateway cancels the calls in flight; the upstream may have billed them,
+    so each is settled at its quote as an orphaned row, not released."""
+    from tests.conftest import PricedProvider
+
+    provider = PricedProvider(gate=asyncio.Event())  # never set: the call hangs upstream
+    keys = [{"name": "web-app", "key": SECRET, "budget_usd": 1.0}]
+    settings = replace(settings, cost=parse_cost({"auth": {"admin_key": ADMIN}, "keys": keys}))
+    gw = await start_gateway(settings, provider, clock, serves_as="replicate")
+    client = openai.AsyncOpenAI(base_url=gw.base_url, api_key=SECRET, max_retries=0)
+    flying = asyncio.create_task(
+        client.images.generate(model="flux-schnell", prompt="a kite", size="1024x1024")
+    )
+    while not provider.calls:
+        await asyncio.sleep(0.01)
+    await gw.app[SERVICE].aclose()  # what the shutdown does before the stores close
+    await asyncio.gather(flying, return_exceptions=True)
+    await client.close()
+    await gw.close()
+    ledger = SqliteLedger(settings.data_dir / "ledger.sqlite3")
+    try:
+        assert ledger.open_reservations() == 0
+        assert [(r.cache, r.model, r.cost_micros) for r in ledger.rows()] == [
+            ("ORPHANED", "flux-schnell", 3_000)
+        ]
     finally:
         ledger.close()
