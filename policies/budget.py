@@ -6,8 +6,12 @@ budget, what was settled (`spent_micros`) and what open reservations hold
 (`reserved_micros`); `check_fit` decides all-or-nothing whether a new reservation fits.
 
     reserve  ->  usage.reserve(quote)            (only after `check_fit` said `Fits`)
-    settle   ->  usage.settle(quote, actual)     (actual <= quote: the quote is worst-case)
+    settle   ->  usage.settle(quote, charged)    (charged = cap_charge(quote, actual).charged)
     release  ->  usage.release(quote)            (the call failed; give it all back)
+
+A budget is never charged more than was reserved: `cap_charge` splits what an upstream
+reported into the part charged (at most the reservation) and the over-quote excess, which
+the ledger records apart and which stops the model until an operator looks.
 
 Money is integer micro-USD everywhere. Time comes in as `now` (seconds since the epoch).
 """
@@ -25,10 +29,12 @@ __all__ = [
     "MICROS_PER_USD",
     "BudgetSpec",
     "BudgetUsage",
+    "Charge",
     "Denied",
     "Fits",
     "Scope",
     "Window",
+    "cap_charge",
     "check_fit",
     "format_reset",
     "format_usd",
@@ -177,6 +183,27 @@ def _exceeded(usage: BudgetUsage, amount_micros: int, now: float) -> BudgetExcee
         f"${format_usd(spec.limit_micros)} left {_PHRASES[spec.window]} ({resets}); "
         f"this request may cost up to ${format_usd(amount_micros)}."
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What a settled call costs a budget (`charged`, at most its reservation) and what the
+    upstream reported beyond the reservation (`over_quote`)."""
+
+    charged_micros: int
+    over_quote_micros: int
+
+    @property
+    def reported_micros(self) -> int:
+        return self.charged_micros + self.over_quote_micros
+
+
+def cap_charge(reserved_micros: int, actual_micros: int) -> Charge:
+    """Split an actual cost at the reservation: budgets are charged at most what they held."""
+    if reserved_micros < 0 or actual_micros < 0:
+        raise ValueError("a reservation and a cost are >= 0 micro-USD")
+    charged = min(reserved_micros, actual_micros)
+    return Charge(charged, actual_micros - charged)
 
 
 def pressure(usages: Sequence[BudgetUsage], threshold: float) -> bool:

@@ -12,7 +12,8 @@
     │   ├── BudgetExceeded            (429 insufficient_quota, never retried)
     │   └── RateLimited               (429 rate_limit_exceeded, retry_after)
     ├── NotCached                     (504, Cache-Control: only-if-cached missed)
-    ├── NoRoute                       (503 no provider can serve the request)
+    ├── NoRoute                       (503 no provider can serve the request; with
+    │                                  retry_after when every fit model is only waiting)
     └── ProviderError                 (502 upstream failed)
         ├── ProviderTimeout           (504)
         ├── ProviderRejected          (400, upstream refused the request itself)
@@ -156,9 +157,25 @@ class NotCached(GatewayError):
 
 
 class NoRoute(GatewayError):
+    """No model can take the call. `retry_after` (seconds) is set when a fit model is only
+    waiting (an upstream's Retry-After, a circuit's cool-down): the request is then worth
+    retrying at that time, and the answer says so."""
+
     status_hint = 503
     openai_type = "server_error"
     default_code = "no_route"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.retry_after = retry_after
+        self.retryable = retry_after is not None
 
 
 class ProviderError(GatewayError):

@@ -7,11 +7,14 @@ from typing import Final
 
 from policies.budget import BudgetSpec, Window
 
-__all__ = ["HIT_OUTCOMES", "KeyRecord", "LedgerRow"]
+__all__ = ["HIT_OUTCOMES", "ORPHANED", "KeyRecord", "LedgerRow"]
 
 # Ledger rows whose `cache` is one of these were answered without an upstream call of
 # their own; reports count them as hits and every other row as a miss.
 HIT_OUTCOMES: Final = ("HIT", "COALESCED")
+# The `cache` of a row settled for a reservation whose process died mid-call: charged at
+# its quote (the upstream may have billed it); an admin can refund it.
+ORPHANED: Final = "ORPHANED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +24,10 @@ class LedgerRow:
 
     `requests` is how many requests the row stands for: 1 for a generation; hits of the same
     request key by the same API key within one flush of the hit rows (a quarter second) share
-    one row, with `images` and `saved_micros` summed, `ts` and `request_id` of the first."""
+    one row, with `images` and `saved_micros` summed, `ts` and `request_id` of the first.
+
+    `over_quote_micros` is what an upstream reported beyond the reservation: the budget is
+    charged `cost_micros` (at most the reservation); the excess is kept here, apart."""
 
     ts: float
     key_name: str | None
@@ -35,9 +41,10 @@ class LedgerRow:
     cache: str
     request_id: str | None = None
     requests: int = 1
+    over_quote_micros: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("images", "cost_micros", "saved_micros"):
+        for name in ("images", "cost_micros", "saved_micros", "over_quote_micros"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"LedgerRow.{name} must be an int >= 0, not {value!r}")

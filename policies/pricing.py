@@ -26,6 +26,9 @@ __all__ = ["Usage", "quote", "settle"]
 # Upper bound on the input tokens one uploaded image costs (a 1536x1024 input at high fidelity
 # is about 6,240 tokens); quotes use it so that a reservation covers the real bill.
 IMAGE_INPUT_TOKENS = 8_000
+# Upper bound on the output tokens of a 1024x1024 image (high quality; OpenAI's table says
+# 4,160), scaled by area, for token-priced models without an `output_tokens` table.
+IMAGE_OUTPUT_TOKENS_PER_1024 = 4_160
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +42,8 @@ def quote(spec: ModelSpec, request: ImageRequest, images: int) -> int:
     """The most this request can cost on `spec` for `images` images."""
     price = spec.price
     per_image = Fraction(_per_image(price, request))
-    if price.output_tokens and price.tokens_image_out:
-        tokens = _lookup(price.output_tokens, request)
+    if price.tokens_image_out:
+        tokens = _output_tokens(price, request)
         per_image = max(per_image, Fraction(tokens * price.tokens_image_out, 1_000_000))
     total = per_image * images
     total += _megapixels(price, dimensions(request.size)) * images
@@ -74,6 +77,13 @@ def settle(
         seconds = gpu_seconds if gpu_seconds is not None else price.gpu_seconds_per_image * images
         total += Fraction(price.gpu_hour) * Fraction(seconds) / 3600
     return _ceil(total)
+
+
+def _output_tokens(price: Price, request: ImageRequest) -> int:
+    if price.output_tokens:
+        return _lookup(price.output_tokens, request)
+    width, height = dimensions(request.size)
+    return -((-IMAGE_OUTPUT_TOKENS_PER_1024 * width * height) // (1024 * 1024))
 
 
 def _per_image(price: Price, request: ImageRequest) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from policies.catalog import Catalog, ModelSpec
+from policies.circuit import Blocked
 from policies.errors import InvalidRequest, NoRoute
 from policies.models import ImageRequest
 from policies.pricing import quote
@@ -47,22 +48,28 @@ def plan_route(
     policy: RoutePolicy,
     *,
     images: int,
-    circuit_open: Callable[[str], bool] = lambda _: False,
+    blocked: Callable[[str], Blocked | None] = lambda _: None,
 ) -> tuple[Candidate, ...]:
-    """Every model that can serve `request`, in the order to try them. Raises `NoRoute`."""
+    """Every model that can serve `request`, in the order to try them. Raises `NoRoute`;
+    with `retry_after` when a fit model is only waiting (see `policies.circuit.blocked_by`)."""
     asked = catalog.resolve(request.model)
     _check_allowed(asked, policy)
     reasons: dict[str, str] = {}
+    waiting: list[Blocked] = []
     found: list[Candidate] = []
     for spec in _pool(asked, catalog, policy):
-        why = _unfit(spec, request, policy, circuit_open)
+        why = _unfit(spec, request, policy)
+        health = None if why else blocked(spec.name)
+        if health is not None:
+            why = health.reason
+            waiting += [health] if health.retry_after is not None else []
         if why:
             reasons[spec.name] = why
             continue
         upstream, target, exact = translate(request, asked, spec)
         found.append(Candidate(spec, upstream, quote(spec, upstream, images), target, exact))
     if not found:
-        raise _no_route(asked, reasons)
+        raise _no_route(asked, reasons, waiting)
     rank = asked.needs or asked.strengths
     found.sort(key=lambda c: (c.quote_micros, -len(set(rank) & set(c.spec.strengths)), c.spec.name))
     if not asked.virtual and not asked.retired and policy.substitute != "cheaper":
@@ -110,9 +117,7 @@ def _substitutes(spec: ModelSpec, catalog: Catalog, policy: RoutePolicy) -> list
     ]
 
 
-def _unfit(
-    spec: ModelSpec, request: ImageRequest, policy: RoutePolicy, circuit_open: Callable[[str], bool]
-) -> str:
+def _unfit(spec: ModelSpec, request: ImageRequest, policy: RoutePolicy) -> str:
     checks = (
         (spec.virtual or spec.retired, "not a concrete model"),
         (not spec.available, spec.unavailable_reason or "unavailable"),
@@ -130,7 +135,6 @@ def _unfit(
             "cannot make a transparent background",
         ),
         (not _size_ok(spec, request.size), f"cannot make {request.size}"),
-        (circuit_open(spec.name), "circuit open after repeated failures"),
     )
     return next((why for failed, why in checks if failed), "")
 
@@ -147,11 +151,23 @@ def _size_ok(spec: ModelSpec, size: str) -> bool:
     return max(width, height) / min(width, height) <= 2 or spec.family.startswith("dall-e")
 
 
-def _no_route(asked: ModelSpec, reasons: dict[str, str]) -> NoRoute:
+def _no_route(asked: ModelSpec, reasons: dict[str, str], waiting: list[Blocked]) -> NoRoute:
     detail = "; ".join(f"{name}: {why}" for name, why in sorted(reasons.items())[:8])
+    message = f"No model can serve this request for '{asked.name}' ({detail or 'no candidates'})."
+    if not waiting:
+        return NoRoute(message, param="model")
+    soonest = min(waiting, key=lambda b: b.retry_after or 0.0)
+    wait = max(soonest.retry_after or 0.0, 0.001)
+    lead = (
+        "The provider asked to wait before it takes another call"
+        if all(b.upstream for b in waiting)
+        else "Every model that can serve this request is waiting out a pause"
+    )
     return NoRoute(
-        f"No model can serve this request for '{asked.name}' ({detail or 'no candidates'}).",
+        f"{lead}; retry in {wait:.3g} s. {message}",
         param="model",
+        code="provider_waiting" if soonest.upstream else "circuit_open",
+        retry_after=wait,
     )
 
 

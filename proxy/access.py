@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -89,6 +89,11 @@ class Gatekeeper:
         self.hit_rows = HitRowWriter(self.ledger.path)
         self._deny = tuple(re.compile(p) for p in self.cost.policy.deny_patterns)
         self._owner = process_owner()
+
+    @property
+    def owner(self) -> str:
+        """This process as the owner of the reservations it makes."""
+        return self._owner
 
     # ---- keys --------------------------------------------------------------------------
 
@@ -253,12 +258,13 @@ class Gatekeeper:
         usages = await asyncio.to_thread(self.ledger.budget_left, budgets, self.clock())
         return pressure(usages, share)
 
-    async def reserve(self, caller: Caller, amount: int) -> str | None:
+    async def reserve(self, caller: Caller, amount: int, draft: LedgerRow | None = None) -> str:
+        """Hold `amount` on every budget of `caller` (raises BudgetExceeded). A call with no
+        budget is reserved too: should this process die mid-call, `draft` is settled as an
+        orphaned row, since the upstream may have billed it."""
         budgets = self.budgets(caller)
-        if not budgets:
-            return None
         decision = await asyncio.to_thread(
-            self.ledger.reserve, budgets, amount, self.clock(), self._owner
+            self.ledger.reserve, budgets, amount, self.clock(), self._owner, draft
         )
         if isinstance(decision, Denied):
             self._deny_metric("budget")
@@ -277,6 +283,13 @@ class Gatekeeper:
     async def release(self, reservation: str | None) -> None:
         if reservation is not None:
             await asyncio.to_thread(self.ledger.release, reservation)
+
+    async def abandon(self, reservation: str | None) -> None:
+        """A call abandoned in flight (the gateway stopping): settled as an orphan."""
+        if reservation is not None:
+            row = await asyncio.to_thread(self.ledger.abandon, reservation)
+            if row is not None:
+                log.warning("budget.reservation_orphaned", model=row.model, key=row.key_name)
 
     def record_hit(self, row: LedgerRow) -> None:
         """One hit's row, counted in memory until the next flush (`proxy.hit_tally`: repeats
@@ -384,13 +397,19 @@ async def sync_config_keys(gate: Gatekeeper) -> None:
 
 @dataclass(frozen=True, slots=True)
 class CallerBudget:
-    """The budgets of one caller, as the generator reserves them attempt by attempt."""
+    """The budgets of one caller, as the generator reserves them attempt by attempt; `draft`
+    is the row each reservation would be settled as, were its process to die mid-call."""
 
     gate: Gatekeeper
     caller: Caller
+    draft: LedgerRow
 
-    async def reserve(self, amount_micros: int) -> str | None:
-        return await self.gate.reserve(self.caller, amount_micros)
+    async def reserve(self, amount_micros: int, model: str, provider: str) -> str | None:
+        draft = replace(self.draft, model=model, provider=provider, cost_micros=amount_micros)
+        return await self.gate.reserve(self.caller, amount_micros, draft)
 
     async def release(self, reservation: str | None) -> None:
         await self.gate.release(reservation)
+
+    async def abandon(self, reservation: str | None) -> None:
+        await self.gate.abandon(reservation)

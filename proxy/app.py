@@ -28,6 +28,7 @@ from proxy.keys import (
     METRICS,
     SERVICE,
     SETTINGS,
+    SWEEPER,
 )
 from proxy.memory import B64Cache, BytesLRU
 from proxy.middlewares import request_middleware
@@ -38,6 +39,7 @@ from proxy.process_locks import ProcessLocks
 from proxy.providers.factory import build_providers
 from proxy.providers.placeholder import PlaceholderProvider
 from proxy.providers.registry import ProviderRegistry
+from proxy.reservation_sweeper import ReservationSweeper
 from proxy.router import Router
 from proxy.routes import admin, blobs, dashboard, health, images, openapi
 from proxy.routes.ab import setup_ab
@@ -127,6 +129,7 @@ def create_app(
         app.router.add_routes(table)
     app.router.add_routes(openapi.routes)
     setup_ab(app, data_dir)
+    app[SWEEPER] = ReservationSweeper(gate, router)
     app.cleanup_ctx.append(_lifetime(service, registry, gate, (entry_store, blob_store)))
     return app
 
@@ -168,14 +171,18 @@ def _lifetime(
     @asynccontextmanager
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         await sync_config_keys(gate)
-        released = await asyncio.to_thread(gate.ledger.release_orphans)
-        if released:
-            log.warning("budget.orphans_released", reservations=released)
-        flusher = asyncio.create_task(gate.run_flusher())
+        sweeper = app[SWEEPER]
+        await sweeper.sweep()  # a restart settles what the dead process left reserved
+        tasks = [asyncio.create_task(gate.run_flusher()), asyncio.create_task(sweeper.run())]
         yield
-        flusher.cancel()
-        await asyncio.gather(flusher, return_exceptions=True)
-        await service.aclose()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await service.aclose()  # calls cut off in flight are charged as orphans
+        try:  # a sibling worker that died: its calls go on the books before this one stops
+            await sweeper.sweep()
+        except Exception:
+            log.exception("ledger.sweep_failed")
         await gate.flush_hits()
         await registry.aclose()
         gate.hit_rows.close()

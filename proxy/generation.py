@@ -15,6 +15,7 @@ from typing import Protocol
 
 import structlog
 
+from policies.budget import cap_charge, format_usd
 from policies.errors import GatewayError, NoRoute, ProviderError
 from policies.pricing import settle
 from policies.routing import Candidate
@@ -41,17 +42,23 @@ class Generated:
     images: tuple[MadeImage, ...]
     model: str
     provider: str
-    cost_micros: int
+    cost_micros: int  # charged: what the upstream reported, at most the quote reserved
     attempts: int
     prompt: str | None  # the prompt that went upstream (a retired model's style included)
+    quote_micros: int = 0
+    over_quote_micros: int = 0  # reported beyond the quote: never charged to a budget
 
 
 class Budget(Protocol):
-    """Reserve a quote on every budget that applies (raises BudgetExceeded), or release it."""
+    """Reserve a quote on every budget that applies (raises BudgetExceeded), release it (the
+    call failed), or abandon it (the call was cut off in flight: charged as an orphan).
+    `model` and `provider` say what the reservation is for, should its process die."""
 
-    async def reserve(self, amount_micros: int) -> str | None: ...
+    async def reserve(self, amount_micros: int, model: str, provider: str) -> str | None: ...
 
     async def release(self, reservation: str | None) -> None: ...
+
+    async def abandon(self, reservation: str | None) -> None: ...
 
 
 @dataclass
@@ -77,9 +84,13 @@ class Generator:
         for attempt, candidate in enumerate(tried, start=1):
             if attempt > 1:
                 self._count_fallback(tried[attempt - 2], candidate)
-            reservation = await budget.reserve(candidate.quote_micros)
+            spec = candidate.spec
+            reservation = await budget.reserve(candidate.quote_micros, spec.name, spec.provider)
             try:
                 return await self._try(candidate, indexes, uploads, attempt), reservation
+            except asyncio.CancelledError:
+                await budget.abandon(reservation)  # the call may have been billed upstream
+                raise
             except BaseException as exc:
                 await budget.release(reservation)
                 if not isinstance(exc, ProviderError):
@@ -136,10 +147,11 @@ class Generator:
             raise
         self._count(provider, spec.name, "ok", started)
         self.router.record(spec.name, ok=True)
-        cost = sum(
+        reported = sum(
             _cost(candidate, chunk, result, made)
             for chunk, result in zip(chunks, results, strict=True)
         )
+        charge = cap_charge(candidate.quote_micros, reported)
         log.info(
             "provider.called",
             provider=provider.name,
@@ -147,10 +159,26 @@ class Generator:
             attempt=attempt,
             images=len(indexes),
             calls=len(chunks),
-            cost_micros=cost,
+            cost_micros=charge.charged_micros,
         )
+        if charge.over_quote_micros:
+            log.warning(
+                "budget.over_quote",
+                provider=provider.name,
+                model=spec.name,
+                quote_usd=format_usd(candidate.quote_micros),
+                reported_usd=format_usd(reported),
+                over_quote_usd=format_usd(charge.over_quote_micros),
+            )
         return Generated(
-            tuple(made), spec.name, provider.name, cost, attempt, candidate.request.prompt
+            tuple(made),
+            spec.name,
+            provider.name,
+            charge.charged_micros,
+            attempt,
+            candidate.request.prompt,
+            candidate.quote_micros,
+            charge.over_quote_micros,
         )
 
     async def _call(

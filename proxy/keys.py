@@ -11,6 +11,7 @@ from proxy.hot import HotAnswers
 from proxy.memory import B64Cache, BytesLRU
 from proxy.observability.metrics import Metrics
 from proxy.ports import BlobStore, EntryStore
+from proxy.reservation_sweeper import ReservationSweeper
 from proxy.service import ImageService
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "REQUEST_ID",
     "SERVICE",
     "SETTINGS",
+    "SWEEPER",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -43,3 +45,4 @@ GATE = web.AppKey("gate", Gatekeeper)
 B64 = web.AppKey("b64", B64Cache)
 HOT = web.AppKey("hot", HotAnswers)
 BLOB_MEMORY = web.AppKey("blob_memory", BytesLRU)
+SWEEPER = web.AppKey("sweeper", ReservationSweeper)  # orphaned reservations, circuit holds

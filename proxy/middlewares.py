@@ -11,7 +11,15 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from policies.errors import GatewayError, InvalidRequest, NotFound, PayloadTooLarge, RateLimited
+from policies.errors import (
+    GatewayError,
+    InvalidRequest,
+    NoRoute,
+    NotFound,
+    PayloadTooLarge,
+    ProviderError,
+    RateLimited,
+)
 from proxy.keys import CACHE_OUTCOME, LOG_FIELDS, METRICS, REQUEST_ID
 from proxy.observability.logging import info_line
 
@@ -95,21 +103,28 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
     headers = {} if error.retryable else {"x-should-retry": "false"}
     if isinstance(error, RateLimited):
         headers.update(rate_limit_headers(error))
+    elif isinstance(error, NoRoute | ProviderError) and error.retry_after and error.retryable:
+        headers.update(_retry_after(error.retry_after), **{"x-should-retry": "true"})
     return web.json_response(error.envelope(), status=error.status_hint, headers=headers)
 
 
 def rate_limit_headers(error: RateLimited) -> dict[str, str]:
     """Retry-After and OpenAI's x-ratelimit-* headers, which the SDKs back off by."""
-    headers = {
-        "Retry-After": str(max(1, math.ceil(error.retry_after))),
-        "retry-after-ms": str(max(1, math.ceil(error.retry_after * 1000))),
-    }
+    headers = _retry_after(error.retry_after)
     if error.limit is not None:
         unit = error.unit
         headers[f"x-ratelimit-limit-{unit}"] = str(error.limit)
         headers[f"x-ratelimit-remaining-{unit}"] = str(error.remaining)
         headers[f"x-ratelimit-reset-{unit}"] = f"{max(1, math.ceil(error.reset_seconds * 1000))}ms"
     return headers
+
+
+def _retry_after(seconds: float) -> dict[str, str]:
+    """Whole seconds for every client; milliseconds for the SDKs, which prefer them."""
+    return {
+        "Retry-After": str(max(1, math.ceil(seconds))),
+        "retry-after-ms": str(max(1, math.ceil(seconds * 1000))),
+    }
 
 
 def _route_template(request: web.Request) -> str:

@@ -1,4 +1,8 @@
-"""The router's state: circuits and upstream back-off per model, around `policies.routing`."""
+"""The router's state: circuits, upstream back-off and holds per model, around `policies.routing`.
+
+A hold opens a model's circuit until an operator resets it (`POST /admin/circuits/{model}/
+reset`): it is set when an upstream bills beyond the quote. Holds are kept in the ledger, so
+every worker process (and a restart) honours them; `sync_holds` loads them."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from policies.catalog import Catalog
-from policies.circuit import Breaker, Circuit, record, state_at
+from policies.circuit import Blocked, Breaker, Circuit, blocked_by, record, state_at
 from policies.errors import NoRoute
 from policies.models import ImageRequest
 from policies.routing import Candidate, RoutePolicy, plan_route, with_safety
@@ -31,6 +35,9 @@ class Router:
     safety: str = "moderate"  # strict | moderate | permissive: the operator's [policy] safety
     _circuits: dict[str, Circuit] = field(default_factory=dict)
     _backoff_until: dict[str, float] = field(default_factory=dict)
+    _held: dict[str, str] = field(default_factory=dict)  # model -> why it is held open
+    _held_at: dict[str, int] = field(default_factory=dict)  # model -> hold_version when held
+    hold_version: int = 0  # counts holds set here, so a sync never undoes a newer one
 
     def plan(
         self,
@@ -49,7 +56,7 @@ class Router:
             allowed_models=allowed_models,
             cheap_only=cheap_only,
         )
-        found = plan_route(request, self.catalog, policy, images=images, circuit_open=self.is_open)
+        found = plan_route(request, self.catalog, policy, images=images, blocked=self.blocked)
         return tuple(with_safety(c, self.safety) for c in found)
 
     def _placeholder_plan(
@@ -83,11 +90,43 @@ class Router:
             replace(chosen, request=drawn, quote_micros=0, target_size=target, exact_size=True),
         )
 
+    def blocked(self, model: str) -> Blocked | None:
+        """Why `model` takes no call now (None: it may)."""
+        return blocked_by(
+            self._circuits.get(model, Circuit()),
+            self.breaker,
+            self.clock(),
+            backoff_until=self._backoff_until.get(model, 0.0),
+            held=self._held.get(model),
+        )
+
     def is_open(self, model: str) -> bool:
-        now = self.clock()
-        if now < self._backoff_until.get(model, 0.0):
-            return True
-        return state_at(self._circuits.get(model, Circuit()), self.breaker, now) == "open"
+        return self.blocked(model) is not None
+
+    def hold(self, model: str, reason: str) -> None:
+        """Open `model`'s circuit until `reset` (an operator's decision)."""
+        self.hold_version += 1
+        self._held[model] = reason
+        self._held_at[model] = self.hold_version
+        self.metrics.circuit_state.labels(model=model).set(1.0)
+
+    def reset(self, model: str) -> None:
+        """Close `model`'s circuit: forget its hold, failures and back-off."""
+        self._held.pop(model, None)
+        self._held_at.pop(model, None)
+        self._circuits.pop(model, None)
+        self._backoff_until.pop(model, None)
+        self.metrics.circuit_state.labels(model=model).set(0.0)
+
+    def sync_holds(self, holds: dict[str, str], read_after: int) -> None:
+        """Take the holds kept in the ledger (set or reset by other processes), as read once
+        `hold_version` was `read_after`: a hold set here since then is kept."""
+        for model in set(self._held) - set(holds):
+            if self._held_at.get(model, 0) <= read_after:
+                self.reset(model)
+        for model, reason in holds.items():
+            if self._held.get(model) != reason:
+                self.hold(model, reason)
 
     def record(self, model: str, *, ok: bool, retry_after: float | None = None) -> None:
         now = self.clock()
@@ -114,5 +153,7 @@ class Router:
             state: str = state_at(self._circuits.get(spec.name, Circuit()), self.breaker, now)
             if now < self._backoff_until.get(spec.name, 0.0):
                 state = "backing off"
+            if spec.name in self._held:
+                state = "held open"
             rows.append((spec.name, spec.provider, state))
         return rows

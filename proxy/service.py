@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
+from policies.budget import format_usd
 from policies.cache import CacheDirectives, CacheOutcome, LookupPlan, outcome_of, plan_lookup
 from policies.catalog import Catalog
-from policies.errors import ProviderError
+from policies.errors import GatewayError, ProviderError
 from policies.ledger_models import LedgerRow
 from policies.models import Entry, ParsedRequest
 from policies.normalize import request_key
@@ -290,25 +291,46 @@ class ImageService:
         cheap = asked.virtual and await self.gate.under_pressure(job.caller)
         candidates = self.router.plan(request, images=len(indexes), cheap_only=cheap)
         self.gate.take_images(job.caller, len(indexes))
-        budget = CallerBudget(self.gate, job.caller)
+        cache = "BYPASS" if job.directives.no_cache else "MISS"
+        draft = job.row(self.clock(), "", "", len(indexes), cost=0, saved=0, cache=cache)
+        budget = CallerBudget(self.gate, job.caller, draft)
         made, reservation = await self.generator.make(candidates, indexes, job.uploads, budget)
         try:
             landed = await self._store(job, indexes, made, asked.family == "dall-e-3")
-        except BaseException:
-            await self.gate.release(reservation)
-            raise
-        cache = "BYPASS" if job.directives.no_cache else "MISS"
-        row = job.row(
-            self.clock(),
-            made.model,
-            made.provider,
-            len(indexes),
-            cost=made.cost_micros,
-            saved=0,
-            cache=cache,
-        )
-        await self.gate.settle(reservation, row)
+        except Exception as exc:
+            log.error("cache.store_failed", key=job.key[:12], model=made.model, error=repr(exc))
+            raise GatewayError(
+                "The image was generated (and charged) but the gateway could not store it. "
+                "Ask the gateway's operator to check its storage before retrying.",
+                code="storage_failed",
+            ) from exc
+        finally:  # stored or not, the upstream was paid: the call is charged, never released
+            row = job.row(
+                self.clock(),
+                made.model,
+                made.provider,
+                len(indexes),
+                cost=made.cost_micros,
+                saved=0,
+                cache=cache,
+            )
+            await self.gate.settle(
+                reservation, replace(row, over_quote_micros=made.over_quote_micros)
+            )
+            if made.over_quote_micros:
+                await self._hold_over_quote(made)
         return made.cost_micros, landed
+
+    async def _hold_over_quote(self, made: Generated) -> None:
+        """An upstream billed beyond the worst-case quote: stop the model until an operator
+        looks (`POST /admin/circuits/{model}/reset`)."""
+        reason = (
+            f"{made.provider} billed ${format_usd(made.cost_micros + made.over_quote_micros)} "
+            f"for a call quoted at ${format_usd(made.quote_micros)}; an operator resets it "
+            f"with POST /admin/circuits/{made.model}/reset"
+        )
+        await asyncio.to_thread(self.gate.ledger.hold_model, made.model, reason, self.clock())
+        self.router.hold(made.model, reason)
 
     async def _store(
         self, job: Job, indexes: tuple[int, ...], made: Generated, revises: bool

@@ -1,10 +1,11 @@
-"""Budget gauges and open reservations, read from the ledger at scrape time."""
+"""Budget gauges, open reservations, over-quote bills and orphaned calls, read from the
+ledger at scrape time (so every worker process reports the same totals)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from policies.budget import BudgetSpec
@@ -38,6 +39,20 @@ class LedgerCollector(Collector):
             "imagegate_reservations_open",
             "Budget reservations held by calls in flight",
             value=ledger.open_reservations(),
+        )
+        over = CounterMetricFamily(
+            "imagegate_over_quote_usd",
+            "Dollars upstreams billed beyond the worst-case quote (never charged to a budget)",
+            labels=("provider", "model"),
+        )
+        for provider, model, micros in ledger.over_quote_by_model():
+            over.add_metric((provider, model), micros / 1_000_000)
+        yield over
+        totals = ledger.money_totals()
+        yield CounterMetricFamily(
+            "imagegate_reservations_orphaned",
+            "Calls whose process died mid-call, settled at their quote as orphaned rows",
+            value=totals["orphaned"],
         )
 
     def _budgets(self) -> Iterator[BudgetSpec]:

@@ -5,6 +5,9 @@ POST   /admin/keys                   issue a key; the secret is shown in this an
 DELETE /admin/keys/{name}            revoke
 PUT    /admin/keys/{name}/budget     {"budget_usd": 25.0 | null, "window": "day"}
 GET    /admin/spend?by=key|team|model|day[&since=<unix seconds>]
+GET    /admin/orphans                calls whose process died mid-call, charged at their quote
+POST   /admin/spend/{row_id}/refund  refund an orphaned row (idempotent)
+POST   /admin/circuits/{model}/reset close a model's circuit (a hold set by an over-quote bill)
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from policies.errors import AuthenticationFailed, Conflict, InvalidRequest, NotF
 from policies.ledger_models import KeyRecord
 from proxy.access import Gatekeeper
 from proxy.config_cost import CostConfigError, usd_to_micros
-from proxy.keys import GATE
+from proxy.keys import GATE, SERVICE
 from proxy.wire import read_json
 
 __all__ = ["require_admin", "routes"]
@@ -131,6 +134,7 @@ async def spend_report(gate: Gatekeeper, by: str, since_text: str | None) -> dic
                     **r,
                     "spend_usd": format_usd(r["spend_micros"]),
                     "saved_usd": format_usd(r["saved_micros"]),
+                    "over_quote_usd": format_usd(r["over_quote_micros"]),
                 }
                 for r in rows
             ],
@@ -146,10 +150,66 @@ async def spend_report(gate: Gatekeeper, by: str, since_text: str | None) -> dic
                 for u in usages
             ],
             "hit_ratio": ledger.hit_ratio(since),
-            "total_spend_usd": format_usd(ledger.total_spend()),
+            **_totals(ledger.money_totals()),
+            "orphans": [_orphan_json(o) for o in ledger.orphans(limit=20)],
         }
 
     return await asyncio.to_thread(read)
+
+
+def _totals(totals: dict[str, int]) -> dict[str, Any]:
+    return {
+        "total_spend_usd": format_usd(totals["spend_micros"]),
+        # billed by upstreams beyond their quotes: recorded, never charged to a budget
+        "over_quote_usd": format_usd(totals["over_quote_micros"]),
+        "orphaned": totals["orphaned"],
+        "orphaned_usd": format_usd(totals["orphaned_micros"]),
+        "refunded_usd": format_usd(totals["refunded_micros"]),
+    }
+
+
+def _orphan_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **{k: v for k, v in row.items() if not k.endswith("_micros")},
+        "charged_usd": format_usd(row["cost_micros"]),
+        "refunded_usd": format_usd(row["refunded_micros"]),
+        "refunded": row["refunded_micros"] > 0,
+    }
+
+
+@routes.get("/admin/orphans")
+async def list_orphans(request: web.Request) -> web.Response:
+    gate = await require_admin(request)
+    found = await asyncio.to_thread(gate.ledger.orphans, 1000)
+    return web.json_response({"object": "list", "data": [_orphan_json(o) for o in found]})
+
+
+@routes.post("/admin/spend/{row_id}/refund")
+async def refund(request: web.Request) -> web.Response:
+    gate = await require_admin(request)
+    text = request.match_info["row_id"]
+    if not text.isdigit() or len(text) > 18:
+        raise InvalidRequest("The row id must be a ledger row number.", param="row_id")
+    done = await asyncio.to_thread(gate.ledger.refund, int(text))
+    if done is None:
+        raise NotFound(f"No ledger row {text}.")
+    amount, now = done
+    return web.json_response(
+        {"id": int(text), "refunded_usd": format_usd(amount), "already_refunded": not now}
+    )
+
+
+@routes.post("/admin/circuits/{model}/reset")
+async def reset_circuit(request: web.Request) -> web.Response:
+    """Close a model's circuit in every process (each loads the holds within 10 s)."""
+    gate = await require_admin(request)
+    model = request.match_info["model"]
+    router = request.app[SERVICE].router
+    if model not in router.catalog.models:
+        raise NotFound(f"No model named '{model[:64]}'.")
+    was_held = await asyncio.to_thread(gate.ledger.release_hold, model)
+    router.reset(model)
+    return web.json_response({"model": model, "reset": True, "was_held": was_held})
 
 
 def _key_from(body: Any, now: float) -> KeyRecord:

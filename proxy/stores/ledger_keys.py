@@ -31,13 +31,17 @@ CREATE TABLE IF NOT EXISTS api_keys (
   images_per_minute INTEGER, models_json TEXT, source TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS reservations (
   id TEXT PRIMARY KEY, owner TEXT NOT NULL, created REAL NOT NULL,
-  amount_micros INTEGER NOT NULL, scopes_json TEXT NOT NULL);
+  amount_micros INTEGER NOT NULL, scopes_json TEXT NOT NULL, draft_json TEXT);
+CREATE TABLE IF NOT EXISTS owners (owner TEXT PRIMARY KEY, seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS circuit_holds (
+  model TEXT PRIMARY KEY, reason TEXT NOT NULL, since REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS reservations_owner ON reservations (owner);
 CREATE TABLE IF NOT EXISTS ledger (
   id INTEGER PRIMARY KEY, ts REAL NOT NULL, key_name TEXT, team TEXT, request_key TEXT,
   model TEXT, provider TEXT, images INTEGER NOT NULL, cost_micros INTEGER NOT NULL,
   saved_micros INTEGER NOT NULL, cache TEXT, request_id TEXT, reservation TEXT UNIQUE,
-  requests INTEGER NOT NULL DEFAULT 1);
+  requests INTEGER NOT NULL DEFAULT 1, over_quote_micros INTEGER NOT NULL DEFAULT 0,
+  refunded_micros INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts);
 CREATE INDEX IF NOT EXISTS ledger_key_ts ON ledger (key_name, ts);
 CREATE INDEX IF NOT EXISTS ledger_team_ts ON ledger (team, ts);
@@ -45,6 +49,19 @@ CREATE TABLE IF NOT EXISTS spend (
   scope TEXT NOT NULL, name TEXT NOT NULL, win TEXT NOT NULL, start INTEGER NOT NULL,
   micros INTEGER NOT NULL, PRIMARY KEY (scope, name, win, start)) WITHOUT ROWID
 """
+# Columns added since the first ledgers: an older file is upgraded in place when opened.
+_ADDED: Final = (
+    ("ledger", "requests", "INTEGER NOT NULL DEFAULT 1"),
+    ("ledger", "over_quote_micros", "INTEGER NOT NULL DEFAULT 0"),
+    ("ledger", "refunded_micros", "INTEGER NOT NULL DEFAULT 0"),
+    ("reservations", "draft_json", "TEXT"),
+)
+# Indexes on added columns, made once they exist: the rare rows the reports pick out.
+_LATE_INDEXES: Final = (
+    "CREATE INDEX IF NOT EXISTS ledger_over_quote ON ledger (provider, model) "
+    "WHERE over_quote_micros > 0",
+    "CREATE INDEX IF NOT EXISTS ledger_orphaned ON ledger (ts) WHERE cache = 'ORPHANED'",
+)
 _WINDOWS: Final[tuple[str, ...]] = get_args(Window)
 _COLUMNS: Final = (
     "name, team, created, revoked, budget_micros, budget_window, requests_per_minute, "
@@ -100,10 +117,13 @@ class KeyTable(SqliteDatabase):
 
     def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
         super().__init__(path, SCHEMA, busy_timeout=busy_timeout, rows=True)
-        with self._write() as db:  # ledgers made before rows counted requests
-            columns = {r[1] for r in db.execute("PRAGMA table_info(ledger)")}
-            if "requests" not in columns:
-                db.execute("ALTER TABLE ledger ADD COLUMN requests INTEGER NOT NULL DEFAULT 1")
+        with self._write() as db:  # ledgers made by earlier versions gain their new columns
+            for table, column, ddl in _ADDED:
+                columns = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                if column not in columns:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+            for statement in _LATE_INDEXES:
+                db.execute(statement)
 
     def create_key(self, key: KeyRecord, secret: str) -> None:
         """Store a new key (its secret only as a hash). A taken name or secret is a 400."""

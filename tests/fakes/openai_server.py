@@ -20,6 +20,8 @@ Behaviour worth knowing:
 - Edit file parts must be declared image/png, image/jpeg or image/webp, like the real API
   (`accept_octet_stream=True` relaxes that), and must decode; dall-e-2 wants one square PNG
   that has an alpha channel unless a mask is sent.
+- `report_usage_next(output_tokens=...)` makes the next answers report that usage instead of
+  the real accounting (a provider that bills more than it should).
 - Every /v1 answer carries `x-request-id`, `openai-processing-ms`, `openai-version`,
   `openai-organization` and `x-ratelimit-*` headers; errors use the `{"error": {message, type,
   param, code}}` envelope. A wrong or missing bearer key gives 401 (`api_key=None` accepts any).
@@ -81,11 +83,17 @@ class FakeOpenAI(FakeServer):
         self.accept_octet_stream = accept_octet_stream
         self.organization = organization
         self.request_ids: list[str] = []  # x-request-id of every /v1 answer, in order
+        self._usages: list[list[Any]] = []  # scripted `usage` fields: [fields, times]
 
     @property
     def base_url(self) -> str:
         """`http://127.0.0.1:<port>/v1`, for `AsyncOpenAI(base_url=...)`."""
         return f"{self.origin}/v1"
+
+    def report_usage_next(self, times: int = 1, **fields: Any) -> None:
+        """The next `times` GPT-image answers report these `usage` fields (e.g.
+        `output_tokens=100_000`) over the real accounting; the images are unchanged."""
+        self._usages.append([fields, times])
 
     def _routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/images/generations", self._generations)
@@ -354,6 +362,9 @@ class FakeOpenAI(FakeServer):
                 quality=plan.quality,
                 usage=usage(plan, images=plan.n, input_images=input_images),
             )
+            reported = self._pop(self._usages)
+            if reported is not None:
+                body["usage"] = {**body["usage"], **reported}
         return web.json_response(body)
 
     async def _stream(

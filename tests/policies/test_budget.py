@@ -17,8 +17,10 @@ from hypothesis.stateful import (
 from policies.budget import (
     BudgetSpec,
     BudgetUsage,
+    Charge,
     Denied,
     Fits,
+    cap_charge,
     check_fit,
     format_reset,
     format_usd,
@@ -212,14 +214,22 @@ class BudgetModel(RuleBasedStateMachine):
         return self.counter
 
     @precondition(lambda self: bool(self.open))
-    @rule(reservation=consumes(reservations), share=st.fractions(min_value=0, max_value=1))
-    def settle(self, reservation, share):
+    @rule(
+        reservation=consumes(reservations),
+        reported=st.one_of(
+            st.integers(min_value=0, max_value=800_000), st.integers(min_value=0, max_value=10**15)
+        ),
+    )
+    def settle(self, reservation, reported):
+        """Whatever the upstream reported: the budget is charged at most the reservation."""
         if reservation not in self.open:
             return
         amount, chosen = self.open.pop(reservation)
-        actual = int(amount * share)  # the quote is the worst case: actual <= amount
+        charge = cap_charge(amount, reported)
+        assert charge.charged_micros <= amount
+        assert charge.reported_micros == reported
         for spec in chosen:
-            self.usage[spec] = self.usage[spec].settle(amount, actual)
+            self.usage[spec] = self.usage[spec].settle(amount, charge.charged_micros)
 
     @precondition(lambda self: bool(self.open))
     @rule(reservation=consumes(reservations))
@@ -249,3 +259,28 @@ class BudgetModel(RuleBasedStateMachine):
 
 BudgetModel.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestBudgetModel = BudgetModel.TestCase
+
+
+@given(
+    reserved=st.integers(min_value=0, max_value=10**12),
+    reported=st.integers(min_value=0, max_value=10**15),
+)
+def test_a_charge_is_capped_at_its_reservation_and_the_excess_kept(reserved, reported):
+    charge = cap_charge(reserved, reported)
+    assert charge.charged_micros == min(reserved, reported)
+    assert charge.over_quote_micros == max(0, reported - reserved)
+    assert charge.reported_micros == reported
+
+
+def test_the_issue_case_five_calls_billed_at_3_20_each_on_a_5_cent_budget():
+    spec = BudgetSpec("key", "web-app", 50_000, "day")
+    usage = BudgetUsage(spec, 0)
+    quote = 9_165  # gpt-image-1.5 low 1024x1024
+    for _ in range(5):
+        fits = check_fit([usage], quote, 0.0)
+        assert isinstance(fits, Fits)
+        usage = fits.usages[0]
+    for _ in range(5):
+        usage = usage.settle(quote, cap_charge(quote, 3_200_010).charged_micros)
+    assert usage == BudgetUsage(spec, 5 * quote, 0)
+    assert cap_charge(quote, 3_200_010) == Charge(quote, 3_200_010 - quote)

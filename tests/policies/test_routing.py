@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policies.circuit import Breaker, Circuit, record, state_at
+from policies.circuit import Blocked, Breaker, Circuit, record, state_at
 from policies.errors import InvalidRequest, NoRoute
 from policies.models import ImageRequest
 from policies.pricing import Usage, quote, settle
@@ -83,7 +83,11 @@ def test_unconfigured_providers_and_open_circuits_are_skipped():
     order = [
         c.spec.name
         for c in plan_route(
-            req(), CATALOG, pol, images=1, circuit_open=lambda m: m == "flux-schnell"
+            req(),
+            CATALOG,
+            pol,
+            images=1,
+            blocked=lambda m: Blocked("circuit open") if m == "flux-schnell" else None,
         )
     ]
     assert "flux-schnell" not in order

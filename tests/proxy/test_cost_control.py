@@ -10,6 +10,7 @@ from dataclasses import replace
 from decimal import Decimal
 
 import aiohttp
+import httpx
 import openai
 import pytest
 
@@ -155,12 +156,28 @@ async def test_rate_limits_carry_openai_headers_and_the_sdk_backs_off(settings, 
                 assert limited.headers["x-ratelimit-remaining-requests"] == "0"
                 assert limited.headers["x-ratelimit-reset-requests"].endswith("ms")
                 assert (await limited.json())["error"]["code"] == "rate_limit_exceeded"
-        client = openai.AsyncOpenAI(base_url=gw.base_url, api_key=SECRET, max_retries=2)
+        seen: list[tuple[float, int, str | None]] = []  # (when, status, retry-after-ms)
+
+        async def answered(response: httpx.Response) -> None:
+            seen.append(
+                (time.monotonic(), response.status_code, response.headers.get("retry-after-ms"))
+            )
+
+        hooks = {"response": [answered]}
+        client = openai.AsyncOpenAI(
+            base_url=gw.base_url,
+            api_key=SECRET,
+            max_retries=2,
+            http_client=httpx.AsyncClient(event_hooks=hooks),
+        )
         gw.clients.append(client)
-        started = time.monotonic()
         raw = await client.images.with_raw_response.generate(**body)
         assert raw.headers["x-cache"] == "HIT"
-        assert raw.retries_taken >= 1 and time.monotonic() - started >= 0.5
+        assert raw.retries_taken >= 1
+        (limited_at, status, wait_ms), (answered_at, ok, _) = seen[0], seen[-1]
+        assert (status, ok) == (429, 200) and wait_ms is not None
+        # The SDK waited what the 429 asked for (it obeys retry-after-ms as given).
+        assert answered_at - limited_at >= int(wait_ms) / 1000 - 0.01
     finally:
         await gw.close()
 

@@ -184,14 +184,14 @@ def test_hits_are_recorded_free_and_reported(ledger):
 
     assert by_key == [
         {"key": "web-app", "spend_micros": 40_000, "saved_micros": 40_000, "images": 4,
-         "hits": 1, "misses": 1},
+         "hits": 1, "misses": 1, "over_quote_micros": 0, "orphaned": 0},
         {"key": "x", "spend_micros": 10_000, "saved_micros": 0, "images": 1,
-         "hits": 0, "misses": 1},
+         "hits": 0, "misses": 1, "over_quote_micros": 0, "orphaned": 0},
     ]  # fmt: skip
     assert [d["day"] for d in by_day] == ["2026-11-27", "2026-11-28"]
     assert by_model == [
         {"model": "gpt-image-1-mini", "spend_micros": 40_000, "saved_micros": 40_000,
-         "images": 4, "hits": 1, "misses": 1},
+         "images": 4, "hits": 1, "misses": 1, "over_quote_micros": 0, "orphaned": 0},
     ]  # fmt: skip
     assert ledger.spend_by("team")[0]["team"] == "growth"
     assert ledger.hit_ratio() == pytest.approx(1 / 3)
@@ -227,7 +227,7 @@ def test_threads_share_one_ledger(ledger):
 # -- orphans --------------------------------------------------------------------------------
 
 
-def test_orphans_of_dead_processes_are_released_live_ones_kept(ledger):
+def test_orphans_of_dead_processes_are_settled_at_their_quote_live_ones_kept(ledger):
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True, text=True, check=True,
@@ -248,19 +248,29 @@ def test_orphans_of_dead_processes_are_released_live_ones_kept(ledger):
         assert live_child.stdout is not None
         live = live_child.stdout.readline().strip()
         for owner in (dead, reused, elsewhere, live, ME):
-            assert isinstance(ledger.reserve([KEY_DAY], 1_000, NOW, owner), str)
+            draft = row(cost=1_000, request_id=f"req-{owner}")
+            assert isinstance(ledger.reserve([KEY_DAY], 1_000, NOW, owner, draft), str)
         assert not owner_alive(dead)
         assert not owner_alive(reused)
         assert owner_alive(live)
 
-        released = ledger.release_orphans()
+        orphans = ledger.resolve_orphans(NOW + 1, lease=40)
 
-        assert released == 2
+        assert {o.request_id for o in orphans} == {f"req-{dead}", f"req-{reused}"}
         assert ledger.open_reservations() == 3
     finally:
         live_child.communicate("")
-    assert ledger.release_orphans() == 1  # the child is gone now
-    assert ledger.release_expired(created_before=NOW + 1) == 2
+    assert len(ledger.resolve_orphans(NOW + 2, lease=40)) == 1  # the child is gone now
+    # The other host's owner never sent a heartbeat: its reservation's age is the lease.
+    assert ledger.resolve_orphans(NOW + 40, lease=40) == []
+    assert [o.request_id for o in ledger.resolve_orphans(NOW + 41, lease=40)] == [
+        f"req-{elsewhere}"
+    ]
+    assert ledger.open_reservations() == 1  # ours
+    stored = [r for r in ledger.rows() if r.cache == "ORPHANED"]
+    assert len(stored) == 4 and all(r.cost_micros == 1_000 and r.ts == NOW for r in stored)
+    assert ledger.budget_left([KEY_DAY], NOW)[0].spent_micros == 4_000
+    assert ledger.money_totals()["orphaned"] == 4
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -353,7 +363,7 @@ def test_kill_9_loses_no_settled_row_and_leaves_no_reservation(tmp_path):
     assert ledger.total_spend() == 40_000 * len(stored)
     everything = BudgetSpec("global", "global", 10**12, "total")
     assert ledger.budget_left([everything], NOW)[0].spent_micros == ledger.total_spend()
-    assert ledger.release_orphans() >= 1  # the held one, maybe one in flight
+    assert len(ledger.resolve_orphans(NOW, lease=40)) >= 1  # the held one, maybe one in flight
     assert ledger.open_reservations() == 0
     ledger.close()
 

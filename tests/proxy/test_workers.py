@@ -104,3 +104,39 @@ async def test_a_keys_rate_limit_holds_across_workers(tmp_path):
     limited = [r for r in results if isinstance(r, openai.RateLimitError)]
     assert len(results) - len(limited) == 6  # one bucket of 6, whichever process answered
     assert all(r.code == "rate_limit_exceeded" for r in limited)
+
+
+async def test_a_killed_workers_calls_are_settled_by_its_sibling(tmp_path):
+    """kill -9 one worker with calls in flight: the supervisor stops its sibling, which
+    finishes its own calls and, before it exits, puts the dead worker's calls on the books as
+    orphaned rows at their quotes. Nothing stays reserved and no call vanishes."""
+    async with FakeReplicate() as rep:
+        config = write_config(tmp_path, rep.base_url, budget=1.0)
+        proc, base_url = await start_gateway(config, clean_env(), workers=2)
+        rep.delay_next(3, times=12, path="/predictions", method="POST")
+        async with openai.AsyncOpenAI(base_url=base_url, api_key=SECRET, max_retries=0) as client:
+            flying = [
+                asyncio.create_task(
+                    client.images.generate(
+                        model="flux-schnell", prompt=f"kite {i}", size="1024x1024"
+                    )
+                )
+                for i in range(12)
+            ]
+            while len(rep.requests_to("/predictions", "POST")) < 12:
+                await asyncio.sleep(0.02)
+            db = sqlite3.connect(tmp_path / "data" / "ledger.sqlite3")
+            held = db.execute("SELECT owner, json_extract(draft_json, '$[10]') FROM reservations")
+            owners = held.fetchall()
+            db.close()
+            assert len(owners) == 12
+            victim = owners[0][0]
+            lost = {request_id for owner, request_id in owners if owner == victim}
+            os.kill(int(victim.split(":")[1]), signal.SIGKILL)
+            await proc.wait()  # the supervisor stops the sibling, which stops cleanly
+            await asyncio.gather(*flying, return_exceptions=True)
+    db = sqlite3.connect(tmp_path / "data" / "ledger.sqlite3")
+    assert db.execute("SELECT COUNT(*) FROM reservations").fetchone()[0] == 0
+    rows = db.execute("SELECT cache, cost_micros, request_id FROM ledger").fetchall()
+    assert {r for c, _, r in rows if c == "ORPHANED"} == lost  # the dead worker's calls
+    assert len(rows) == 12 and all(cost == 3_000 for _, cost, _ in rows)

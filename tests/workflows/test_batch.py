@@ -294,11 +294,11 @@ async def test_jsonl_csv_and_text_with_defaults_and_either_base_url(settings, cl
 async def test_budget_stops_scheduling_and_a_rerun_with_more_budget_finishes(
     settings, clock, tmp_path
 ):
-    provider = PricedProvider(micros=40_000)
-    gw = await start_gateway(settings, provider, clock)
+    provider = PricedProvider(micros=40_000)  # within gpt-image-1.5's high quote ($0.133)
+    gw = await start_gateway(settings, provider, clock, serves_as="openai")
     source = tmp_path / "ten.txt"
     source.write_text("".join(f"poster {n}\n" for n in range(10)))
-    args = [str(source), "--base-url", gw.root, "--model", "dall-e-2", "--size", "256x256"]
+    args = [str(source), "--base-url", gw.root, "--model", "gpt-image-1.5", "--quality", "high"]
     try:
         first = await batch(tmp_path, *args, "--budget-usd", "0.13")
         spent_first = [Decimal(str(r["cost_usd"])) for r in check_manifest(tmp_path / "batch-out")]
