@@ -36,6 +36,7 @@ from proxy.providers.errors_map import (
     retry_after_seconds,
     scrub,
 )
+from proxy.providers.redirects import same_origin_only
 
 __all__ = ["OpenAIImagesProvider"]
 
@@ -86,6 +87,11 @@ class OpenAIImagesProvider:
                 base_url=self._settings.base_url or None,
                 max_retries=0,
                 timeout=self._settings.timeout_seconds,
+                # The SDK follows redirects; a POST (with the key) replayed to another origin
+                # would bypass every check. Same-origin redirects only.
+                http_client=openai.DefaultAsyncHttpxClient(
+                    event_hooks={"response": [same_origin_only(self.name)]}
+                ),
             )
         return self._client
 
@@ -150,10 +156,13 @@ class OpenAIImagesProvider:
 
 
 def _default_hosts(base_url: str) -> tuple[str, ...]:
-    """OpenAI's file host, plus the configured server's own host (the operator already
-    trusts it with the key; a self-hosted server serves its files itself)."""
-    host = urlsplit(base_url).hostname if base_url else None
-    return (*_OPENAI_FILE_HOSTS, *((host,) if host else ()))
+    """OpenAI's file host, plus the configured server's own origin: its scheme, host and
+    port (the operator already trusts it with the key; a self-hosted server serves its files
+    itself, but another service on the same host is another origin)."""
+    parts = urlsplit(base_url) if base_url else None
+    if parts is None or not parts.hostname:
+        return _OPENAI_FILE_HOSTS
+    return (*_OPENAI_FILE_HOSTS, f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}")
 
 
 # -- request bodies ------------------------------------------------------------------------

@@ -41,7 +41,7 @@ class Harness:
 
     def provider(self, *, transport: bool = False, **kw: Any) -> FalProvider:
         kw.setdefault("api_key", Secret(KEY))
-        kw.setdefault("download_hosts", ("127.0.0.1",))
+        kw.setdefault("download_hosts", (f"127.0.0.1:{self.fake.port}",))
         kw.setdefault("timeout_seconds", 5.0)
         conf = ProviderSettings(name="fal", kind="fal", base_url=self.fake.base_url, **kw)
         p = FalProvider(

@@ -24,7 +24,11 @@ TOKEN = "r8_imagegate_test_token_0123456789abcdef"
 CATALOG = load_catalog()
 PREDICTION = "GET /v1/predictions/{id}"
 CANCEL = "POST /v1/predictions/{id}/cancel"
-LOCAL = ("127.0.0.1",)
+
+
+def local(fake: FakeReplicate) -> tuple[str, ...]:
+    """The fake's own origin, as an operator lists a loopback file server (with its port)."""
+    return (f"127.0.0.1:{fake.port}",)
 
 
 def make_call(
@@ -255,13 +259,14 @@ async def test_a_host_off_the_list_is_refused() -> None:
 
 
 async def test_http_needs_the_exact_host_listed(http_h: Harness) -> None:
-    assert len((await http_h.run("sd-3.5-large", using={"download_hosts": LOCAL})).images) == 1
+    assert len((await http_h.run("sd-3.5-large", using={"download_hosts": local(http_h.fake)})).images) == 1
     err = await http_h.fails("sd-3.5-large")  # default hosts: replicate.delivery
     assert err.code == "upstream_download_refused"
 
 
 async def test_redirects_are_rechecked(http_h: Harness) -> None:
-    fake, using = http_h.fake, {"download_hosts": LOCAL}
+    fake = http_h.fake
+    using = {"download_hosts": local(fake)}
     fake.redirect_download_to(f"{fake.origin}/files/")  # the same host: followed
     assert len((await http_h.run("flux-dev", using=using)).images) == 1
     fake.redirect_download_to(f"http://localhost:{fake.port}/files/")  # another host
@@ -276,7 +281,7 @@ async def test_redirects_are_rechecked(http_h: Harness) -> None:
 @pytest.mark.parametrize("output", ["data", "http"])
 async def test_the_size_cap(output: str) -> None:
     async for h in harness(output=output):
-        err = await h.fails("flux-schnell", using={"download_hosts": LOCAL, "max_image_mb": 0})
+        err = await h.fails("flux-schnell", using={"download_hosts": local(h.fake), "max_image_mb": 0})
         assert err.code == "upstream_image_too_large"
 
 
