@@ -104,6 +104,7 @@ class Downloader:
         self.hosts = HostAllowList(hosts)
         self.max_bytes = max_bytes
         self.max_redirects = max_redirects
+        self.timeout = timeout
         pinned = transport or PinnedTransport(
             resolver or SystemResolver(), self.hosts.lists_address, self._private
         )
@@ -116,13 +117,24 @@ class Downloader:
         )
 
     async def fetch(self, url: str) -> bytes:
-        """The file at `url` (a `data:` URI or an allowed http(s) URL)."""
+        """The file at `url` (a `data:` URI or an allowed http(s) URL), whole within
+        `timeout` seconds (redirects included: a slow drip cannot hold a call open)."""
         if url[:5].lower() == "data:":
             return decode_data_uri(url, max_bytes=self.max_bytes, provider=self.provider)
         try:
             target = httpx.URL(url)
         except (httpx.InvalidURL, TypeError, ValueError):
             raise _refused(self.provider, "not a valid URL") from None
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._follow(target)
+        except TimeoutError:
+            raise ProviderTimeout(
+                f"The upstream provider '{self.provider}' image download took longer than "
+                f"{self.timeout:g} s."
+            ) from None
+
+    async def _follow(self, target: httpx.URL) -> bytes:
         for _ in range(self.max_redirects + 1):
             self.check(target)
             data, target_or_none = await self._get_once(target)
