@@ -10,6 +10,7 @@ SDK retries are off: retries are the router's policy.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -62,10 +63,22 @@ class OpenAIImagesProvider:
 
     async def generate(self, call: ProviderCall) -> ProviderResult:
         client = self._openai()
-        with _translate_errors(self.name, self._secret):
-            response = await self._send(client, call)
-        if not isinstance(response, ImagesResponse):
-            raise ProviderError(f"The upstream provider '{self.name}' answered with a stream.")
+        seconds = self._settings.timeout_seconds
+        try:
+            # The SDK's timeout is per read: a slow drip would hold the call open for ever.
+            async with asyncio.timeout(seconds):
+                with _translate_errors(self.name, self._secret):
+                    response = await self._send(client, call)
+        except TimeoutError:
+            raise ProviderTimeout(
+                f"The upstream provider '{self.name}' did not answer within {seconds:g} s."
+            ) from None
+        if not isinstance(response, ImagesResponse):  # e.g. an HTML page with 200
+            raise ProviderError(
+                f"The upstream provider '{self.name}' answered with something other than "
+                "an images response (not JSON).",
+                code="invalid_output",
+            )
         images = await self._images(response, len(call.indexes))
         return ProviderResult(images=images, usage=_usage(response))
 
