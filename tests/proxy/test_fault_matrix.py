@@ -204,6 +204,7 @@ class Answer:
     image: Image.Image | None
     cost_micros: int  # X-Imagegate-Cost-USD, in micro-USD
     message: str = ""
+    should_retry: str | None = None  # x-should-retry
 
 
 async def ask(cell: Cell, **headers: str) -> Answer:
@@ -221,7 +222,10 @@ async def ask(cell: Cell, **headers: str) -> Answer:
             body = exc.body if isinstance(exc.body, dict) else {}
             retry_after = exc.response.headers.get("retry-after")
             message = str(body.get("message", ""))
-            return Answer(exc.status_code, body.get("code"), retry_after, None, 0, message)
+            should_retry = exc.response.headers.get("x-should-retry")
+            return Answer(
+                exc.status_code, body.get("code"), retry_after, None, 0, message, should_retry
+            )
     data = base64.b64decode(raw.parse().data[0].b64_json or "")
     image = Image.open(io.BytesIO(data))
     image.load()  # a bad image raises here
@@ -254,6 +258,7 @@ async def test_cell(cell: Cell, fault: str) -> None:
         assert again.cost_micros == 0 and cell.spent_micros() == got.cost_micros
         return
     assert (got.status, got.code) == FAILED[fault], got.message
+    assert got.should_retry != "false"  # an upstream fault: worth a retry or a fallback
     assert got.retry_after == RETRY_AFTER.get(fault)
     assert (again.status, again.code) == (504, "not_cached")  # nothing cached
     assert cell.spent_micros() == 0  # nothing charged
@@ -270,3 +275,41 @@ async def test_a_second_request_inside_retry_after_says_so(cell: Cell) -> None:
     assert second.status in (429, 503) and "circuit" not in second.message
     assert second.retry_after == "7"
     assert cell.spent_micros() == 0
+
+
+FALLBACK_FAULTS = ["500", "timeout before headers", "connection reset", "corrupt image"]
+
+
+@pytest.mark.parametrize("fault", FALLBACK_FAULTS)
+async def test_a_fallback_serves_and_only_it_is_charged(
+    settings: Settings, clock: Any, fault: str
+) -> None:
+    """Replicate (the cheapest for `auto`) fails; fal serves; the bill is fal's alone."""
+    rep_up, fal_up = UPSTREAMS["replicate"], UPSTREAMS["fal"]
+    async with rep_up.make() as rep, fal_up.make() as fal, FakeOpenAI() as other:
+        providers = {
+            "replicate": provider_settings(rep_up, rep),
+            "fal": provider_settings(fal_up, fal),
+        }
+        app = create_app(replace(settings, providers=providers), clock=clock)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            cell = Cell(rep, other, replace(rep_up, model="auto"), server)
+            FAULTS[fault](cell)
+            async with openai.AsyncOpenAI(
+                base_url=cell.base_url, api_key="sk-x", max_retries=0
+            ) as client:
+                raw = await client.images.with_raw_response.generate(
+                    model="auto", prompt="a red fox", size="1024x1024"
+                )
+            assert raw.headers["x-imagegate-provider"] == "fal"
+            cost = round(float(raw.headers["x-imagegate-cost-usd"]) * 1_000_000)
+            assert cost > 0 and cell.spent_micros() == cost  # the failed attempt: $0
+            rows = server.app[GATE].ledger.spend_by("model")
+            assert {r["model"] for r in rows if int(r["spend_micros"])} == {
+                raw.headers["x-imagegate-model"]
+            }
+            assert len(rep.requests_to(rep_up.api_path, "POST")) == 1
+        finally:
+            await server.close()
