@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from policies.errors import ProviderError, ProviderTimeout, ProviderUnavailable
+from proxy.config import ConfigError, load_settings
 from proxy.providers.downloads import Downloader, decode_data_uri
 from tests.fakes import images
 from tests.fakes.openai_server import FakeOpenAI
@@ -89,9 +91,14 @@ async def test_an_entry_without_a_port_means_the_default_port(make: Any) -> None
 
 
 @pytest.mark.parametrize("entry", ["ftp://x.example", "x.example:0", "x.example:http"])
-async def test_malformed_entries_are_named(entry: str) -> None:
+async def test_malformed_entries_are_named(entry: str, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="download_hosts entry"):
         Downloader("test", (entry,), max_bytes=1, timeout=1)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[providers.replicate]\ndownload_hosts = ["{entry}"]\n')
+    with pytest.raises(ConfigError) as caught:  # refused at start, with its path
+        load_settings(config, environ={})
+    assert caught.value.path == "providers.replicate.download_hosts"
 
 
 # -- names that resolve to non-public addresses ---------------------------------------------
