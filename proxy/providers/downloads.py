@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ssl
 from collections.abc import Iterable, Sequence
 from typing import Final
 from urllib.parse import unquote_to_bytes
@@ -85,8 +86,10 @@ class Downloader:
     """One httpx client for one provider's output files (redirects followed by hand).
 
     `resolver`: host name -> addresses (default: the system's); the connection is pinned to
-    the addresses it returned that pass the rules. `transport` replaces the pinned transport
-    (a test routing public host names to a loopback fake); it then decides where to connect.
+    the addresses it returned that pass the rules, and TLS verifies the certificate against
+    the host name (`ssl_context`: the CAs to trust; default: the system's). `transport`
+    replaces the pinned transport (a test routing public host names to a loopback fake); it
+    then decides where to connect.
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class Downloader:
         transport: httpx.AsyncBaseTransport | None = None,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
         resolver: Resolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.provider = provider
         self.hosts = HostAllowList(hosts)
@@ -106,7 +110,7 @@ class Downloader:
         self.max_redirects = max_redirects
         self.timeout = timeout
         pinned = transport or PinnedTransport(
-            resolver or SystemResolver(), self.hosts.lists_address, self._private
+            resolver or SystemResolver(), self.hosts.lists_address, self._private, ssl_context
         )
         self._client = httpx.AsyncClient(
             transport=pinned,

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+import ssl
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -132,11 +133,12 @@ def _mapped() -> Iterator[None]:
 
 
 class _Body(httpx.AsyncByteStream):
-    def __init__(self, stream: AsyncIterator[bytes] | Iterable[bytes] | object) -> None:
+    """httpcore's response body as httpx's, its errors mapped as they surface."""
+
+    def __init__(self, stream: AsyncIterable[bytes]) -> None:
         self._stream = stream
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        assert hasattr(self._stream, "__aiter__")
         with _mapped():
             async for chunk in self._stream:
                 yield chunk
@@ -152,10 +154,14 @@ class PinnedTransport(httpx.AsyncBaseTransport):
     """HTTP/1.1 over connections from `_PinnedBackend`; certificates verified as usual."""
 
     def __init__(
-        self, resolver: Resolver, admits: Callable[[str], bool], refuse: Callable[[str], Exception]
+        self,
+        resolver: Resolver,
+        admits: Callable[[str], bool],
+        refuse: Callable[[str], Exception],
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=ssl_context or httpx.create_ssl_context(),
             max_connections=20,
             keepalive_expiry=5.0,
             network_backend=_PinnedBackend(resolver, admits, refuse),
@@ -176,6 +182,7 @@ class PinnedTransport(httpx.AsyncBaseTransport):
         )
         with _mapped():
             response = await self._pool.handle_async_request(core)
+        assert isinstance(response.stream, AsyncIterable)  # the async pool's streams are
         return httpx.Response(
             status_code=response.status,
             headers=response.headers,

@@ -4,12 +4,15 @@ loopback file server (a fake's `/files/`), with a resolver that maps test host n
 from __future__ import annotations
 
 import base64
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import trustme
+from aiohttp import web
 
 from policies.errors import ProviderError, ProviderTimeout, ProviderUnavailable
 from proxy.config import ConfigError, load_settings
@@ -282,3 +285,43 @@ def test_bad_data_uris(uri: str, message: str) -> None:
 
 async def test_a_data_uri_through_fetch(make: Any) -> None:
     assert await make(()).fetch(f"data:image/png;base64,{B64}") == PNG
+
+
+# -- TLS through the pinned connection -------------------------------------------------------
+@pytest.fixture
+async def tls_files() -> AsyncIterator[tuple[int, trustme.CA]]:
+    """An https file server on 127.0.0.1 whose certificate names `files.test` only."""
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("files.test").configure_cert(server_context)
+
+    async def serve(_: web.Request) -> web.Response:
+        return web.Response(body=PNG, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/a.png", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
+    await site.start()
+    yield int(runner.addresses[0][1]), ca
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("name", ["files.test", "other.test"])
+async def test_tls_is_verified_against_the_name_not_the_pinned_address(
+    tls_files: tuple[int, trustme.CA], make: Any, name: str
+) -> None:
+    port, ca = tls_files
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    resolver = MappedResolver({name: ["127.0.0.1"]})
+    downloader = make(
+        (f"{name}:{port}", "127.0.0.1"), resolver=resolver, ssl_context=client_context
+    )
+    url = f"https://{name}:{port}/a.png"
+    if name == "files.test":
+        assert await downloader.fetch(url) == PNG
+    else:  # the certificate does not name it: the pinned address alone proves nothing
+        err = await refused(downloader, url)
+        assert isinstance(err, ProviderUnavailable) and "ConnectError" in err.message
