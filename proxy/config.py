@@ -22,6 +22,7 @@ from policies.catalog import Catalog
 from policies.catalog_config import CatalogError
 from proxy.catalog_loader import load_catalog
 from proxy.config_cost import CostConfigError, CostSettings, parse_cost
+from proxy.providers.allowlist import HostAllowList
 
 __all__ = [
     "CacheSettings",
@@ -366,6 +367,10 @@ def _provider(name: str, table: Any, source: str) -> ProviderSettings:
     hosts = table.get("download_hosts", [])
     if not all(isinstance(h, str) for h in hosts):
         raise ConfigError(source, f"{path}.download_hosts", "must be a list of host names")
+    try:
+        HostAllowList(hosts)
+    except ValueError as exc:
+        raise ConfigError(source, f"{path}.download_hosts", str(exc)) from None
     secret = table.get("api_key") or table.get("api_token") or ""
     return ProviderSettings(
         name=name,

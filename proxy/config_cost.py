@@ -94,6 +94,8 @@ def usd_to_micros(value: Any, path: str) -> int:
         micros = Decimal(str(value)) * 1_000_000
     except InvalidOperation:
         raise CostConfigError(path, f"not a number: {value!r}") from None
+    if micros.is_nan():  # TOML has `nan`; comparing it would raise InvalidOperation
+        raise CostConfigError(path, f"not a number: {value!r}")
     if micros < 0 or micros != micros.to_integral_value():
         raise CostConfigError(path, "must be >= 0 with at most 6 decimals")
     if micros > _MAX_MICROS:  # SQLite integers are 64-bit

@@ -2,14 +2,18 @@
 URLs on an allow-list of hosts, with a size cap and redirects checked hop by hop.
 
 Rules for a URL (the first one and every redirect target):
-- the host must match the allow-list: an exact name (`replicate.delivery`, `127.0.0.1`) or
-  a leading wildcard (`*.replicate.delivery`, which matches sub-domains only);
+- its scheme, host and port must match the allow-list (`proxy.providers.allowlist`): an exact
+  name (`replicate.delivery`, `127.0.0.1:9000`) or a leading wildcard (`*.replicate.delivery`,
+  which matches sub-domains only); an entry without a port matches the default port only;
 - `https` always; plain `http` only for a host listed exactly (an operator's explicit choice);
 - no user-info (`user:pass@host`), and no private, loopback, link-local or otherwise
-  non-public IP literal unless that exact address is listed;
+  non-public address, whether the URL names it or a host name resolves to it, unless that
+  exact address is listed; the connection goes to the address that was checked (one lookup,
+  `proxy.providers.pinning`);
 - at most `max_redirects` redirects, each re-checked; the body is streamed and abandoned as
-  soon as it passes `max_bytes`.
-The downloads never carry a provider's credentials: this is a separate client with no auth.
+  soon as it passes `max_bytes`, whether or not a Content-Length was sent.
+The downloads never carry a provider's credentials: this is a separate client with no auth,
+and no proxy from the environment.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import ipaddress
+import ssl
 from collections.abc import Iterable, Sequence
 from typing import Final
 from urllib.parse import unquote_to_bytes
@@ -25,43 +29,21 @@ from urllib.parse import unquote_to_bytes
 import httpx
 
 from policies.errors import ProviderError, ProviderTimeout, ProviderUnavailable
+from proxy.providers.allowlist import HostAllowList, is_non_public
+from proxy.providers.pinning import PinnedTransport, Resolver, SystemResolver
 
-__all__ = ["DEFAULT_MAX_REDIRECTS", "Downloader", "HostAllowList", "decode_data_uri"]
+__all__ = [
+    "DEFAULT_MAX_REDIRECTS",
+    "Downloader",
+    "HostAllowList",
+    "Resolver",
+    "SystemResolver",
+    "decode_data_uri",
+]
 
 DEFAULT_MAX_REDIRECTS: Final = 3
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _HEADERS: Final = {"User-Agent": "imagegate", "Accept": "image/*"}
-
-
-def _norm(host: str) -> str:
-    return host.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
-
-
-class HostAllowList:
-    """Exact host names and `*.suffix` patterns, case-insensitive."""
-
-    def __init__(self, patterns: Iterable[str]) -> None:
-        cleaned = [_norm(p) for p in patterns if p.strip()]
-        self.exact: frozenset[str] = frozenset(p for p in cleaned if not p.startswith("*."))
-        self.suffixes: tuple[str, ...] = tuple(p[1:] for p in cleaned if p.startswith("*."))
-
-    def explicit(self, host: str) -> bool:
-        """Listed by its exact name (which also allows http and private addresses)."""
-        return _norm(host) in self.exact
-
-    def allows(self, host: str) -> bool:
-        host = _norm(host)
-        return host in self.exact or any(host.endswith(s) for s in self.suffixes)
-
-
-def _non_public(host: str) -> bool:
-    try:
-        ip = ipaddress.ip_address(_norm(host))
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
 
 
 def _refused(provider: str, why: str) -> ProviderError:
@@ -101,7 +83,14 @@ def decode_data_uri(uri: str, *, max_bytes: int, provider: str) -> bytes:
 
 
 class Downloader:
-    """One httpx client for one provider's output files (redirects followed by hand)."""
+    """One httpx client for one provider's output files (redirects followed by hand).
+
+    `resolver`: host name -> addresses (default: the system's); the connection is pinned to
+    the addresses it returned that pass the rules, and TLS verifies the certificate against
+    the host name (`ssl_context`: the CAs to trust; default: the system's). `transport`
+    replaces the pinned transport (a test routing public host names to a loopback fake); it
+    then decides where to connect.
+    """
 
     def __init__(
         self,
@@ -112,26 +101,44 @@ class Downloader:
         timeout: float,
         transport: httpx.AsyncBaseTransport | None = None,
         max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        resolver: Resolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.provider = provider
         self.hosts = HostAllowList(hosts)
         self.max_bytes = max_bytes
         self.max_redirects = max_redirects
+        self.timeout = timeout
+        pinned = transport or PinnedTransport(
+            resolver or SystemResolver(), self.hosts.lists_address, self._private, ssl_context
+        )
         self._client = httpx.AsyncClient(
-            transport=transport,
+            transport=pinned,
             follow_redirects=False,
+            trust_env=False,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             headers=_HEADERS,
         )
 
     async def fetch(self, url: str) -> bytes:
-        """The file at `url` (a `data:` URI or an allowed http(s) URL)."""
+        """The file at `url` (a `data:` URI or an allowed http(s) URL), whole within
+        `timeout` seconds (redirects included: a slow drip cannot hold a call open)."""
         if url[:5].lower() == "data:":
             return decode_data_uri(url, max_bytes=self.max_bytes, provider=self.provider)
         try:
             target = httpx.URL(url)
         except (httpx.InvalidURL, TypeError, ValueError):
             raise _refused(self.provider, "not a valid URL") from None
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._follow(target)
+        except TimeoutError:
+            raise ProviderTimeout(
+                f"The upstream provider '{self.provider}' image download took longer than "
+                f"{self.timeout:g} s."
+            ) from None
+
+    async def _follow(self, target: httpx.URL) -> bytes:
         for _ in range(self.max_redirects + 1):
             self.check(target)
             data, target_or_none = await self._get_once(target)
@@ -157,13 +164,17 @@ class Downloader:
             raise _refused(self.provider, f"scheme '{url.scheme}' is not http(s)")
         if url.userinfo:
             raise _refused(self.provider, "the URL carries credentials")
-        if not self.hosts.allows(host):
-            raise _refused(self.provider, f"host '{host}' is not in download_hosts")
-        explicit = self.hosts.explicit(host)
-        if url.scheme == "http" and not explicit:
-            raise _refused(self.provider, f"plain http to '{host}' (list the host exactly)")
-        if _non_public(host) and not explicit:
+        entry = self.hosts.match(url.scheme, host, url.port)
+        if entry is None:
+            if url.scheme == "http" and self.hosts.allows(host, "https", url.port):
+                raise _refused(self.provider, f"plain http to '{host}' (list the host exactly)")
+            where = host if url.port is None else f"{host}:{url.port}"
+            raise _refused(self.provider, f"'{url.scheme}://{where}' is not in download_hosts")
+        if is_non_public(host) and not self.hosts.lists_address(host):
             raise _refused(self.provider, f"'{host}' is not a public address")
+
+    def _private(self, host: str) -> ProviderError:
+        return _refused(self.provider, f"'{host}' resolves only to non-public addresses")
 
     async def _get_once(self, url: httpx.URL) -> tuple[bytes | None, httpx.URL | None]:
         """(body, None), or (None, the redirect target)."""

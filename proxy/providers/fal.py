@@ -31,6 +31,7 @@ from proxy.config import ProviderSettings
 from proxy.ports import ProviderCall, ProviderResult
 from proxy.providers.downloads import Downloader
 from proxy.providers.errors_map import CONTENT_POLICY, from_status, retry_after_seconds, scrub
+from proxy.providers.redirects import REDIRECT_REFUSED
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_DOWNLOAD_HOSTS", "FalProvider"]
 
@@ -116,7 +117,7 @@ class FalProvider:
         """The JSON answer; an HTTP error status raises the gateway's error for it."""
         async with (
             asyncio.timeout_at(deadline),
-            self._http().request(method, url, json=body) as response,
+            self._http().request(method, url, json=body, allow_redirects=False) as response,
         ):
             raw = bytearray()
             async for chunk in response.content.iter_chunked(64 * 1024):
@@ -124,6 +125,12 @@ class FalProvider:
                 if len(raw) > _MAX_JSON:
                     raise ProviderError(f"fal answered more than {_MAX_JSON} bytes of JSON.")
             status, headers = response.status, response.headers
+        if 300 <= status < 400:  # never replayed (with the key) anywhere: a provider fault
+            raise ProviderUnavailable(
+                f"The upstream provider '{self.name}' answered a redirect (HTTP {status}); "
+                "the gateway does not follow redirects from fal's queue.",
+                code=REDIRECT_REFUSED,
+            )
         if status >= 400:
             detail, policy = _error_detail(bytes(raw))
             retry_after = retry_after_seconds(headers)

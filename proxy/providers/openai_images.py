@@ -10,6 +10,7 @@ SDK retries are off: retries are the router's policy.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -36,6 +37,7 @@ from proxy.providers.errors_map import (
     retry_after_seconds,
     scrub,
 )
+from proxy.providers.redirects import same_origin_only
 
 __all__ = ["OpenAIImagesProvider"]
 
@@ -61,10 +63,22 @@ class OpenAIImagesProvider:
 
     async def generate(self, call: ProviderCall) -> ProviderResult:
         client = self._openai()
-        with _translate_errors(self.name, self._secret):
-            response = await self._send(client, call)
-        if not isinstance(response, ImagesResponse):
-            raise ProviderError(f"The upstream provider '{self.name}' answered with a stream.")
+        seconds = self._settings.timeout_seconds
+        try:
+            # The SDK's timeout is per read: a slow drip would hold the call open for ever.
+            async with asyncio.timeout(seconds):
+                with _translate_errors(self.name, self._secret):
+                    response = await self._send(client, call)
+        except TimeoutError:
+            raise ProviderTimeout(
+                f"The upstream provider '{self.name}' did not answer within {seconds:g} s."
+            ) from None
+        if not isinstance(response, ImagesResponse):  # e.g. an HTML page with 200
+            raise ProviderError(
+                f"The upstream provider '{self.name}' answered with something other than "
+                "an images response (not JSON).",
+                code="invalid_output",
+            )
         images = await self._images(response, len(call.indexes))
         return ProviderResult(images=images, usage=_usage(response))
 
@@ -86,6 +100,11 @@ class OpenAIImagesProvider:
                 base_url=self._settings.base_url or None,
                 max_retries=0,
                 timeout=self._settings.timeout_seconds,
+                # The SDK follows redirects; a POST (with the key) replayed to another origin
+                # would bypass every check. Same-origin redirects only.
+                http_client=openai.DefaultAsyncHttpxClient(
+                    event_hooks={"response": [same_origin_only(self.name)]}
+                ),
             )
         return self._client
 
@@ -150,10 +169,13 @@ class OpenAIImagesProvider:
 
 
 def _default_hosts(base_url: str) -> tuple[str, ...]:
-    """OpenAI's file host, plus the configured server's own host (the operator already
-    trusts it with the key; a self-hosted server serves its files itself)."""
-    host = urlsplit(base_url).hostname if base_url else None
-    return (*_OPENAI_FILE_HOSTS, *((host,) if host else ()))
+    """OpenAI's file host, plus the configured server's own origin: its scheme, host and
+    port (the operator already trusts it with the key; a self-hosted server serves its files
+    itself, but another service on the same host is another origin)."""
+    parts = urlsplit(base_url) if base_url else None
+    if parts is None or not parts.hostname:
+        return _OPENAI_FILE_HOSTS
+    return (*_OPENAI_FILE_HOSTS, f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}")
 
 
 # -- request bodies ------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from proxy.providers.errors_map import (
     retry_after_seconds,
     scrub,
 )
+from proxy.providers.redirects import same_origin_only
 
 __all__ = ["DEFAULT_DOWNLOAD_HOSTS", "ReplicateProvider"]
 
@@ -106,6 +107,9 @@ class ReplicateProvider:
             base_url=settings.base_url or None,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             transport=_NoRetries(transport or httpx.AsyncHTTPTransport()),
+            # Same-origin redirects only: a create replayed elsewhere would carry the token.
+            follow_redirects=True,
+            event_hooks={"response": [same_origin_only(self.name)]},
         )
         self._downloads = Downloader(
             self.name,

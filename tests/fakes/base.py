@@ -3,7 +3,9 @@
 Every request is recorded *before* any fault is applied, so a test can count retries. Faults are
 queued per test and consumed in FIFO order by the requests they match (`path` is a substring of
 the request path, `method` an HTTP method; both optional). Order per request: record, delay,
-failure, provider auth, handler.
+failure, provider auth, handler, body fault (`spoil_next`: the handler's answer sent badly —
+stalled mid-body, dripped, truncated, padded as an oversized chunked body, or the connection
+reset before any answer).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
-from typing import Any, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -26,6 +28,7 @@ from . import images
 __all__ = [
     "REC",
     "T0",
+    "BodyFault",
     "Failure",
     "FakeServer",
     "FilePart",
@@ -34,7 +37,8 @@ __all__ = [
 ]
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_Queued = TypeVar("_Queued", "Failure", "Delay")
+_Queued = TypeVar("_Queued", "Failure", "Delay", "BodyFault")
+BodyFaultKind = Literal["stall", "drip", "truncate", "oversize", "reset"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,18 @@ class Delay:
 
 
 @dataclass(slots=True)
+class BodyFault:
+    """How to send the next matching answer badly (see `FakeServer.spoil_next`)."""
+
+    kind: BodyFaultKind
+    times: int
+    seconds: float
+    size: int
+    path: str | None
+    method: str | None
+
+
+@dataclass(slots=True)
 class ImageFault:
     """How to spoil the next generated image (consumed one per output image)."""
 
@@ -122,7 +138,7 @@ class ImageFault:
         return images.truncate(data) if self.truncated else data
 
 
-def _matches(item: Failure | Delay, rec: RecordedRequest) -> bool:
+def _matches(item: Failure | Delay | BodyFault, rec: RecordedRequest) -> bool:
     if item.path is not None and item.path not in rec.path:
         return False
     return item.method is None or item.method.upper() == rec.method
@@ -188,6 +204,7 @@ class FakeServer:
         self._fails: list[Failure] = []
         self._delays: list[Delay] = []
         self._image_faults: list[ImageFault] = []
+        self._body_faults: list[BodyFault] = []
         self._redirects: list[tuple[str, int]] = []
         self._runner: web.AppRunner | None = None
 
@@ -261,6 +278,24 @@ class FakeServer:
         """Hold the next `times` matching requests for `seconds` before answering."""
         self._delays.append(Delay(seconds, times, path, method))
 
+    def spoil_next(
+        self,
+        kind: BodyFaultKind,
+        *,
+        seconds: float = 5.0,
+        size: int = 4 * 1024 * 1024,
+        times: int = 1,
+        path: str | None = None,
+        method: str | None = None,
+    ) -> None:
+        """Send the next `times` matching answers badly (the handler still runs):
+        "stall": headers and half the body, then `seconds` of silence, then the rest;
+        "drip": the body 16 bytes at a time, `seconds` apart;
+        "truncate": a Content-Length for the whole body, half of it, then the connection closed;
+        "oversize": chunked, no Content-Length, the body then zeros up to `size` bytes;
+        "reset": the connection closed before any answer."""
+        self._body_faults.append(BodyFault(kind, times, seconds, size, path, method))
+
     def next_image(
         self,
         *,
@@ -290,6 +325,7 @@ class FakeServer:
         self._fails.clear()
         self._delays.clear()
         self._image_faults.clear()
+        self._body_faults.clear()
         self._redirects.clear()
 
     @staticmethod
@@ -376,10 +412,18 @@ class FakeServer:
             denied = self._auth_response(request)
             if denied is not None:
                 return denied
+        spoil = _take(self._body_faults, rec)
+        if spoil is not None and spoil.kind == "reset":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=499)  # never sent: the connection is gone
         try:
-            return await handler(request)
+            response = await handler(request)
         except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
             return self._not_found(rec)
+        if spoil is None or not isinstance(response, web.Response):
+            return response
+        return await _send_badly(request, response, spoil)
 
     async def _record(self, request: web.Request) -> RecordedRequest:
         resource = request.match_info.route.resource
@@ -421,3 +465,38 @@ class FakeServer:
         fmt = images.sniff_format(data) or name.rsplit(".", 1)[-1]
         ctype = images.MIME_TYPES.get(fmt, "application/octet-stream")
         return web.Response(body=data, content_type=ctype)
+
+
+async def _send_badly(
+    request: web.Request, response: web.Response, fault: BodyFault
+) -> web.StreamResponse:
+    body = bytes(response.body) if isinstance(response.body, bytes | bytearray) else b""
+    out = web.StreamResponse(status=response.status, headers=response.headers)
+    out.headers.popall("Content-Length", None)
+    if fault.kind == "oversize":
+        out.enable_chunked_encoding()
+    else:
+        out.content_length = len(body)
+    half = len(body) // 2
+    try:
+        await out.prepare(request)
+        if fault.kind == "oversize":
+            await out.write(body)
+            for start in range(len(body), fault.size, 64 * 1024):
+                await out.write(bytes(min(64 * 1024, fault.size - start)))
+        elif fault.kind == "drip":
+            for start in range(0, len(body), 16):
+                await out.write(body[start : start + 16])
+                await asyncio.sleep(fault.seconds)
+        else:
+            await out.write(body[:half])
+            if fault.kind == "truncate":
+                assert request.transport is not None
+                request.transport.close()
+                return out
+            await asyncio.sleep(fault.seconds)
+            await out.write(body[half:])
+        await out.write_eof()
+    except (ConnectionError, RuntimeError):  # the client gave up: what the fault is for
+        pass
+    return out

@@ -150,13 +150,10 @@ async def test_200_line_batch_retries_transient_failures_and_reports_the_bad_lin
         rows.append("{not json" if line == 77 else {**row, **bad.get(line, {})})
     source = write_jsonl(tmp_path / "assets.jsonl", rows)
     try:
-        started = time.monotonic()
         run = await batch(tmp_path, str(source), "--base-url", gw.root, "--concurrency", "8")
-        elapsed = time.monotonic() - started
     finally:
         await gw.close()
     assert run.code == 1, run.stderr
-    assert elapsed < 20, f"200 lines took {elapsed:.1f}s"
     out = tmp_path / "batch-out"
     failures = {f["line"]: f for f in load(out / "failures.json")}
     assert set(failures) == {17, 33, 58, 77, 101, 150}
