@@ -32,7 +32,7 @@ from proxy.keys import (
 from proxy.memory import B64Cache, BytesLRU
 from proxy.middlewares import request_middleware
 from proxy.observability.ledger_metrics import LedgerCollector
-from proxy.observability.metrics import Metrics, StoreCollector
+from proxy.observability.metrics import Metrics, StoreCollector, watch_loop_lag
 from proxy.ports import BlobStore, EntryStore, Provider
 from proxy.process_locks import ProcessLocks
 from proxy.providers.factory import build_providers
@@ -127,6 +127,8 @@ def create_app(
         app.router.add_routes(table)
     setup_ab(app, data_dir)
     app.cleanup_ctx.append(_lifetime(service, registry, gate, (entry_store, blob_store)))
+    lag_every = settings.server.loop_lag_interval_seconds
+    app.cleanup_ctx.append(watch_loop_lag(metrics.loop_lag, lag_every))
     return app
 
 
