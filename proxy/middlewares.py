@@ -94,7 +94,9 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
     elif isinstance(exc, ClientBodyTimeout):
         error = InvalidRequest(str(exc), code="request_timeout")
         error.status_hint = 408
-        return _render(error, {"Connection": "close"})
+        response = _render(error, {})
+        response.force_close()  # what else it sends is not read
+        return response
     elif isinstance(exc, web.RequestPayloadError):
         error = InvalidRequest(f"The request body is malformed: {exc}.", code="invalid_body")
     elif isinstance(exc, ConnectionError) and _client_left(request):
