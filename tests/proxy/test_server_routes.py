@@ -101,11 +101,15 @@ async def test_a_blocked_event_loop_shows_in_the_lag_histogram(settings, provide
     gw = await start_gateway(probing, provider, clock)
     try:
         registry = gw.app[METRICS].registry
-        while not registry.get_sample_value("imagegate_event_loop_lag_seconds_count"):
-            await asyncio.sleep(0.01)  # the probe has run once
+        for _ in range(1000):  # the probe has run once (bounded: 10 s)
+            if registry.get_sample_value("imagegate_event_loop_lag_seconds_count"):
+                break
+            await asyncio.sleep(0.01)
         time.sleep(blocked)  # noqa: ASYNC251 - blocks the loop on purpose: what the probe sees
         late = 0.0
-        while late == 0.0:
+        for _ in range(1000):
+            if late:
+                break
             await asyncio.sleep(0.01)  # the probe's timer fires once the loop runs again
             count = registry.get_sample_value("imagegate_event_loop_lag_seconds_count")
             under = registry.get_sample_value(

@@ -182,16 +182,16 @@ async def test_workers_exit_when_their_supervisor_is_killed(tmp_path):
             await asyncio.sleep(0.05)
         assert len(workers) == 2
         proc.send_signal(signal.SIGKILL)
-        await proc.wait()
-        for _ in range(600):  # bounded: 30 s
-            if not any(running(pid) for pid in workers):
+        for _ in range(600):  # bounded: 30 s (not `wait()`: live workers would hold its stdout)
+            if proc.returncode is not None and not any(running(pid) for pid in workers):
                 break
             await asyncio.sleep(0.05)
         assert not any(running(pid) for pid in workers)
         host, port = base_url.removeprefix("http://").removesuffix("/v1").rsplit(":", 1)
         with pytest.raises(ConnectionRefusedError):  # nobody serves the port any more
             await asyncio.open_connection(host, int(port))
-    finally:
-        for pid in workers:
+    finally:  # nothing is left behind by a failed run
+        for pid in [proc.pid, *workers]:
             if running(pid):
-                os.kill(pid, signal.SIGKILL)  # orphans of a failed run, not left behind
+                os.kill(pid, signal.SIGKILL)
+        await asyncio.wait_for(proc.communicate(), 30)  # its stdout closes with the last worker
