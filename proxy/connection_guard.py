@@ -9,9 +9,9 @@ sweep a few times per deadline keeps those two, so the request path does no extr
 - a request body that has sent nothing for `body_timeout` fails its read with
   `ClientBodyTimeout` (the middleware answers 408 and the connection closes).
 
-The sweep reads three attributes of aiohttp's `RequestHandler` that are not public API
-(`_request_count`, `_current_request`, `_reading_paused`); tests/proxy/test_slow_clients.py
-fails if a new aiohttp renames them.
+The sweep reads attributes of aiohttp's `RequestHandler` that are not public API:
+`_request_count` and `_current_request` (tests/proxy/test_slow_clients.py fails if a new
+aiohttp renames them) and `_reading_paused` (a body is not stalled while we stopped reading).
 """
 
 from __future__ import annotations

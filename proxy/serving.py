@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from prometheus_client import values
 from prometheus_client.multiprocess import mark_process_dead
 
 from proxy.app import create_app
@@ -228,6 +229,7 @@ def _stop(procs: Sequence[BaseProcess]) -> None:
 
 def _worker(config: str | None, host: str, port: int, ready: Any, parent: int) -> None:
     _exit_with_parent(parent)
+    _pin_metrics_pid()
     try:
         settings = settings_for(config, host, port)
     except ConfigError as exc:
@@ -257,3 +259,10 @@ def _exit_with_parent(parent: int) -> None:
 
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _pin_metrics_pid() -> None:
+    """prometheus-client's multiprocess values call os.getpid() on every update, to notice a
+    fork; a worker never forks, so they get its pid once (measured: ~1 µs less per hit)."""
+    pid = os.getpid()
+    values.ValueClass = values.MultiProcessValue(lambda: pid)  # type: ignore[no-untyped-call]

@@ -7,8 +7,9 @@ import time
 from dataclasses import replace
 
 import aiohttp
+import pytest
 
-from proxy.config import Secret
+from proxy.config import ConfigError, Secret, load_settings
 from proxy.config_cost import parse_cost
 from proxy.keys import METRICS
 from tests.conftest import start_gateway
@@ -121,3 +122,30 @@ async def test_a_blocked_event_loop_shows_in_the_lag_histogram(settings, provide
         assert total >= blocked - 0.01 - 0.001  # one late timer: the block less its own wait
     finally:
         await gw.close()
+
+
+@pytest.mark.parametrize(
+    ("toml", "path"),
+    [
+        ("header_timeout_seconds = 0", "server.header_timeout_seconds"),
+        ("keepalive_timeout_seconds = -1", "server.keepalive_timeout_seconds"),
+        ('body_timeout_seconds = "60"', "server.body_timeout_seconds"),
+        ('metrics_key = "short"', "server.metrics_key"),
+        ("loop_lag_interval_seconds = 0.0001", "server.loop_lag_interval_seconds"),
+    ],
+)
+def test_server_settings_that_cannot_work_name_their_key(tmp_path, toml, path):
+    config = tmp_path / "c.toml"
+    config.write_text(f"[server]\n{toml}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config, environ={})
+    assert info.value.path == path
+
+
+def test_an_unset_metrics_key_variable_leaves_metrics_to_the_admin_key(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('[server]\nmetrics_key = "${IMAGEGATE_METRICS_KEY}"\n')
+    assert not load_settings(config, environ={}).server.metrics_key
+    key = "m" * 20
+    got = load_settings(config, environ={"IMAGEGATE_METRICS_KEY": key}).server.metrics_key
+    assert got == Secret(key) and key not in repr(got)
