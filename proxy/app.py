@@ -33,7 +33,7 @@ from proxy.keys import (
 from proxy.memory import B64Cache, BytesLRU
 from proxy.middlewares import request_middleware
 from proxy.observability.ledger_metrics import LedgerCollector
-from proxy.observability.metrics import Metrics, StoreCollector
+from proxy.observability.metrics import Metrics, StoreCollector, watch_loop_lag
 from proxy.ports import BlobStore, EntryStore, Provider
 from proxy.process_locks import ProcessLocks
 from proxy.providers.factory import build_providers
@@ -131,6 +131,8 @@ def create_app(
     setup_ab(app, data_dir)
     app[SWEEPER] = ReservationSweeper(gate, router)
     app.cleanup_ctx.append(_lifetime(service, registry, gate, (entry_store, blob_store)))
+    lag_every = settings.server.loop_lag_interval_seconds
+    app.cleanup_ctx.append(watch_loop_lag(metrics.loop_lag, lag_every))
     return app
 
 

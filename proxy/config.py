@@ -79,6 +79,13 @@ class ServerSettings:
     public_base_url: str = ""
     max_body_mb: int = 64
     event_loop: str = "auto"  # auto (uvloop when installed) | uvloop | asyncio
+    # Slow and idle connections (seconds): a new connection's first request headers, the
+    # wait for the next request on a kept-alive one, a request body that sends nothing.
+    header_timeout_seconds: float = 10.0
+    keepalive_timeout_seconds: float = 75.0
+    body_timeout_seconds: float = 60.0
+    metrics_key: Secret = field(default_factory=lambda: Secret(""))  # Bearer for /metrics
+    loop_lag_interval_seconds: float = 0.1  # event-loop lag probe period; 0: off
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +161,11 @@ _SCHEMA: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
         "public_base_url": (str, "a URL"),
         "max_body_mb": (int, "MiB"),
         "event_loop": (str, "auto|uvloop|asyncio"),
+        "header_timeout_seconds": ((int, float), "seconds"),
+        "keepalive_timeout_seconds": ((int, float), "seconds"),
+        "body_timeout_seconds": ((int, float), "seconds"),
+        "metrics_key": (str, "a secret (16+ characters), or empty"),
+        "loop_lag_interval_seconds": ((int, float), "seconds, 0 for off"),
     },
     "storage": {"data_dir": (str, "a directory")},
     "cache": {
@@ -270,6 +282,13 @@ def _build(raw: dict[str, Any], source: str, environ: Mapping[str, str]) -> Sett
     _check_choice(source, "server.event_loop", loop, ("auto", "uvloop", "asyncio"))
     if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         raise ConfigError(source, "server.event_loop", "uvloop is not installed; use auto")
+    _check_server_times(source, server)
+    if server.get("metrics_key"):
+        if len(server["metrics_key"]) < 16:
+            raise ConfigError(source, "server.metrics_key", "must be 16 or more characters")
+        server = {**server, "metrics_key": Secret(server["metrics_key"])}
+    else:  # unset, or "${VAR}" of an unset VAR
+        server = {k: v for k, v in server.items() if k != "metrics_key"}
     storage = _section(raw, "storage", source)
     cache = _section(raw, "cache", source)
     for key in ("ttl_seconds", "max_bytes"):
@@ -332,6 +351,17 @@ def _catalog(raw: Any, source: str) -> Catalog:
         return load_catalog(raw)
     except CatalogError as exc:
         raise ConfigError(source, exc.path, exc.problem) from None
+
+
+def _check_server_times(source: str, server: dict[str, Any]) -> None:
+    for key in ("header_timeout_seconds", "keepalive_timeout_seconds", "body_timeout_seconds"):
+        if key in server and not 0 < server[key] <= 86_400:
+            raise ConfigError(source, f"server.{key}", "must be more than 0 and at most 86400")
+    lag = server.get("loop_lag_interval_seconds", 0.1)
+    if lag != 0 and not 0.001 <= lag <= 60:
+        raise ConfigError(
+            source, "server.loop_lag_interval_seconds", "must be 0 (off) or 0.001-60 seconds"
+        )
 
 
 def _check_choice(source: str, path: str, value: str, choices: tuple[str, ...]) -> None:

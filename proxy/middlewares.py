@@ -20,14 +20,18 @@ from policies.errors import (
     ProviderError,
     RateLimited,
 )
+from proxy.connection_guard import ClientBodyTimeout
 from proxy.keys import CACHE_OUTCOME, LOG_FIELDS, METRICS, REQUEST_ID
 from proxy.observability.logging import info_line
 
-__all__ = ["error_response", "rate_limit_headers", "request_middleware"]
+__all__ = ["CLIENT_CLOSED", "error_response", "rate_limit_headers", "request_middleware"]
 
 log = structlog.get_logger("imagegate.http")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,128}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# nginx's status for a request whose client closed the connection before the answer: counted
+# and logged apart from 5xx, which are the gateway's own failures. Never sent (nobody listens).
+CLIENT_CLOSED = 499
 
 
 @web.middleware
@@ -85,27 +89,50 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
     elif isinstance(exc, web.HTTPNotFound):
         error = NotFound(f"Unknown route: {request.method} {request.path[:100]}.")
     elif isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
         error = InvalidRequest(
-            f"Method {request.method} is not allowed here; "
-            f"use {', '.join(sorted(exc.allowed_methods))}.",
+            f"Method {request.method} is not allowed here; use {allowed}.",
             code="method_not_allowed",
         )
         error.status_hint = 405
+        return _render(error, {"Allow": allowed})  # RFC 9110 15.5.6
     elif isinstance(exc, web.HTTPException):
         error = InvalidRequest(exc.reason, code=None)
         error.status_hint = exc.status
+    elif isinstance(exc, ClientBodyTimeout):
+        error = InvalidRequest(str(exc), code="request_timeout")
+        error.status_hint = 408
+        response = _render(error, {})
+        response.force_close()  # what else it sends is not read
+        return response
+    elif isinstance(exc, web.RequestPayloadError):
+        error = InvalidRequest(f"The request body is malformed: {exc}.", code="invalid_body")
+    elif isinstance(exc, ConnectionError) and _client_left(request):
+        log.info("http.client_disconnected", path=request.path[:100], detail=str(exc)[:100])
+        return web.Response(status=CLIENT_CLOSED, reason="Client Closed Request")
     else:
         log.error("http.request_failed", path=request.path[:100], exc_info=exc)
         error = GatewayError("The gateway had an error while processing your request.")
     if error.status_hint >= 500:
         log.warning("http.error", status=error.status_hint, code=error.code, error=error.message)
-    # SDKs retry 429 and 5xx by default; tell them when a retry cannot help.
-    headers = {} if error.retryable else {"x-should-retry": "false"}
+    headers: dict[str, str] = {}
     if isinstance(error, RateLimited):
-        headers.update(rate_limit_headers(error))
+        headers = rate_limit_headers(error)
     elif isinstance(error, NoRoute | ProviderError) and error.retry_after and error.retryable:
-        headers.update(_retry_after(error.retry_after), **{"x-should-retry": "true"})
+        headers = _retry_after(error.retry_after) | {"x-should-retry": "true"}
+    return _render(error, headers)
+
+
+def _render(error: GatewayError, headers: dict[str, str]) -> web.Response:
+    if not error.retryable:  # SDKs retry 429 and 5xx by default; tell them when it cannot help
+        headers["x-should-retry"] = "false"
     return web.json_response(error.envelope(), status=error.status_hint, headers=headers)
+
+
+def _client_left(request: web.Request) -> bool:
+    """The connection to the client is closed: a ConnectionError is theirs, not upstream's."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def rate_limit_headers(error: RateLimited) -> dict[str, str]:

@@ -3,12 +3,18 @@
 The gateway writes one line per request, so a line must cost microseconds (measured in
 bench/): loggers are cached on first use, JSON is rendered by orjson straight to bytes, and
 JSON lines are written out in batches, at least every `flush_ms` (like nginx's buffered
-access log), at once for warnings and errors, and at exit."""
+access log), at once for warnings and errors, and at exit. Every line carries the `pid` of
+the process that wrote it (which worker, under `--workers`).
+
+What other libraries log through the standard `logging` module (aiohttp's server, asyncio)
+goes through the same pipeline: one JSON object per line, a traceback inside it as a string.
+A malformed request from a client is a warning (`http.bad_request`), never a traceback."""
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import sys
 import threading
 import time
@@ -17,14 +23,16 @@ from typing import BinaryIO, TextIO
 
 import orjson
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
-__all__ = ["BatchedLines", "configure_logging", "info_line"]
+__all__ = ["BatchedLines", "StdlibBridge", "configure_logging", "info_line"]
 
 _BATCH_BYTES = 64 * 1024  # the writer thread is woken when this much is waiting
 _MAX_WAITING = 1024 * 1024  # past this, a request writes the lines itself (a stuck disk)
 # Where `info_line` writes when lines are JSON in batches at info level; else None.
 _direct: BatchedLines | None = None
 _second: tuple[int, str] = (-1, "")
+_PID = os.getpid()
 
 
 class BatchedLines:
@@ -95,6 +103,7 @@ def info_line(
         logger.info(event, **fields)
         return
     fields["event"] = event
+    fields["pid"] = _PID
     fields["level"] = "info"
     fields["timestamp"] = _timestamp()
     lines.msg(orjson.dumps(fields))
@@ -139,6 +148,7 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _add_pid,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
@@ -150,6 +160,47 @@ def configure_logging(
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
+    _bridge_stdlib(level)
+
+
+def _add_pid(
+    _logger: object, _name: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    event["pid"] = _PID
+    return event
+
+
+class StdlibBridge(logging.Handler):
+    """Standard `logging` records (aiohttp, asyncio) -> structlog events, so they are
+    rendered like every other line. aiohttp's "Error handling request" for a request it could
+    not parse is the client's fault: a warning with the parser's reason, no traceback (and
+    not the raw bytes, which may hold a header's secret)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            exc = record.exc_info[1] if record.exc_info else None
+            logger = structlog.get_logger(record.name)
+            if isinstance(exc, HttpProcessingError):
+                reason = (exc.message or "").split("\n", 1)[0].strip().rstrip(":")
+                level = min(record.levelno, logging.WARNING)
+                logger.log(level, "http.bad_request", status=exc.code, reason=reason[:200])
+                return
+            fields: dict[str, object] = {"logger": record.name}
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            logger.log(record.levelno, record.getMessage(), **fields)
+        except Exception:  # a log line must never break the caller
+            self.handleError(record)
+
+
+def _bridge_stdlib(level: str) -> None:
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        if isinstance(handler, StdlibBridge):
+            root.removeHandler(handler)
+    root.addHandler(StdlibBridge())
+    # other libraries' warnings and errors only (httpx would add a line per upstream call)
+    root.setLevel(max(logging.getLevelNamesMapping()[level.upper()], logging.WARNING))
 
 
 def _dumps_str(value: object, **kw: object) -> str:

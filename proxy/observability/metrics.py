@@ -1,20 +1,36 @@
-"""Prometheus metrics, one registry per app. Labels are bounded: never a prompt, key or secret."""
+"""Prometheus metrics, one registry per app. Labels are bounded: never a prompt, key or secret.
+
+One process keeps its values in memory. Under `imagegate serve --workers N` the supervisor
+sets `PROMETHEUS_MULTIPROC_DIR` (prometheus-client's multiprocess mode) before it starts the
+workers: each worker writes its counters and histograms to its own memory-mapped files
+there, and whichever worker answers a scrape sums every worker's files, so each scrape is
+the whole gateway's total and a counter never goes back. Gauges a worker holds for itself
+(circuit state) are the largest of the live workers' values. The collectors that read the
+shared stores at scrape time (cache size, budgets) read them once, in either mode.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from proxy.ports import BlobStore, EntryStore
 
-__all__ = ["Metrics", "StoreCollector"]
+__all__ = ["MULTIPROCESS_ENV", "Metrics", "StoreCollector", "watch_loop_lag"]
 
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client reads it at import
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
 @dataclass
@@ -33,7 +49,11 @@ class Metrics:
         return found
 
     def __post_init__(self) -> None:
-        r = self.registry
+        r: CollectorRegistry | None = self.registry
+        shared = os.environ.get(MULTIPROCESS_ENV)
+        if shared:  # values live in this worker's files; a scrape sums every worker's
+            MultiProcessCollector(self.registry, path=shared)  # type: ignore[no-untyped-call]
+            r = None
         self.requests = Counter(
             "imagegate_http_requests_total",
             "HTTP requests by route template, method and status",
@@ -101,7 +121,38 @@ class Metrics:
             "Circuit per model: 0 closed, 0.5 half-open, 1 open",
             ("model",),
             registry=r,
+            multiprocess_mode="livemax",
         )
+        self.loop_lag = Histogram(
+            "imagegate_event_loop_lag_seconds",
+            "How late the event loop ran a periodic timer: time no request could be served",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+
+
+def watch_loop_lag(
+    histogram: Histogram, interval: float
+) -> Callable[[web.Application], AbstractAsyncContextManager[None]]:
+    """An app lifetime that sleeps `interval` over and over and observes how much later than
+    asked each sleep ended: a blocked or overloaded loop shows at once. Off when 0."""
+
+    async def probe() -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + interval
+            await asyncio.sleep(interval)
+            histogram.observe(max(0.0, loop.time() - due))
+
+    @asynccontextmanager
+    async def lifetime(_app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(probe()) if interval > 0 else None
+        yield
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    return lifetime
 
 
 class StoreCollector(Collector):

@@ -1,14 +1,22 @@
-"""GET /v1/models, /healthz, /readyz, /metrics."""
+"""GET /v1/models, /healthz, /readyz, /metrics.
+
+Once API keys exist, `/v1/models` needs one (as OpenAI's own does) and `/metrics` needs
+`[server] metrics_key` or the admin key as a Bearer token: key names, teams and spend are
+in it. While the gateway is open (no keys) both are open, unless a metrics key is set.
+`/healthz` and `/readyz` are always open (probes send no credentials).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from policies.catalog import Catalog, ModelSpec
-from proxy.keys import BLOBS, CATALOG, ENTRIES, GATE, METRICS, SERVICE
+from policies.errors import AuthenticationFailed
+from proxy.keys import BLOBS, CATALOG, ENTRIES, GATE, METRICS, SERVICE, SETTINGS
 from proxy.providers.registry import ProviderRegistry
 
 __all__ = ["routes"]
@@ -22,6 +30,10 @@ async def list_models(request: web.Request) -> web.Response:
     provider has credentials, or the placeholder draws it offline: `served_by` says which;
     `provider_configured` whether its own provider has credentials); `created`: when this
     gateway started (it read its catalog then)."""
+    authorization = request.headers.get("Authorization")
+    gate = request.app[GATE]
+    if not gate.is_admin(authorization):
+        await gate.authenticate(authorization)  # 401 without a valid key, once keys exist
     catalog = request.app[CATALOG]
     registry = request.app[SERVICE].router.registry
     created = int(request.app[GATE].started)
@@ -110,5 +122,25 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    await _may_scrape(request)
     body = generate_latest(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _may_scrape(request: web.Request) -> None:
+    gate = request.app[GATE]
+    metrics_key = request.app[SETTINGS].server.metrics_key
+    authorization = request.headers.get("Authorization") or ""
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else ""
+    if metrics_key and hmac.compare_digest(token.encode(), metrics_key.reveal().encode()):
+        return
+    if gate.is_admin(authorization):
+        return
+    if not metrics_key and not await gate.keys_exist():
+        return
+    raise AuthenticationFailed(
+        "/metrics needs 'Authorization: Bearer <[server] metrics_key>' (or the admin key) "
+        "once API keys exist"
+        + ("." if metrics_key else "; set [server] metrics_key for Prometheus to send.")
+    )

@@ -10,11 +10,13 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.config import Secret
 from proxy.config_cost import parse_cost
 from proxy.keys import GATE
 from tests.proxy.test_routing_e2e import start, upstreams  # noqa: F401 - the fixture
 
 SECRET = "sk-metrics-0123456789abc"
+SCRAPE = "scrape-0123456789abcdef"  # [server] metrics_key: keys exist, so /metrics needs it
 
 
 def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -33,6 +35,7 @@ async def test_metrics_add_up_after_a_mix_of_traffic(settings, clock, upstreams)
     _, rep = upstreams
     settings = replace(
         settings,
+        server=replace(settings.server, metrics_key=Secret(SCRAPE)),
         cost=parse_cost(
             {
                 "keys": [{"name": "app", "key": SECRET, "team": "t1", "budget_usd": 1.0}],
@@ -64,7 +67,11 @@ async def test_metrics_add_up_after_a_mix_of_traffic(settings, clock, upstreams)
         with pytest.raises(openai.AuthenticationError):
             await wrong.images.generate(model="auto", prompt="a")  # auth
         await gw.app[GATE].flush_hits()
-        async with aiohttp.ClientSession() as http, http.get(gw.root + "/metrics") as got:
+        bearer = {"Authorization": f"Bearer {SCRAPE}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(gw.root + "/metrics", headers=bearer) as got,
+        ):
             values = scrape(await got.text())
     finally:
         await gw.close()

@@ -1,14 +1,19 @@
-"""`imagegate serve --workers 2`: coalescing and budgets stay exact across processes."""
+"""`imagegate serve --workers 2`: coalescing and budgets stay exact across processes, every
+scrape of /metrics is the sum of the workers, and the workers die with their supervisor."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
 from pathlib import Path
 
+import aiohttp
 import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.replicate_server import FakeReplicate
 from tests.proxy.test_crash_recovery import ROOT, start_gateway
@@ -140,3 +145,89 @@ async def test_a_killed_workers_calls_are_settled_by_its_sibling(tmp_path):
     rows = db.execute("SELECT cache, cost_micros, request_id FROM ledger").fetchall()
     assert {r for c, _, r in rows if c == "ORPHANED"} == lost  # the dead worker's calls
     assert len(rows) == 12 and all(cost == 3_000 for _, cost, _ in rows)
+
+
+def placeholder_config(tmp_path: Path, flush_ms: int = 250) -> Path:
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f'[storage]\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[logging]\nformat = "json"\nflush_ms = {flush_ms}\n'
+    )
+    return config
+
+
+def log_records(tmp_path: Path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "gateway.stderr").read_text().splitlines()]
+
+
+def scraped_total(text: str, status: str = "200") -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "imagegate_http_requests_total"
+        and sample.labels["route"] == "/v1/images/generations"
+        and sample.labels["status"] == status
+    )
+
+
+async def test_every_scrape_sums_the_workers_and_both_workers_serve(tmp_path):
+    proc, base_url = await start_gateway(placeholder_config(tmp_path), clean_env(), workers=2)
+    root = base_url[: -len("/v1")]
+    scrapes: list[float] = []
+    try:
+        # a new connection per request: SO_REUSEPORT spreads connections over the workers
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            for batch in range(6):
+                for i in range(8):
+                    body = {"prompt": f"kite {batch} {i}", "model": "flux-schnell"}
+                    async with http.post(base_url + "/images/generations", json=body) as got:
+                        assert got.status == 200
+                for _ in range(3):  # each scrape may land on either worker
+                    async with http.get(root + "/metrics") as got:
+                        scrapes.append(scraped_total(await got.text()))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await proc.wait() == 0
+    assert scrapes == [8.0 * (1 + i // 3) for i in range(18)]  # the sum, never going back
+    records = log_records(tmp_path)  # written out at exit
+    workers = {r["pid"] for r in records if r["event"] == "server.started"}
+    served = {r["pid"] for r in records if r["event"] == "http.request_completed"}
+    assert len(workers) == 2 and proc.pid not in workers
+    assert served == workers  # 48 connections: both workers answered
+    assert not (tmp_path / "data" / "metrics" / str(proc.pid)).exists()  # cleaned at exit
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has exited; init reaps it
+
+
+async def test_workers_exit_when_their_supervisor_is_killed(tmp_path):
+    config = placeholder_config(tmp_path, flush_ms=0)
+    proc, base_url = await start_gateway(config, clean_env(), workers=2)
+    workers: set[int] = set()
+    try:
+        for _ in range(400):  # the start lines are written before the base URL is printed
+            workers = {r["pid"] for r in log_records(tmp_path) if r["event"] == "server.started"}
+            if len(workers) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(workers) == 2
+        proc.send_signal(signal.SIGKILL)
+        for _ in range(600):  # bounded: 30 s (not `wait()`: live workers would hold its stdout)
+            if proc.returncode is not None and not any(running(pid) for pid in workers):
+                break
+            await asyncio.sleep(0.05)
+        assert not any(running(pid) for pid in workers)
+        host, port = base_url.removeprefix("http://").removesuffix("/v1").rsplit(":", 1)
+        with pytest.raises(ConnectionRefusedError):  # nobody serves the port any more
+            await asyncio.open_connection(host, int(port))
+    finally:  # nothing is left behind by a failed run
+        for pid in [proc.pid, *workers]:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+        await asyncio.wait_for(proc.communicate(), 30)  # its stdout closes with the last worker
