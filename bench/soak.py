@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -28,6 +29,8 @@ from typing import Any
 
 from bench.gateway import child_env
 from bench.procs import Procs, free_port, tree_pids, wait_http
+
+__all__ = ["MARGINS", "judge", "main", "sample", "write_config"]
 
 SECRET = "sk-soak-0123456789abcdef"  # noqa: S105  # a loopback-only test key
 # series -> (relative, absolute) growth of the last third over the middle third that fails
@@ -221,12 +224,26 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         procs.stop_all()
     verdict = judge(samples, max_bytes, int(load.get("largest_image", 0)))
+    verdict["disk"] |= _blob_index(work / "data" / "blobs")
     result = {"args": {k: str(v) for k, v in vars(args).items()}, "load": load}
     result |= {"verdict": verdict, "samples": samples, "work_dir": str(work)}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     _print(verdict, load, len(samples), args.out)
     failed = [k for k, v in verdict.items() if v.get("verdict") in ("growing", "over")]
     return 1 if failed or load.get("bad_images", 0) or not load.get("ok", 0) else 0
+
+
+def _blob_index(blobs: Path) -> dict[str, int]:
+    """After the stop: blob rows, blob files, and files no row names (leaked disk)."""
+    db = sqlite3.connect(blobs / "cache.db")
+    named = {row[0] for row in db.execute("SELECT filename FROM Cache WHERE filename IS NOT NULL")}
+    db.close()
+    files = {str(p.relative_to(blobs)) for p in blobs.glob("*/*/*") if p.is_file()}
+    return {
+        "blob_rows": len(named),
+        "blob_files": len(files),
+        "files_not_indexed": len(files - named),
+    }
 
 
 def _sample_until_done(

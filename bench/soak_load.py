@@ -29,6 +29,8 @@ import openai
 from tests.fakes.images import make_png
 from tests.fakes.openai_server import FakeOpenAI
 
+__all__ = ["Driver", "main"]
+
 EDIT_INPUT = make_png(64, 64, (200, 80, 40, 255), alpha=True)
 
 

@@ -31,6 +31,23 @@ import openai
 
 from tests.fakes.images import make_png, sniff_format
 
+__all__ = [
+    "Answer",
+    "Call",
+    "CrashLoop",
+    "DiskState",
+    "GatewayProcess",
+    "Tally",
+    "clean_env",
+    "group_members",
+    "make_mix",
+    "open_reservations",
+    "orphan_rows",
+    "read_disk",
+    "send",
+    "write_config",
+]
+
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-crash-loops-0123456789"
 EXTS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
@@ -249,6 +266,7 @@ class DiskState:
     blobs: dict[str, str]  # sha256 -> format of its bytes
     ledger: dict[str, int]  # request_id -> settled micro-USD (rows with cost > 0)
     reservations: dict[str, int]  # open reservation id -> amount
+    stray_files: int  # blob files no index row names (written, then the process died)
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -260,13 +278,20 @@ def read_disk(data: Path) -> DiskState:
     when an entry does not parse or a blob's bytes do not hash to its address."""
     blobs: dict[str, str] = {}
     db = _connect(data / "blobs" / "cache.db")
+    named = set()
     for sha, filename in db.execute("SELECT key, filename FROM Cache WHERE raw = 1"):
+        named.add(filename)
         body = (data / "blobs" / filename).read_bytes()
         assert hashlib.sha256(body).hexdigest() == sha, f"blob {sha} torn on disk"
         fmt = sniff_format(body)
         assert fmt in EXTS, f"blob {sha} is not an image ({body[:8]!r})"
         blobs[sha] = fmt
     db.close()
+    files = {
+        str(path.relative_to(data / "blobs"))
+        for path in (data / "blobs").glob("*/*/*")
+        if path.is_file()
+    }
     entries: dict[str, dict[str, object]] = {}
     db = _connect(data / "entries" / "cache.db")
     for key, value in db.execute("SELECT key, value FROM Cache WHERE raw = 1"):
@@ -284,7 +309,7 @@ def read_disk(data: Path) -> DiskState:
     )
     reservations = dict(db.execute("SELECT id, amount_micros FROM reservations"))
     db.close()
-    return DiskState(entries, blobs, ledger, reservations)
+    return DiskState(entries, blobs, ledger, reservations, len(files - named))
 
 
 def orphan_rows(data: Path, reservation_ids: set[str]) -> int:
@@ -328,6 +353,7 @@ class Tally:
     replays: int = 0  # 200 answers asked again (only-if-cached): HIT, same images
     blobs_served: int = 0  # distinct blobs fetched from /images/ and hashed
     outcomes: dict[str, int] = field(default_factory=dict)  # X-Cache of the 200 answers
+    stray_blob_files: int = 0  # files under blobs/ no index row names, at the last kill
 
     def line(self) -> str:
         return " ".join(f"{k}={v}" for k, v in vars(self).items())
@@ -428,6 +454,7 @@ class CrashLoop:
             lost = [sha for sha in answer.images if sha not in state.blobs]
             assert not lost, f"{where} {answer.call.request_id} answered blobs not stored: {lost}"
         self.tally.reservations_open_at_kill += len(state.reservations)
+        self.tally.stray_blob_files = state.stray_files
         return state
 
     async def _check_restarted(

@@ -17,7 +17,11 @@ import random
 
 import pytest
 
-from tests.crash_harness import CrashLoop
+from policies.models import Entry
+from proxy.stores.disk import DiskBlobStore, DiskEntryStore
+from proxy.stores.ledger import SqliteLedger
+from tests.crash_harness import CrashLoop, read_disk
+from tests.fakes.images import make_png
 from tests.fakes.openai_server import FakeOpenAI
 
 RUNS = int(os.environ.get("IMAGEGATE_CRASH_RUNS", "20"))
@@ -51,3 +55,24 @@ async def test_kill_9_of_two_workers_and_their_supervisor_loses_nothing(tmp_path
     assert tally.runs == tally.kills == runs
     assert tally.answered > 0
     assert tally.replays == tally.answered
+
+
+def test_the_disk_check_catches_a_torn_blob(tmp_path):
+    """The checks can fail: a blob file cut short after its row was committed (what a torn
+    write would leave) is named, and so is a stray file no row names."""
+    data = tmp_path / "data"
+    blobs = DiskBlobStore(data / "blobs")
+    entries = DiskEntryStore(data / "entries")
+    sha = blobs.put(make_png(32, 32))
+    entries.put("k" * 64, 0, Entry(sha, "png", 32, 32, "dall-e-2", "openai", 16_000, 1.0))
+    SqliteLedger(data / "ledger.sqlite3").close()
+    path = blobs.open(sha).path
+    blobs.close()
+    entries.close()
+    assert read_disk(data).blobs == {sha: "png"}
+
+    (path.parent / "stray.val").write_bytes(b"written, never committed")
+    assert read_disk(data).stray_files == 1
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(AssertionError, match=f"blob {sha} torn on disk"):
+        read_disk(data)
