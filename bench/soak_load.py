@@ -64,6 +64,7 @@ class Driver:
         self.bad_images = 0
         self.images = 0
         self.largest_image = 0
+        self.http = httpx.AsyncClient(timeout=60)  # for /images/ (the SDK only does /v1)
 
     async def run(self, client: openai.AsyncOpenAI, deadline: float) -> None:
         interval = 1 / self.args.rate
@@ -102,7 +103,7 @@ class Driver:
             if item.get("b64_json"):
                 self.check(base64.b64decode(item["b64_json"]), None)
             else:
-                got = await client._client.get(item["url"])
+                got = await self.http.get(item["url"])
                 found = re.search(r"/images/([0-9a-f]{64})\.", item["url"])
                 self.check(got.content, found[1] if found else "")
 
@@ -155,6 +156,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 fake.reset()
                 fake.request_ids.clear()
             await run
+        await driver.http.aclose()
         summary = driver.summary(time.monotonic() - started)
         args.summary.write_text(json.dumps(summary) + "\n")
 

@@ -27,6 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 
 from tests.fakes.images import make_png, sniff_format
@@ -212,6 +213,7 @@ class Answer:
     cache: str = ""
     cost_micros: int = 0
     images: list[str] = field(default_factory=list)  # sha256 of each image, in order
+    urls: list[str] = field(default_factory=list)  # the image URLs of a url answer
     error: str = ""
 
 
@@ -248,12 +250,14 @@ async def send(
     except openai.APIConnectionError as exc:
         return Answer(call, 0, error=repr(exc))
     cost = Decimal(raw.headers.get("x-imagegate-cost-usd", "0")) * 1_000_000
+    body = json.loads(raw.content)
     return Answer(
         call,
         raw.status_code,
         cache=raw.headers.get("x-cache", ""),
         cost_micros=int(cost),
-        images=image_shas(json.loads(raw.content)),
+        images=image_shas(body),
+        urls=[item["url"] for item in body["data"] if item.get("url")],
     )
 
 
@@ -351,7 +355,8 @@ class Tally:
     entries_checked: int = 0  # entries parsed with their blob present, all kills summed
     blobs_hashed: int = 0  # blob files hashed on disk, all kills summed
     replays: int = 0  # 200 answers asked again (only-if-cached): HIT, same images
-    blobs_served: int = 0  # distinct blobs fetched from /images/ and hashed
+    served_under_load: int = 0  # url answers' images fetched before the kill, and hashed
+    blobs_served: int = 0  # distinct blobs fetched from /images/ after a restart, and hashed
     outcomes: dict[str, int] = field(default_factory=dict)  # X-Cache of the 200 answers
     stray_blob_files: int = 0  # files under blobs/ no index row names, at the last kill
 
@@ -373,6 +378,7 @@ class CrashLoop:
     tally: Tally = field(default_factory=Tally)
     settled: dict[str, int] = field(default_factory=dict)  # every settled row seen answered
     served: set[str] = field(default_factory=set)
+    http: httpx.AsyncClient = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.rng_number)
@@ -384,15 +390,21 @@ class CrashLoop:
 
     async def run(self, runs: int) -> Tally:
         gateway = await GatewayProcess.start(self.config, workers=self.workers)
+        self.http = httpx.AsyncClient(timeout=60)  # for /images/ (the SDK only does /v1)
         try:
             for run in range(runs):
-                answers = await self._load_and_kill(gateway, run)
-                state = self._check_disk(run, answers)
-                before = orphan_rows(self.data, set(state.reservations))
-                gateway = await GatewayProcess.start(self.config, workers=self.workers)
-                await self._check_restarted(gateway, run, answers, state, before)
+                try:
+                    answers = await self._load_and_kill(gateway, run)
+                    state = self._check_disk(run, answers)
+                    before = orphan_rows(self.data, set(state.reservations))
+                    gateway = await GatewayProcess.start(self.config, workers=self.workers)
+                    await self._check_restarted(gateway, run, answers, state, before)
+                except BaseException as exc:
+                    exc.add_note(f"{self.where(run)} (IMAGEGATE_CRASH_RNG={self.rng_number})")
+                    raise
                 self.tally.runs += 1
         finally:
+            await self.http.aclose()
             if gateway.proc.returncode is None:
                 await gateway.kill9()
         return self.tally
@@ -412,6 +424,7 @@ class CrashLoop:
                     return
                 answer = await send(client, call)
                 answers.append(answer)
+                await self._fetch_urls(answer)
                 if len(answers) >= kill_after:
                     done.set()
 
@@ -438,6 +451,18 @@ class CrashLoop:
                 if answer.cost_micros > 0:
                     self.settled[answer.call.request_id] = answer.cost_micros
         return [a for a in answers if a.status == 200]
+
+    async def _fetch_urls(self, answer: Answer) -> None:
+        """Fetch the images of a url answer while the load runs: each hashes to its name
+        (or the fetch dies with the gateway)."""
+        for url, sha in zip(answer.urls, answer.images, strict=False):
+            try:
+                got = await self.http.get(url)
+            except httpx.TransportError:
+                return  # killed meanwhile
+            assert got.status_code == 200, f"{answer.call.request_id}: {got.status_code}"
+            assert hashlib.sha256(got.content).hexdigest() == sha, f"{sha} served torn"
+            self.tally.served_under_load += 1
 
     def _check_disk(self, run: int, answers: list[Answer]) -> DiskState:
         where = self.where(run)
@@ -483,18 +508,14 @@ class CrashLoop:
                 assert (again.status, again.cache) == (200, "HIT"), f"{where} {again}"
                 assert again.images == answer.images, f"{where} {answer.call} changed images"
                 self.tally.replays += 1
-            await self._check_served(client, where, state.blobs)
+        await self._check_served(gateway.root, where, state.blobs)
 
-    async def _check_served(
-        self, client: openai.AsyncOpenAI, where: str, blobs: dict[str, str]
-    ) -> None:
+    async def _check_served(self, root: str, where: str, blobs: dict[str, str]) -> None:
         """Every blob on disk not fetched yet: `GET /images/<sha>.<ext>` hashes to sha."""
-        http = client._client  # the SDK's own httpx client, to the gateway's root
-        root = str(client.base_url).removesuffix("/").removesuffix("/v1")
         for sha, fmt in blobs.items():
             if sha in self.served:
                 continue
-            got = await http.get(f"{root}/images/{sha}.{EXTS[fmt]}")
+            got = await self.http.get(f"{root}/images/{sha}.{EXTS[fmt]}")
             assert got.status_code == 200, f"{where} /images/{sha}: {got.status_code}"
             assert hashlib.sha256(got.content).hexdigest() == sha, f"{where} {sha} served torn"
             self.served.add(sha)
