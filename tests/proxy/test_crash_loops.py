@@ -20,7 +20,8 @@ import pytest
 from policies.models import Entry
 from proxy.stores.disk import DiskBlobStore, DiskEntryStore
 from proxy.stores.ledger import SqliteLedger
-from tests.crash_harness import CrashLoop, read_disk
+from tests.crash_harness import read_disk
+from tests.crash_loop import CrashLoop
 from tests.fakes.images import make_png
 from tests.fakes.openai_server import FakeOpenAI
 
@@ -66,7 +67,9 @@ def test_the_disk_check_catches_a_torn_blob(tmp_path):
     sha = blobs.put(make_png(32, 32))
     entries.put("k" * 64, 0, Entry(sha, "png", 32, 32, "dall-e-2", "openai", 16_000, 1.0))
     SqliteLedger(data / "ledger.sqlite3").close()
-    path = blobs.open(sha).path
+    stored = blobs.open(sha)
+    assert stored is not None
+    path = stored.path
     blobs.close()
     entries.close()
     assert read_disk(data).blobs == {sha: "png"}
