@@ -2,7 +2,7 @@
 
 It runs a fake OpenAI upstream on loopback (tests/fakes: distinct real images per prompt,
 so the cache keeps filling and evicting), writes its base URL to `--upstream-file`, waits
-for the gateway, then sends a paced, seeded mix through openai SDK clients until
+for the gateway, then sends a paced, repeatable mix (`--rng`) through openai SDK clients until
 `--seconds` have passed or `--max-requests` were sent: new prompts (misses, n 1..3),
 repeats of recent ones (hits, or misses again once evicted), edits, a few 1024x1024
 GPT-image calls, and url answers whose `/images/<sha>` it fetches. Every image it gets

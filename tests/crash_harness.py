@@ -1,4 +1,4 @@
-"""What the crash loops share: a real gateway process, a seeded request mix, and the checks.
+"""What the crash loops share: a real gateway process, a repeatable request mix, and the checks.
 
 The gateway runs as `python -m proxy serve` in its own session (so `--workers N` and its
 children form one process group), in front of a `FakeOpenAI` that runs in the test's loop.

@@ -1,13 +1,26 @@
 """Crash loops: kill -9 at random moments of a mixed load, restart, and check that nothing
-was lost, half-written or left reserved (the harness is tests/crash_harness.py).
+was lost, half-written or left reserved (pieces: tests/crash_harness.py; loop:
+tests/crash_loop.py).
 
-Each run sends a seeded mix of generations and edits (n 1..3, b64 and url answers; misses,
-coalesced calls and hits) through the openai SDK to `imagegate serve` in front of a fake
-OpenAI, kills the gateway's whole process group with SIGKILL after a random number of
-answers plus a random pause, checks the data dir with no gateway running, restarts on it,
-and checks again through HTTP. IMAGEGATE_CRASH_RUNS (default 20) and
-IMAGEGATE_CRASH_REQUESTS (per run, default 25) make the loop longer locally;
-IMAGEGATE_CRASH_RNG replays one sequence of mixes and kill moments.
+Each run sends a mix drawn from a numbered RNG: generations and edits, n 1..3, b64 and url
+answers, dall-e-2 at 256x256 and a few gpt-image-1-mini at 1024x1024; misses, coalesced
+calls and hits (prompts overlap the previous run's). They go through the openai SDK to
+`imagegate serve` in front of a fake OpenAI, 12 at a time; after a random number of answers
+plus a random pause the gateway's whole process group gets SIGKILL. Then, with no gateway
+running: every blob file hashes to its address, every entry parses and its blob is there,
+every image answered before the kill is stored, and every row settled for a 200 answer
+with a cost (matched by X-Request-Id, any run so far) is in the ledger with that cost. After
+the restart on the same data dir: no reservation is open, and the rows written for the
+ones the kill left are none (released) or one each (the `orphaned` rule); every 200 answer
+of the run, asked again with `only-if-cached`, is a HIT with the same images; every blob
+not fetched yet hashes to its name at `GET /images/<sha>.<ext>`.
+
+Defaults: 20 runs of 25 calls (500 in all; the part of a run's mix after the kill is not
+sent), and RUNS // 10 runs with `--workers 2`. The time goes to process starts (21 of them,
+0.6 s of CPU each for the imports alone), not requests, so runs are short rather than
+few. IMAGEGATE_CRASH_RUNS and IMAGEGATE_CRASH_REQUESTS (per run) make it longer;
+IMAGEGATE_CRASH_RNG replays one sequence of mixes and kill moments (a failure names it).
+Run with `-s` to see what was checked.
 """
 
 from __future__ import annotations
@@ -34,7 +47,7 @@ def report(loop: CrashLoop) -> None:
     print(f"\n{loop.label} rng={loop.rng_number}: {loop.tally.line()}")
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(max(600, RUNS * 30))
 async def test_kill_9_at_random_moments_loses_nothing(tmp_path):
     async with FakeOpenAI() as fake:
         loop = CrashLoop(tmp_path, fake.base_url, "one process", RNG, per_run=PER_RUN)
@@ -46,7 +59,7 @@ async def test_kill_9_at_random_moments_loses_nothing(tmp_path):
     assert tally.reservations_open_at_kill > 0  # the kills did land mid-miss
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(max(600, RUNS * 30))
 async def test_kill_9_of_two_workers_and_their_supervisor_loses_nothing(tmp_path):
     runs = max(1, RUNS // 10)  # two at the default: each start spawns three interpreters
     async with FakeOpenAI() as fake:
