@@ -318,7 +318,7 @@ def orphan_rows(data: Path, reservation_ids: set[str]) -> int:
     rows naming one of those reservations, or rows marked orphaned."""
     db = _connect(data / "ledger.sqlite3")
     columns = {row[1] for row in db.execute("PRAGMA table_info(ledger)")}
-    marks = ["cache = 'orphaned'"] + [f"{c} = 'orphaned'" for c in ("outcome",) if c in columns]
+    marks = [f"lower({c}) = 'orphaned'" for c in ("cache", "outcome") if c in columns]
     ids = list(reservation_ids)
     named = f"reservation IN ({', '.join('?' * len(ids))})" if ids else "0"
     sql = f"SELECT COUNT(*) FROM ledger WHERE {named} OR {' OR '.join(marks)}"  # noqa: S608

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 
 import pytest
 
 from policies.models import Entry
 from proxy.stores.disk import DiskBlobStore, DiskEntryStore
 from proxy.stores.ledger import SqliteLedger
-from tests.crash_harness import read_disk
+from tests.crash_harness import orphan_rows, read_disk
 from tests.crash_loop import CrashLoop
 from tests.fakes.images import make_png
 from tests.fakes.openai_server import FakeOpenAI
@@ -92,3 +93,22 @@ def test_the_disk_check_catches_a_torn_blob(tmp_path):
     path.write_bytes(path.read_bytes()[:20])
     with pytest.raises(AssertionError, match=f"blob {sha} torn on disk"):
         read_disk(data)
+
+
+def test_orphan_rows_are_counted_whichever_way_they_are_marked(tmp_path):
+    """The restart may release a dead process's reservations (no rows) or settle each at its
+    quote as an `orphaned` row; the loop counts the latter by reservation id or by mark."""
+    data = tmp_path / "data"
+    SqliteLedger(data / "ledger.sqlite3").close()
+    db = sqlite3.connect(data / "ledger.sqlite3")
+    insert = (
+        "INSERT INTO ledger (ts, images, cost_micros, saved_micros, cache, reservation) "
+        "VALUES (1.0, 1, 16000, 0, ?, ?)"
+    )
+    db.execute(insert, ("MISS", "r-settled"))
+    assert orphan_rows(data, {"r-1", "r-2"}) == 0
+    db.execute(insert, ("MISS", "r-1"))  # named by its reservation
+    db.execute(insert, ("ORPHANED", None))  # marked only
+    db.commit()
+    db.close()
+    assert orphan_rows(data, {"r-1", "r-2"}) == 2
