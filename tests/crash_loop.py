@@ -52,6 +52,9 @@ class Tally:
     blobs_served: int = 0  # distinct blobs fetched from /images/ after a restart, and hashed
     outcomes: dict[str, int] = field(default_factory=dict)  # X-Cache of the 200 answers
     stray_blob_files: int = 0  # files under blobs/ no index row names, at the last kill
+    settled_rows: int = 0  # distinct settled rows checked (answered 200 with a cost)
+    entries_at_last_kill: int = 0
+    blobs_at_last_kill: int = 0
 
     def line(self) -> str:
         return " ".join(f"{k}={v}" for k, v in vars(self).items())
@@ -173,6 +176,9 @@ class CrashLoop:
             assert not lost, f"{where} {answer.call.request_id} answered blobs not stored: {lost}"
         self.tally.reservations_open_at_kill += len(state.reservations)
         self.tally.stray_blob_files = state.stray_files
+        self.tally.settled_rows = len(self.settled)
+        self.tally.entries_at_last_kill = len(state.entries)
+        self.tally.blobs_at_last_kill = len(state.blobs)
         return state
 
     async def _check_restarted(
