@@ -10,8 +10,10 @@ from the key), so the lock costs no file per key and unrelated keys practically 
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +21,7 @@ from pathlib import Path
 __all__ = ["ProcessLocks"]
 
 _SPAN = 2**31 - 1
+_RETRY_SECONDS = 0.005  # after a false EDEADLK (see `_lock`)
 
 
 class ProcessLocks:
@@ -31,7 +34,7 @@ class ProcessLocks:
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
         offset = int(key[:15], 16) % _SPAN
-        await asyncio.to_thread(fcntl.lockf, self._fd, fcntl.LOCK_EX, 1, offset)
+        await asyncio.to_thread(_lock, self._fd, offset)
         try:
             yield
         finally:
@@ -39,3 +42,19 @@ class ProcessLocks:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def _lock(fd: int, offset: int) -> None:
+    """Wait for the byte at `offset`. Record locks belong to the process, so the kernel's
+    deadlock detection takes two workers that each hold one key while another of their
+    flights waits for the other's key for a cycle and answers EDEADLK. A flight holds one
+    key and waits for nothing while it does, so there is no real cycle: try again."""
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset)
+        except OSError as exc:
+            if exc.errno != errno.EDEADLK:
+                raise
+            time.sleep(_RETRY_SECONDS)
+        else:
+            return
