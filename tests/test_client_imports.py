@@ -56,7 +56,7 @@ def test_loading_the_cli_and_every_command_loads_no_server_module():
     probe = (
         "import sys, proxy.cli\n"
         "proxy.cli.build_parser()\n"
-        "print('\\n'.join(sorted(m for m in sys.modules if m.startswith('proxy'))))\n"
+        "print('\\n'.join(sorted(m for m in sys.modules if m.startswith(('proxy', 'openai')))))\n"
     )
     done = subprocess.run(  # a fresh interpreter: this one has loaded the server already
         [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
@@ -64,3 +64,4 @@ def test_loading_the_cli_and_every_command_loads_no_server_module():
     loaded = done.stdout.split()
     assert "proxy.workflows.gateway" in loaded
     assert [m for m in loaded if m not in ("proxy", "proxy.cli") and _server_shell(m)] == []
+    assert "openai" not in loaded  # loaded by the first image request, not by `imagegate serve`

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from policies.budget import format_usd
-from proxy.workflows.gateway import GatewayClient, LineFailed, Made
+from proxy.workflows.gateway import GatewayClient
 from proxy.workflows.manifest import file_extension, slugify, write_bytes_atomic
+from proxy.workflows.outcomes import LineFailed, Made
 
 __all__ = ["Cell", "CellImage", "CellResult", "Plan", "PlanError", "load_file", "run_grid"]
 

@@ -34,7 +34,7 @@ from proxy.workflows.batch_input import (
     detect_format,
     read_lines,
 )
-from proxy.workflows.gateway import BadBaseUrl, GatewayClient, LineFailed, root_url
+from proxy.workflows.gateway import BadBaseUrl, GatewayClient, root_url
 from proxy.workflows.manifest import (
     JOURNAL,
     MANIFEST,
@@ -42,6 +42,7 @@ from proxy.workflows.manifest import (
     Journal,
     hold_directory,
 )
+from proxy.workflows.outcomes import LineFailed
 from proxy.workflows.progress import (
     BatchProgress,
     Tally,

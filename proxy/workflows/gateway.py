@@ -3,17 +3,16 @@
 It owns the base URL (`root_url`: the gateway's root; a trailing `/v1` is accepted), the
 official openai SDK client for the image route, an aiohttp session for the JSON routes
 (`/admin/...`, `/v1/models`), the `Authorization` headers, the retry policy of image calls,
-and the mapping of HTTP answers to the commands' error values:
+and the mapping of HTTP answers to the commands' values:
 
-    LineFailed   an image request failed for good (the OpenAI error body's fields, attempts)
+    Made         an image request's answer (`outcomes`): headers, images, cost in micro-USD
+    LineFailed   an image request failed for good (`outcomes`): the OpenAI error's fields
     Refused      a JSON route answered 4xx/5xx (status, the envelope's message)
     Unreachable  no answer at all (connection refused, timeout)
 
 Image calls retry connection errors and timeouts, 5xx, and 429 (waiting as long as
 `Retry-After` says), with exponential backoff and jitter. Never retried: any other 4xx,
-`insufficient_quota`, or a response that says `x-should-retry: false`. `stops_the_run` names
-the failures after which no further line can succeed (no or a refused API key, a gateway that
-refuses connections, the gateway's budget spent): a batch stops scheduling on them.
+`insufficient_quota`, or a response that says `x-should-retry: false`.
 """
 
 from __future__ import annotations
@@ -24,28 +23,22 @@ import binascii
 import json
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 import aiohttp
-import openai
 
-from policies.budget import parse_usd
+from proxy.workflows.outcomes import LineFailed, Made
 from proxy.workflows.retry_timing import backoff, retry_after
 
-__all__ = [
-    "BadBaseUrl",
-    "GatewayClient",
-    "LineFailed",
-    "Made",
-    "Refused",
-    "Unreachable",
-    "retry_delay",
-    "root_url",
-    "stops_the_run",
-]
+if TYPE_CHECKING:
+    import openai
+# `openai` takes longer to load than the rest of `imagegate` together, and every run of the
+# CLI (`imagegate serve` too) loads this module to build the commands' parsers: the functions
+# that use the SDK import it.
+
+__all__ = ["BadBaseUrl", "GatewayClient", "Refused", "Unreachable", "retry_delay", "root_url"]
 
 _PLACEHOLDER_KEY: Final = "no-key-given"  # the SDK wants a key to exist; it is never sent
 
@@ -62,43 +55,6 @@ def root_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise BadBaseUrl(f"--base-url must be an http(s) URL, got {url!r}")
     return root
-
-
-@dataclass(frozen=True, slots=True)
-class Made:
-    """A successful image response: the imagegate headers and the decoded images."""
-
-    headers: Mapping[str, str]
-    images: tuple[bytes, ...]
-    revised_prompts: tuple[str | None, ...]
-    size: str | None
-    quality: str | None
-    output_format: str | None
-    attempts: int
-
-    @property
-    def cost_micros(self) -> int:
-        """`X-Imagegate-Cost-USD` in micro-USD; 0 when absent (not an imagegate) or unreadable."""
-        try:
-            return parse_usd(self.headers.get("x-imagegate-cost-usd", "0"))
-        except ValueError:
-            return 0
-
-
-@dataclass(eq=False)
-class LineFailed(Exception):
-    """The line failed for good: the OpenAI error body's message, status and code."""
-
-    message: str
-    status: int | None = None
-    code: str | None = None
-    type: str | None = None
-    param: str | None = None
-    attempts: int = 1
-    request_id: str | None = None
-
-    def __str__(self) -> str:
-        return self.message
 
 
 class Refused(Exception):
@@ -169,6 +125,8 @@ class GatewayClient:
 
     async def generate(self, body: Mapping[str, object]) -> Made:
         """Send `body` to /v1/images/generations, retrying retryable failures."""
+        import openai
+
         attempt = 0
         while True:
             attempt += 1
@@ -220,6 +178,8 @@ class GatewayClient:
         return self._http
 
     def _images(self) -> openai.AsyncOpenAI:
+        import openai
+
         if self._sdk is None:
             self._sdk = openai.AsyncOpenAI(
                 base_url=f"{self.root}/v1",
@@ -235,6 +195,8 @@ class GatewayClient:
         The seam for a dry run: a gateway route that quotes a body without generating it
         would be called here instead (its answer read by `_once`), with retries and the
         batch's stop rules unchanged."""
+        import openai
+
         extra = {key: value for key, value in body.items() if key != "prompt"}
         prompt = body.get("prompt")
         # No key given: send no Authorization header at all (the SDK client holds a
@@ -274,6 +236,8 @@ def _message(body: Any) -> str:
 
 def retry_delay(exc: BaseException, attempt: int, rng: random.Random) -> float | None:
     """Seconds to wait before trying again after `exc`, or None when trying again cannot help."""
+    import openai
+
     if isinstance(exc, openai.APIConnectionError):  # includes timeouts
         return backoff(attempt, rng)
     if not isinstance(exc, openai.APIStatusError):
@@ -289,13 +253,6 @@ def retry_delay(exc: BaseException, attempt: int, rng: random.Random) -> float |
     return None
 
 
-def stops_the_run(error: LineFailed) -> bool:
-    """Whether every later line would fail the same way: a 401 or 403 (no key, or a key the
-    gateway refuses), a connection the gateway refused after its retries, or the gateway's
-    budget spent (`insufficient_quota`). A timeout or a 5xx may pass for the next line."""
-    return error.status in (401, 403) or error.code in ("connection_error", "insufficient_quota")
-
-
 def _decode(b64: str | None, status: int, attempt: int) -> bytes:
     if not b64:
         raise LineFailed("the response held an image without b64_json", status, attempts=attempt)
@@ -306,6 +263,8 @@ def _decode(b64: str | None, status: int, attempt: int) -> bytes:
 
 
 def _failure(exc: openai.OpenAIError, attempts: int) -> LineFailed:
+    import openai
+
     if isinstance(exc, openai.APIStatusError):
         body = exc.body if isinstance(exc.body, dict) else {}
         message = body.get("message")

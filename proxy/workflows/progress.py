@@ -20,8 +20,8 @@ from rich.progress import (
 from rich.table import Table
 
 from policies.budget import format_usd
-from proxy.workflows.gateway import LineFailed
 from proxy.workflows.manifest import Record
+from proxy.workflows.outcomes import LineFailed
 
 __all__ = ["BatchProgress", "Tally", "dollars", "line_of", "print_failures", "stop_text"]
 
@@ -123,7 +123,7 @@ def line_of(record: Record) -> int:
 
 
 def stop_text(error: LineFailed, gateway: str, *, key_given: bool, skipped: list[int]) -> str:
-    """Why a batch stopped before its end (`gateway.stops_the_run`), and what to do about it."""
+    """Why a batch stopped before its end (`outcomes.stops_the_run`), and what to do about it."""
     if error.status == 401 and not key_given:
         why = (
             f"no API key given, and the gateway at {gateway} wants one: pass --api-key KEY "

@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 
 from policies.budget import format_usd, split_micros
 from proxy.workflows.batch_input import BatchLine
-from proxy.workflows.gateway import GatewayClient, LineFailed, Made, stops_the_run
+from proxy.workflows.gateway import GatewayClient
 from proxy.workflows.manifest import (
     FAILURES,
     MANIFEST,
@@ -27,6 +27,7 @@ from proxy.workflows.manifest import (
     write_bytes_atomic,
     write_json_atomic,
 )
+from proxy.workflows.outcomes import LineFailed, Made, stops_the_run
 from proxy.workflows.progress import BatchProgress, Tally, line_of
 
 __all__ = ["BatchRun", "SpendCap", "failure_record", "resumable", "write_outputs"]

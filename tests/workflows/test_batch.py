@@ -329,6 +329,7 @@ async def test_a_missing_file_is_a_usage_error(tmp_path):
         (["ok.txt", "--retries", "-1"], "--retries: must be 0 or more"),
         (["ok.txt", "--base-url", "ftp://example.com"], "http(s) URL"),
         (["ok.txt", "--budget-usd", "lots"], "not an amount of dollars"),
+        (["ok.txt", "--budget-usd", "0.0000001"], "finer than a micro-dollar"),
         (["ok.txt", "--n", "two"], "not an integer"),
     ],
 )
