@@ -5,7 +5,7 @@ and write a contact sheet to compare them; optionally turn them into an A/B expe
         --variation "minimalist design, blue gradient" --variation "dark theme, neon accents" \\
         --model flux-schnell --model gpt-image-1-mini --out hero-ab
 
-Standalone (before `ab` is registered in `proxy/cli.py`): `python -m proxy.workflows.ab ...`.
+Also runs without the `imagegate` parser: `python -m proxy.workflows.ab ...`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ Reads `GET /admin/spend?by=...&since=...` (with the admin key) and `GET /v1/mode
 The scenarios are priced on the built-in catalog (the package's `default_catalog.toml`, read
 through `policies.catalog_config`), limited to the models the gateway lists: `/v1/models`
 carries no prices, so a price the operator overrides in `[models]` is not seen here.
-Standalone (before `report` is registered in `proxy/cli.py`): `python -m proxy.workflows.report`.
+Also runs without the `imagegate` parser: `python -m proxy.workflows.report`.
 """
 
 from __future__ import annotations
