@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Final, Literal, get_args
 
 from policies.errors import BudgetExceeded
@@ -38,7 +39,9 @@ __all__ = [
     "check_fit",
     "format_reset",
     "format_usd",
+    "parse_usd",
     "pressure",
+    "split_micros",
     "window_bounds",
 ]
 
@@ -46,6 +49,7 @@ Window = Literal["day", "month", "total"]
 Scope = Literal["global", "team", "key"]
 
 MICROS_PER_USD: Final = 1_000_000
+_MAX_USD_DIGITS: Final = 15  # parse_usd: at most 10**15 dollars (no billion-digit ints)
 _WINDOWS: Final[tuple[str, ...]] = get_args(Window)
 _SCOPES: Final[tuple[str, ...]] = get_args(Scope)
 _PHRASES: Final[dict[str, str]] = {"day": "this day", "month": "this month", "total": "in total"}
@@ -58,6 +62,32 @@ def format_usd(micros: int) -> str:
     if frac == 0:
         return f"{sign}{whole}"
     return f"{sign}{whole}.{frac:06d}".rstrip("0")
+
+
+def parse_usd(text: str) -> int:
+    """Exact micro-USD from decimal dollars, as `format_usd` writes them: "0.04" -> 40_000.
+
+    Raises ValueError for anything that is not 0 or more dollars in at most 6 decimals
+    (text, NaN, infinity, "-1", "0.0000005") or is more than 10**15 dollars."""
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        raise ValueError(f"not an amount of dollars: {text!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"must be 0 or more dollars, got {text!r}")
+    if value.adjusted() > _MAX_USD_DIGITS:
+        raise ValueError(f"more dollars than anyone spends: {text!r}")
+    micros = value * MICROS_PER_USD
+    if micros != micros.to_integral_value():
+        raise ValueError(f"finer than a micro-dollar (6 decimals): {text!r}")
+    return int(micros)
+
+
+def split_micros(total: int, count: int) -> tuple[int, ...]:
+    """`total` micro-USD shared by `count` images, the first ones a micro more, summing exactly:
+    (40_000, 3) -> (13_334, 13_333, 13_333). `count` below 1 counts as 1."""
+    share, rest = divmod(total, max(count, 1))
+    return tuple(share + (1 if i < rest else 0) for i in range(max(count, 1)))
 
 
 def format_reset(end: float | None) -> str:

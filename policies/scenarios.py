@@ -8,9 +8,9 @@ prompt, times the images a month of each scenario. Money stays in integer micro-
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
 from policies.catalog import Catalog
@@ -35,7 +35,6 @@ REPRESENTATIVE_PROMPT = (
 )
 _SECONDS_PER_DAY = 86_400
 _DAYS_PER_MONTH = 30
-_MICRO = Decimal("0.000001")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,13 +131,12 @@ def _price_one(
     return best.spec.name, best.quote_micros, ""
 
 
-def project_monthly(spend_micros: int, window_seconds: float) -> Decimal:
-    """Dollars a month (30 days) at the rate of `spend_micros` over `window_seconds`,
-    exact to the micro-dollar (half up). A window shorter than a minute projects nothing."""
+def project_monthly(spend_micros: int, window_seconds: float) -> int:
+    """Micro-USD a month (30 days) at the rate of `spend_micros` over `window_seconds`,
+    rounded half up to the micro-dollar. A window shorter than a minute projects nothing."""
     if spend_micros < 0:
         raise ValueError("spend cannot be negative")
     if window_seconds < 60:
-        return Decimal(0)
+        return 0
     rate = Fraction(spend_micros) * _SECONDS_PER_DAY * _DAYS_PER_MONTH / Fraction(window_seconds)
-    dollars = Decimal(rate.numerator) / Decimal(rate.denominator) / 1_000_000
-    return dollars.quantize(_MICRO, rounding=ROUND_HALF_UP)
+    return math.floor(rate + Fraction(1, 2))

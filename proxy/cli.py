@@ -1,28 +1,22 @@
 """The `imagegate` command: `imagegate serve [--config PATH] [--host HOST] [--port PORT]`,
 and the client commands that register themselves below."""
+# The server shell is imported inside `run_serve`: the client commands (batch, keys, ab,
+# report) are clients of a gateway and start without loading it.
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
-from proxy.config import ConfigError
-from proxy.observability.logging import configure_logging
-from proxy.serving import run_server, serve_forever, serve_workers, settings_for
+from proxy.workflows import ab, batch, keys_command, report
 
 __all__ = ["build_parser", "main"]
 
 
-# Each command module exposes `register(commands)`, which adds its sub-parser and sets
+# Each client command exposes `register(commands)`, which adds its sub-parser and sets
 # `func` (args -> exit status) as the parser default.
-_COMMAND_MODULES: tuple[str, ...] = (
-    "proxy.workflows.batch",
-    "proxy.workflows.keys",
-    "proxy.workflows.ab",
-    "proxy.workflows.report",
-)
+_CLIENT_COMMANDS = (batch.register, keys_command.register, ab.register, report.register)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,12 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes serving one port, sharing the stores (default 1)",
     )
     serve.set_defaults(func=run_serve)
-    for name in _COMMAND_MODULES:
-        importlib.import_module(name).register(commands)
+    for register in _CLIENT_COMMANDS:
+        register(commands)
     return parser
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from proxy.config import ConfigError
+    from proxy.observability.logging import configure_logging
+    from proxy.serving import run_server, serve_forever, serve_workers, settings_for
+
     try:
         settings = settings_for(args.config, args.host, args.port)
     except ConfigError as exc:

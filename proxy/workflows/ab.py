@@ -5,7 +5,7 @@ and write a contact sheet to compare them; optionally turn them into an A/B expe
         --variation "minimalist design, blue gradient" --variation "dark theme, neon accents" \\
         --model flux-schnell --model gpt-image-1-mini --out hero-ab
 
-Standalone (before `ab` is registered in `proxy/cli.py`): `python -m proxy.workflows.ab ...`.
+Also runs without the `imagegate` parser: `python -m proxy.workflows.ab ...`.
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
 
-import openai
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from policies.budget import format_usd
 from proxy.workflows.ab_admin import (
     AdminError,
     create_experiment,
@@ -36,13 +34,12 @@ from proxy.workflows.ab_admin import (
 from proxy.workflows.ab_grid import CellResult, Plan, PlanError, load_file, run_grid
 from proxy.workflows.ab_sheet import SHEET, render_sheet
 from proxy.workflows.arguments import gateway_options, non_negative_int, positive_int
-from proxy.workflows.calls import Caller
-from proxy.workflows.manifest import usd, write_bytes_atomic, write_json_atomic
+from proxy.workflows.gateway import BadBaseUrl, GatewayClient, root_url
+from proxy.workflows.manifest import write_bytes_atomic, write_json_atomic
 
-__all__ = ["AB_JSON", "build_plan", "main", "register", "root_url", "run"]
+__all__ = ["AB_JSON", "build_plan", "main", "register", "run"]
 
 AB_JSON: Final = "ab.json"
-_PLACEHOLDER_KEY: Final = "no-key-given"  # the SDK wants one; it is never sent
 _EPILOG: Final = """\
 experiment file (TOML or JSON): base, variations (list), models (list), size, quality, n;
 flags given on the command line win over the file.
@@ -107,15 +104,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
-def root_url(url: str) -> str:
-    """The gateway's root: `http://host:8080`, `.../`, `.../v1` all become `http://host:8080`."""
-    root = url.strip().rstrip("/").removesuffix("/v1").rstrip("/")
-    parts = urlsplit(root)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise PlanError(f"--base-url must be an http(s) URL, got {url!r}")
-    return root
-
-
 def build_plan(args: argparse.Namespace) -> Plan:
     """The plan from the experiment file, with the command line's flags over it."""
     raw: dict[str, Any] = load_file(args.experiment) if args.experiment else {}
@@ -140,12 +128,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         root = root_url(args.base_url)
         if args.results:
-            report = asyncio.run(fetch_report(root, admin_key, args.results))
+            report = asyncio.run(_results(root, admin_key, args.results, args.timeout))
             print_report(Console(), report)
             return 0
         plan = build_plan(args)
         args.out.mkdir(parents=True, exist_ok=True)
-    except (PlanError, OSError) as exc:
+    except (PlanError, BadBaseUrl, OSError) as exc:
         print(f"imagegate ab: error: {exc}", file=sys.stderr)
         return 2
     except AdminError as exc:
@@ -165,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
     write_bytes_atomic(args.out / SHEET, render_sheet(plan, results, root).encode())
     status = _report(console, results, args.out)
     if args.create_experiment and status == 0:
-        status = _create(console, root, admin_key, args.create_experiment, results, args.out)
+        status = _create(console, args, admin_key, results, root)
     elif args.create_experiment:
         print(
             f"imagegate ab: experiment {args.create_experiment!r} not created: cells failed",
@@ -177,12 +165,7 @@ def run(args: argparse.Namespace) -> int:
 async def _generate(
     plan: Plan, args: argparse.Namespace, root: str, api_key: str | None, console: Console
 ) -> list[CellResult]:
-    client = openai.AsyncOpenAI(
-        base_url=f"{root}/v1",
-        api_key=api_key or _PLACEHOLDER_KEY,
-        max_retries=0,
-        timeout=args.timeout,
-    )
+    gateway = GatewayClient(root, api_key=api_key, timeout=args.timeout, retries=args.retries)
     total = len(plan.cells())
     with Progress(
         TextColumn("[bold]ab"),
@@ -201,11 +184,13 @@ async def _generate(
             if not console.is_terminal:
                 console.print(f"ab: {line}", markup=False, highlight=False, soft_wrap=True)
 
-        try:
-            caller = Caller(client, retries=args.retries, authenticated=api_key is not None)
-            return await run_grid(plan, caller, args.out, concurrency=args.concurrency, done=done)
-        finally:
-            await client.close()
+        async with gateway:
+            return await run_grid(plan, gateway, args.out, concurrency=args.concurrency, done=done)
+
+
+async def _results(root: str, admin_key: str | None, name: str, wait: float) -> dict[str, Any]:
+    async with GatewayClient(root, admin_key=admin_key, timeout=wait) as gateway:
+        return await fetch_report(gateway, name)
 
 
 def _cell_line(result: CellResult) -> str:
@@ -213,7 +198,7 @@ def _cell_line(result: CellResult) -> str:
     where = f"row {cell.row + 1} x {cell.model or 'default model'}"
     if result.error is not None:
         return f"{where}: failed: {result.error}"
-    return f"{where}: {result.cache or '?'} ${usd(result.cost)}"
+    return f"{where}: {result.cache or '?'} ${format_usd(result.cost_micros)}"
 
 
 def _ab_json(plan: Plan, results: Sequence[CellResult], root: str) -> dict[str, Any]:
@@ -226,7 +211,7 @@ def _ab_json(plan: Plan, results: Sequence[CellResult], root: str) -> dict[str, 
         "size": plan.size,
         "quality": plan.quality,
         "n": plan.n,
-        "cost_usd": usd(sum((r.cost for r in results), Decimal(0))),
+        "cost_usd": format_usd(sum(r.cost_micros for r in results)),
         "cells": [r.to_json() for r in results],
     }
 
@@ -238,7 +223,7 @@ def _report(console: Console, results: Sequence[CellResult], out: Path) -> int:
             f"failed: {_cell_line(result)}", markup=False, highlight=False, soft_wrap=True
         )
     images = sum(len(r.images) for r in results)
-    spent = usd(sum((r.cost for r in results), Decimal(0)))
+    spent = format_usd(sum(r.cost_micros for r in results))
     print(
         f"ab: {len(results)} cells, {images} images, {len(failed)} failed, ${spent} spent "
         f"-> {out / SHEET}"
@@ -248,15 +233,15 @@ def _report(console: Console, results: Sequence[CellResult], out: Path) -> int:
 
 def _create(
     console: Console,
-    root: str,
+    args: argparse.Namespace,
     admin_key: str | None,
-    name: str,
     results: Sequence[CellResult],
-    out: Path,
+    root: str,
 ) -> int:
+    name, out = args.create_experiment, args.out
     try:
         body = experiment_body(name, results)
-        asyncio.run(create_experiment(root, admin_key, body))
+        asyncio.run(_create_experiment(root, admin_key, body, args.timeout))
     except AdminError as exc:
         console.print(
             f"imagegate ab: experiment {name!r} not created: {exc}", markup=False, soft_wrap=True
@@ -265,6 +250,13 @@ def _create(
     write_json_atomic(out / "experiment.json", body)
     print(f"experiment {name}: serve it with GET {root}/ab/{name}/<subject>")
     return 0
+
+
+async def _create_experiment(
+    root: str, admin_key: str | None, body: dict[str, Any], wait: float
+) -> None:
+    async with GatewayClient(root, admin_key=admin_key, timeout=wait) as gateway:
+        await create_experiment(gateway, body)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The admin side of `imagegate ab`: turn a grid into an experiment, print an experiment's
-report. Both talk to the gateway's `/admin/ab` routes with the admin key."""
+report. Both go to the gateway's `/admin/ab` routes (with the admin key) through `GatewayClient`."""
 
 from __future__ import annotations
 
@@ -8,16 +8,15 @@ from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import quote
 
-import aiohttp
 from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 
 from proxy.workflows.ab_grid import CellResult
+from proxy.workflows.gateway import GatewayClient, Refused, Unreachable
 
 __all__ = ["AdminError", "create_experiment", "experiment_body", "fetch_report", "print_report"]
 
-_TIMEOUT: Final = aiohttp.ClientTimeout(total=60)
 _LABEL_MAX: Final = 200
 
 
@@ -51,35 +50,24 @@ def experiment_body(name: str, results: Sequence[CellResult]) -> dict[str, Any]:
     }
 
 
-def _headers(admin_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
-
-
-async def _call(method: str, url: str, admin_key: str | None, **kw: Any) -> dict[str, Any]:
+async def _call(
+    gateway: GatewayClient, method: str, path: str, payload: object = None
+) -> dict[str, Any]:
     try:
-        async with (
-            aiohttp.ClientSession(timeout=_TIMEOUT) as http,
-            http.request(method, url, headers=_headers(admin_key), **kw) as got,
-        ):
-            try:
-                body = await got.json(content_type=None)
-            except ValueError:
-                body = {}
-            if got.status >= 400:
-                error = body.get("error", {}) if isinstance(body, dict) else {}
-                message = error.get("message") if isinstance(error, dict) else None
-                raise AdminError(f"HTTP {got.status}: {message or got.reason}")
-            return body if isinstance(body, dict) else {}
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise AdminError(f"cannot reach {url}: {exc or type(exc).__name__}") from None
+        body = await gateway.call_json(method, path, payload=payload)
+    except Refused as exc:
+        raise AdminError(f"HTTP {exc.status}: {exc.message}") from None
+    except Unreachable as exc:
+        raise AdminError(f"cannot reach {exc.url}: {exc.reason}") from None
+    return body if isinstance(body, dict) else {}
 
 
-async def create_experiment(root: str, admin_key: str | None, body: dict[str, Any]) -> None:
-    await _call("POST", f"{root}/admin/ab", admin_key, json=body)
+async def create_experiment(gateway: GatewayClient, body: dict[str, Any]) -> None:
+    await _call(gateway, "POST", "/admin/ab", body)
 
 
-async def fetch_report(root: str, admin_key: str | None, name: str) -> dict[str, Any]:
-    return await _call("GET", f"{root}/admin/ab/{quote(name, safe='')}", admin_key)
+async def fetch_report(gateway: GatewayClient, name: str) -> dict[str, Any]:
+    return await _call(gateway, "GET", f"/admin/ab/{quote(name, safe='')}")
 
 
 def _rate(value: object) -> str:

@@ -9,12 +9,13 @@ import json
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
-from proxy.workflows.calls import Caller, Generated, LineFailed
-from proxy.workflows.manifest import file_extension, slugify, usd, write_bytes_atomic
+from policies.budget import format_usd
+from proxy.workflows.gateway import GatewayClient
+from proxy.workflows.manifest import file_extension, slugify, write_bytes_atomic
+from proxy.workflows.outcomes import LineFailed, Made
 
 __all__ = ["Cell", "CellImage", "CellResult", "Plan", "PlanError", "load_file", "run_grid"]
 
@@ -76,7 +77,7 @@ class CellResult:
     images: list[CellImage] = field(default_factory=list)
     served_model: str | None = None
     provider: str | None = None
-    cost: Decimal = Decimal(0)
+    cost_micros: int = 0
     cache: str | None = None
     request_id: str | None = None
     request_key: str | None = None
@@ -98,7 +99,7 @@ class CellResult:
                 {"file": i.file, "sha256": i.sha256, "revised_prompt": i.revised_prompt}
                 for i in self.images
             ],
-            "cost_usd": usd(self.cost),
+            "cost_usd": format_usd(self.cost_micros),
             "cache": self.cache,
             "request_id": self.request_id,
             "request_key": self.request_key,
@@ -138,59 +139,57 @@ Report = Callable[[CellResult], None]
 
 
 async def run_grid(
-    plan: Plan, caller: Caller, out: Path, *, concurrency: int, done: Report
+    plan: Plan, gateway: GatewayClient, out: Path, *, concurrency: int, done: Report
 ) -> list[CellResult]:
     """Every cell, `concurrency` at a time; images written into `out` as they come."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one(cell: Cell) -> CellResult:
         async with gate:
-            result = await _generate(plan, caller, out, cell)
+            result = await _generate(plan, gateway, out, cell)
         done(result)
         return result
 
     return list(await asyncio.gather(*(one(cell) for cell in plan.cells())))
 
 
-async def _generate(plan: Plan, caller: Caller, out: Path, cell: Cell) -> CellResult:
+async def _generate(plan: Plan, gateway: GatewayClient, out: Path, cell: Cell) -> CellResult:
     result = CellResult(cell)
     try:
-        generated = await caller.generate(plan.body(cell))
+        made = await gateway.generate(plan.body(cell))
     except LineFailed as exc:
         result.error, result.status, result.attempts = str(exc), exc.status, exc.attempts
         result.request_id = exc.request_id
         return result
-    _fill(result, generated)
-    names = _file_names(cell, generated)
-    await asyncio.to_thread(_write_images, out, names, generated.images)
+    _fill(result, made)
+    names = _file_names(cell, made)
+    await asyncio.to_thread(_write_images, out, names, made.images)
     result.images = [
         CellImage(name, hashlib.sha256(data).hexdigest(), revised)
-        for name, data, revised in zip(
-            names, generated.images, generated.revised_prompts, strict=True
-        )
+        for name, data, revised in zip(names, made.images, made.revised_prompts, strict=True)
     ]
     return result
 
 
-def _fill(result: CellResult, generated: Generated) -> None:
-    headers: Mapping[str, str] = generated.headers
+def _fill(result: CellResult, made: Made) -> None:
+    headers: Mapping[str, str] = made.headers
     result.served_model = headers.get("x-imagegate-model") or result.cell.model
     result.provider = headers.get("x-imagegate-provider")
-    result.cost = generated.cost
+    result.cost_micros = made.cost_micros
     result.cache = headers.get("x-cache")
     result.request_id = headers.get("x-request-id")
     result.request_key = headers.get("x-cache-key")
-    result.attempts = generated.attempts
+    result.attempts = made.attempts
 
 
-def _file_names(cell: Cell, generated: Generated) -> list[str]:
+def _file_names(cell: Cell, made: Made) -> list[str]:
     """`02-dark-theme-neon-accents--flux-schnell.png` (`-2`, `-3`... when n > 1)."""
     stem = f"{cell.row + 1:02d}-{slugify(cell.variation or 'base', 40)}"
     stem += f"--{slugify(cell.model or 'default-model', 32)}"
-    many = len(generated.images) > 1
+    many = len(made.images) > 1
     return [
-        f"{stem}{f'-{i + 1}' if many else ''}.{file_extension(data, generated.output_format)}"
-        for i, data in enumerate(generated.images)
+        f"{stem}{f'-{i + 1}' if many else ''}.{file_extension(data, made.output_format)}"
+        for i, data in enumerate(made.images)
     ]
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from decimal import Decimal
 from urllib.parse import quote
 
+from policies.budget import format_usd
 from proxy.workflows.ab_grid import CellResult, Plan
-from proxy.workflows.manifest import usd
 
 __all__ = ["SHEET", "render_sheet"]
 
@@ -57,11 +56,11 @@ def _e(text: object) -> str:
 
 def render_sheet(plan: Plan, results: Sequence[CellResult], gateway: str) -> str:
     """The whole page as text."""
-    total = sum((r.cost for r in results), Decimal(0))
+    total = sum(r.cost_micros for r in results)
     failed = sum(1 for r in results if r.error is not None)
     images = sum(len(r.images) for r in results)
     meta = (
-        f"{len(results)} cells, {images} images, {failed} failed · ${usd(total)} spent · "
+        f"{len(results)} cells, {images} images, {failed} failed · ${format_usd(total)} spent · "
         f"via {gateway}"
     )
     return "\n".join(
@@ -112,7 +111,7 @@ def _cell(result: CellResult) -> str:
         ("prompt", result.cell.prompt),
         ("model", result.served_model or result.cell.model or "default"),
         ("provider", result.provider or "?"),
-        ("cost", f"${usd(result.cost)}"),
+        ("cost", f"${format_usd(result.cost_micros)}"),
         ("cache", result.cache or "?"),
     ]
     parts.append(

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from decimal import Decimal, InvalidOperation
+
+from policies.budget import parse_usd
 
 __all__ = [
     "DEFAULT_BASE_URL",
-    "dollars_amount",
     "gateway_options",
     "non_negative_int",
     "positive_int",
     "seconds",
+    "usd_micros",
     "whole",
 ]
 
@@ -37,14 +38,12 @@ def whole(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
-def dollars_amount(text: str) -> Decimal:
+def usd_micros(text: str) -> int:
+    """Dollars ("25", "$0.04") as exact micro-USD; at most 6 decimals."""
     try:
-        value = Decimal(text.strip().removeprefix("$"))
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not an amount of dollars: {text!r}") from None
-    if not value.is_finite() or value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more dollars, got {text!r}")
-    return value
+        return parse_usd(text.strip().removeprefix("$"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def seconds(text: str) -> float:

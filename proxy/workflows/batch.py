@@ -1,7 +1,7 @@
 """`imagegate batch FILE`: generate every request in FILE through a gateway, resumably.
 
 The command line, the options, the run as a whole and its report; `runner` runs the lines,
-`calls` talks to the gateway, `manifest` owns the files, `batch_input` reads FILE.
+`gateway` talks to the gateway, `manifest` owns the files, `batch_input` reads FILE.
 """
 
 from __future__ import annotations
@@ -14,19 +14,16 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
 
-import openai
 from rich.console import Console
 
 from proxy.workflows.arguments import (
-    dollars_amount,
     gateway_options,
     non_negative_int,
     positive_int,
+    usd_micros,
     whole,
 )
 from proxy.workflows.batch_input import (
@@ -38,7 +35,7 @@ from proxy.workflows.batch_input import (
     read_lines,
 )
 from proxy.workflows.batch_quote import quote_batch
-from proxy.workflows.calls import Caller, LineFailed
+from proxy.workflows.gateway import BadBaseUrl, GatewayClient, root_url
 from proxy.workflows.manifest import (
     JOURNAL,
     MANIFEST,
@@ -46,6 +43,7 @@ from proxy.workflows.manifest import (
     Journal,
     hold_directory,
 )
+from proxy.workflows.outcomes import LineFailed
 from proxy.workflows.progress import (
     BatchProgress,
     Tally,
@@ -53,11 +51,10 @@ from proxy.workflows.progress import (
     print_failures,
     stop_text,
 )
-from proxy.workflows.runner import BatchRun, Budget, resumable, write_outputs
+from proxy.workflows.runner import BatchRun, SpendCap, resumable, write_outputs
 
-__all__ = ["BatchOptions", "normalize_base_url", "register", "run"]
+__all__ = ["BatchOptions", "register", "run"]
 
-_PLACEHOLDER_KEY: Final = "no-key-given"  # the SDK wants one; it is never sent
 _DESCRIPTION: Final = """\
 Generate every request in FILE through an imagegate gateway (the official openai SDK,
 b64_json responses). Each line's images land in DIR as {line:04d}-{slug}[-{index}].{ext};
@@ -149,7 +146,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--budget-usd",
-        type=dollars_amount,
+        type=usd_micros,
         metavar="DOLLARS",
         help="stop starting lines once spent + the dearest line so far would pass this",
     )
@@ -159,27 +156,18 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 class BatchOptions:
     file: Path
     fmt: Format
-    base_url: str
+    base_url: str  # the gateway's root URL
     api_key: str | None  # None: none given, no Authorization header sent
     out: Path
     concurrency: int = 4
     retries: int = 2
-    budget: Decimal | None = None
+    budget: int | None = None  # micro-USD
     timeout: float = 300.0
     defaults: dict[str, object] = field(default_factory=dict)
 
 
 class UsageError(Exception):
     """Bad options or an unreadable FILE: exit status 2."""
-
-
-def normalize_base_url(url: str) -> str:
-    """`http://host:8080`, `.../`, `.../v1` and `.../v1/` all become `http://host:8080/v1`."""
-    root = url.strip().rstrip("/")
-    parts = urlsplit(root)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UsageError(f"--base-url must be an http(s) URL, got {url!r}")
-    return root if root.endswith("/v1") else f"{root}/v1"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -218,7 +206,8 @@ async def _main(options: BatchOptions, lines: list[BatchLine]) -> int:
 def _options(args: argparse.Namespace) -> BatchOptions:
     try:
         fmt = detect_format(args.file, args.format)
-    except InputError as exc:
+        base_url = root_url(args.base_url)
+    except (InputError, BadBaseUrl) as exc:
         raise UsageError(str(exc)) from None
     defaults = {
         name: getattr(args, f"field_{name}")
@@ -228,7 +217,7 @@ def _options(args: argparse.Namespace) -> BatchOptions:
     return BatchOptions(
         file=args.file,
         fmt=fmt,
-        base_url=normalize_base_url(args.base_url),
+        base_url=base_url,
         api_key=args.api_key or os.environ.get("OPENAI_API_KEY") or None,
         out=args.out,
         concurrency=args.concurrency,
@@ -246,30 +235,26 @@ async def run_batch(options: BatchOptions, lines: list[BatchLine]) -> int:
     pending = [line for line in lines if line.problem is None and line.line not in resumed]
     tally = Tally(total=len(lines), resumed=len(resumed))
     console = Console(stderr=True)
-    client = openai.AsyncOpenAI(
-        base_url=options.base_url,
-        api_key=options.api_key or _PLACEHOLDER_KEY,
-        max_retries=0,
-        timeout=options.timeout,
+    gateway = GatewayClient(
+        options.base_url, api_key=options.api_key, timeout=options.timeout, retries=options.retries
     )
-    caller = Caller(client, retries=options.retries, authenticated=options.api_key is not None)
     with BatchProgress(tally, console) as progress:
         batch = BatchRun(
-            caller,
+            gateway,
             journal,
             options.out,
             concurrency=options.concurrency,
-            budget=Budget(options.budget),
+            budget=SpendCap(options.budget),
             progress=progress,
         )
-        caller.heard = batch.heard
+        gateway.heard = batch.heard
         for line in lines:
             if line.problem is not None:
                 batch.fail(line, LineFailed(line.problem, code="invalid_line"))
         try:
             await batch.run(pending)
         finally:
-            await client.close()
+            await gateway.aclose()
             write_outputs(options.out, {**resumed, **batch.records}, batch.failures)
     return _report(console, options, batch)
 
@@ -281,7 +266,7 @@ def _report(console: Console, options: BatchOptions, batch: BatchRun) -> int:
     if batch.stopped is not None and not batch.quota_exhausted:
         text = stop_text(
             batch.stopped,
-            options.base_url.removesuffix("/v1"),
+            options.base_url,
             key_given=options.api_key is not None,
             skipped=[line.line for line in batch.skipped],
         )
@@ -294,7 +279,7 @@ def _report(console: Console, options: BatchOptions, batch: BatchRun) -> int:
             markup=False,
         )
     elif batch.skipped:
-        limit = dollars(options.budget or Decimal(0))
+        limit = dollars(options.budget or 0)
         console.print(
             f"budget: stopped at {dollars(tally.spent)} of {limit}; "
             f"{len(batch.skipped)} line(s) not run, from line {batch.skipped[0].line}",

@@ -11,22 +11,21 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import TYPE_CHECKING
 
-import openai
 from rich.console import Console
 from rich.table import Table
 
+from policies.budget import parse_usd
 from proxy.workflows.batch_input import BatchLine
+from proxy.workflows.gateway import GatewayClient
+from proxy.workflows.outcomes import LineFailed
 from proxy.workflows.progress import dollars
 
 if TYPE_CHECKING:
     from proxy.workflows.batch import BatchOptions
 
 __all__ = ["LineQuote", "quote_batch"]
-
-_HEADERS = {"X-Imagegate-Dry-Run": "1"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,44 +34,31 @@ class LineQuote:
     key: str = ""
     cache: str = ""
     route: str = ""
-    quote: Decimal = Decimal(0)
-    budgets: tuple[tuple[str, Decimal], ...] = ()  # (scope name, left) of each gateway budget
+    quote_micros: int = 0
+    budgets: tuple[tuple[str, int], ...] = ()  # (scope name, micro-USD left) of each budget
     error: str | None = None
 
 
 async def quote_batch(options: BatchOptions, lines: list[BatchLine]) -> int:
     """Print every line's route, cache outcome and quote, and the total. Exit status: 0
     every line quoted, 1 some line would fail (listed)."""
-    client = openai.AsyncOpenAI(
-        base_url=options.base_url,
-        api_key=options.api_key or "unused-when-open",
-        max_retries=0,
-        timeout=options.timeout,
-    )
     slots = asyncio.Semaphore(options.concurrency)
-    try:
-        quotes = await asyncio.gather(*(_quote(client, slots, line) for line in lines))
-    finally:
-        await client.close()
+    async with GatewayClient(
+        options.base_url, api_key=options.api_key, timeout=options.timeout
+    ) as gateway:
+        quotes = await asyncio.gather(*(_quote(gateway, slots, line) for line in lines))
     return _report(Console(width=200), quotes, options.budget)
 
 
-async def _quote(
-    client: openai.AsyncOpenAI, slots: asyncio.Semaphore, line: BatchLine
-) -> LineQuote:
+async def _quote(gateway: GatewayClient, slots: asyncio.Semaphore, line: BatchLine) -> LineQuote:
     if line.problem is not None:
         return LineQuote(line, error=line.problem)
-    extra = {key: value for key, value in line.body.items() if key != "prompt"}
     async with slots:
         try:
-            raw = await client.images.with_raw_response.generate(
-                prompt=line.prompt, extra_body=extra, extra_headers=_HEADERS
-            )
-        except openai.APIStatusError as exc:
-            return LineQuote(line, error=f"{exc.status_code}: {_message(exc.body)}")
-        except openai.APIConnectionError as exc:
-            return LineQuote(line, error=f"cannot reach the gateway: {exc}")
-    body = raw.http_response.json()
+            body = await gateway.quote(line.body)
+        except LineFailed as exc:
+            status = f"{exc.status}: " if exc.status is not None else ""
+            return LineQuote(line, error=f"{status}{exc.message}")
     if not isinstance(body, dict) or body.get("object") != "imagegate.quote":
         return LineQuote(
             line, error="the gateway answered without a quote (too old for --dry-run?)"
@@ -83,24 +69,17 @@ async def _quote(
         key=str(body["request_key"]),
         cache=str(body["cache"]),
         route=f"{route[0]['model']} via {route[0]['provider']}" if route else "(the cache)",
-        quote=Decimal(str(body["quote_usd"])),
+        quote_micros=parse_usd(str(body["quote_usd"])),
         budgets=tuple(
-            (f"{b['scope']} {b['name']}", Decimal(str(b["left_usd"]))) for b in body["budgets"]
+            (f"{b['scope']} {b['name']}", parse_usd(str(b["left_usd"]))) for b in body["budgets"]
         ),
     )
 
 
-def _message(body: object) -> str:
-    """The error's message (the SDK hands over the envelope's inner object)."""
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        body = body["error"]
-    return str(body.get("message")) if isinstance(body, dict) else str(body)
-
-
-def _report(console: Console, quotes: list[LineQuote], budget: Decimal | None) -> int:
+def _report(console: Console, quotes: list[LineQuote], budget: int | None) -> int:
     table = Table("line", "name", "cache", "route", "quote", title="batch --dry-run")
     seen: dict[str, int] = {}
-    total = Decimal(0)
+    total = 0
     failed = [q for q in quotes if q.error is not None]
     for q in quotes:
         label = q.line.name or q.line.prompt[:40]
@@ -111,8 +90,8 @@ def _report(console: Console, quotes: list[LineQuote], budget: Decimal | None) -
         if first != q.line.line:
             table.add_row(str(q.line.line), label, f"HIT (as line {first})", q.route, "$0")
             continue
-        total += q.quote
-        table.add_row(str(q.line.line), label, q.cache, q.route, dollars(q.quote))
+        total += q.quote_micros
+        table.add_row(str(q.line.line), label, q.cache, q.route, dollars(q.quote_micros))
     console.print(table, markup=False)
     console.print(_total_line(quotes, failed, total, budget), markup=False)
     for name, left in _budgets_short(quotes, total):
@@ -125,7 +104,7 @@ def _report(console: Console, quotes: list[LineQuote], budget: Decimal | None) -
 
 
 def _total_line(
-    quotes: list[LineQuote], failed: list[LineQuote], total: Decimal, budget: Decimal | None
+    quotes: list[LineQuote], failed: list[LineQuote], total: int, budget: int | None
 ) -> str:
     text = (
         f"total quote: {dollars(total)} (worst case) for {len(quotes) - len(failed)} line(s)"
@@ -137,8 +116,8 @@ def _total_line(
     return text
 
 
-def _budgets_short(quotes: list[LineQuote], total: Decimal) -> list[tuple[str, Decimal]]:
-    left: dict[str, Decimal] = {}
+def _budgets_short(quotes: list[LineQuote], total: int) -> list[tuple[str, int]]:
+    left: dict[str, int] = {}
     for q in quotes:
         for name, amount in q.budgets:
             left.setdefault(name, amount)

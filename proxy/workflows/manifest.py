@@ -18,7 +18,6 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
@@ -36,8 +35,6 @@ __all__ = [
     "image_filename",
     "records_intact",
     "slugify",
-    "split_cost",
-    "usd",
     "write_bytes_atomic",
     "write_json_atomic",
 ]
@@ -57,7 +54,6 @@ _EXTENSIONS: Final = {
     "svg": "svg",
 }
 _MAGIC: Final = ((b"\x89PNG", "png"), (b"\xff\xd8\xff", "jpg"), (b"GIF8", "gif"))
-_MICRO: Final = Decimal("0.000001")
 _UMASK: Final = os.umask(0o022)  # read once, at import, while nothing else runs
 os.umask(_UMASK)
 
@@ -93,22 +89,6 @@ def file_extension(data: bytes, output_format: str | None) -> str:
     if head.startswith((b"<svg", b"<?xml")):
         return "svg"
     return "png"
-
-
-def usd(value: Decimal) -> str:
-    """Exact decimal dollars, as the gateway writes them: `0.04`, `0`, never `4E-2`."""
-    return f"{value.normalize():f}" if value else "0"
-
-
-def split_cost(total: Decimal, count: int) -> list[Decimal]:
-    """Share a request's cost between its images, to the micro-dollar, summing exactly."""
-    if count <= 1:
-        return [total]
-    micros = total / _MICRO
-    if micros != micros.to_integral_value():
-        return [total] + [Decimal(0)] * (count - 1)  # finer than a micro-dollar: keep it whole
-    share, rest = divmod(int(micros), count)
-    return [Decimal(share + (1 if i < rest else 0)) * _MICRO for i in range(count)]
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

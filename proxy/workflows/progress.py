@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Final
 
 from rich.console import Console
@@ -20,17 +19,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from proxy.workflows.calls import LineFailed
-from proxy.workflows.manifest import Record, usd
+from policies.budget import format_usd
+from proxy.workflows.manifest import Record
+from proxy.workflows.outcomes import LineFailed
 
 __all__ = ["BatchProgress", "Tally", "dollars", "line_of", "print_failures", "stop_text"]
 
 _PLAIN_EVERY: Final = 2.0  # seconds between plain progress lines
 
 
-def dollars(value: Decimal) -> str:
+def dollars(micros: int) -> str:
     """`$0.04`, `$0`, `$0.000125`: exact, no trailing zeros, never scientific notation."""
-    return f"${usd(value)}"
+    return f"${format_usd(micros)}"
 
 
 @dataclass(slots=True)
@@ -41,7 +41,7 @@ class Tally:
     failed: int = 0
     resumed: int = 0  # already in the journal: not asked again
     skipped: int = 0  # not run: the budget stopped the batch
-    spent: Decimal = Decimal(0)
+    spent: int = 0  # micro-USD
 
     @property
     def finished(self) -> int:
@@ -123,7 +123,7 @@ def line_of(record: Record) -> int:
 
 
 def stop_text(error: LineFailed, gateway: str, *, key_given: bool, skipped: list[int]) -> str:
-    """Why a batch stopped before its end (`calls.stops_the_run`), and what to do about it."""
+    """Why a batch stopped before its end (`outcomes.stops_the_run`), and what to do about it."""
     if error.status == 401 and not key_given:
         why = (
             f"no API key given, and the gateway at {gateway} wants one: pass --api-key KEY "

@@ -4,7 +4,10 @@ typical monthly scenarios priced on the current catalog.
     imagegate report --since 30d --by model --by key --html spend.html --png spend.png
 
 Reads `GET /admin/spend?by=...&since=...` (with the admin key) and `GET /v1/models`.
-Standalone (before `report` is registered in `proxy/cli.py`): `python -m proxy.workflows.report`.
+The scenarios are priced on the built-in catalog (the package's `default_catalog.toml`, read
+through `policies.catalog_config`), limited to the models the gateway lists: `/v1/models`
+carries no prices, so a price the operator overrides in `[models]` is not seen here.
+Also runs without the `imagegate` parser: `python -m proxy.workflows.report`.
 """
 
 from __future__ import annotations
@@ -15,19 +18,21 @@ import os
 import re
 import sys
 import time
+import tomllib
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
-import aiohttp
 from rich.console import Console
 
+from policies.catalog import Catalog
+from policies.catalog_config import merge_models, parse_catalog
 from policies.scenarios import price_scenarios, project_monthly
-from proxy.catalog_loader import load_catalog
-from proxy.workflows.ab import root_url
 from proxy.workflows.ab_grid import PlanError
 from proxy.workflows.arguments import gateway_options
+from proxy.workflows.gateway import BadBaseUrl, GatewayClient, Refused, Unreachable, root_url
 from proxy.workflows.report_output import SpendReport, print_report, write_html, write_png
 
 __all__ = ["GROUPS", "main", "parse_since", "register", "run"]
@@ -95,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         since = None if args.since is None else parse_since(args.since, now)
         if since is not None and since >= now:
             raise PlanError("--since must lie in the past")
-    except PlanError as exc:
+    except (PlanError, BadBaseUrl) as exc:
         print(f"imagegate report: error: {exc}", file=sys.stderr)
         return 2
     groups = tuple(dict.fromkeys(args.by or ("model", "day")))
@@ -145,42 +150,46 @@ def build_report(
         window_seconds=window,
         spend_micros=spent,
         saved_micros=sum(int(row["saved_micros"]) for row in days),
-        projected=project_monthly(spent, window),
-        scenarios=price_scenarios(load_catalog(), served=served or None),
+        projected_micros=project_monthly(spent, window),
+        scenarios=price_scenarios(builtin_catalog(), served=served or None),
     )
+
+
+def builtin_catalog() -> Catalog:
+    """The catalog a gateway runs with no `[models]` of its own: the packaged defaults."""
+    text = resources.files("proxy").joinpath("default_catalog.toml").read_text(encoding="utf-8")
+    return parse_catalog(merge_models(tomllib.loads(text)["models"], {}))
 
 
 async def _fetch(
     root: str, admin_key: str | None, groups: tuple[str, ...], since: float | None, wait: float
 ) -> tuple[dict[str, dict[str, Any]], frozenset[str]]:
-    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
     params = {} if since is None else {"since": repr(since)}
-    async with aiohttp.ClientSession(
-        headers=headers, timeout=aiohttp.ClientTimeout(total=wait)
-    ) as http:
+    async with GatewayClient(root, admin_key=admin_key, timeout=wait) as gateway:
         spend = {
-            group: await _get(http, f"{root}/admin/spend", {**params, "by": group})
+            group: await _get(gateway, "/admin/spend", {**params, "by": group})
             for group in dict.fromkeys((*groups, "day"))
         }
-        models = await _get(http, f"{root}/v1/models", {})
+        models = await _get(gateway, "/v1/models", {})
     served = frozenset(str(m["id"]) for m in models.get("data", []) if isinstance(m, dict))
     return spend, served
 
 
-async def _get(http: aiohttp.ClientSession, url: str, params: dict[str, str]) -> dict[str, Any]:
+async def _get(gateway: GatewayClient, path: str, params: dict[str, str]) -> dict[str, Any]:
+    url = gateway.root + path
     try:
-        async with http.get(url, params=params) as got:
-            body = await got.json(content_type=None)
-            if got.status == 401:
-                raise ReportError(
-                    "the gateway wants the admin key: --admin-key or $IMAGEGATE_ADMIN_KEY"
-                )
-            if got.status >= 400 or not isinstance(body, dict):
-                error = body.get("error", {}) if isinstance(body, dict) else {}
-                raise ReportError(f"GET {url}: HTTP {got.status}: {error.get('message', '')}")
-            return body
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        raise ReportError(f"cannot read {url}: {exc or type(exc).__name__}") from None
+        body = await gateway.call_json("GET", path, params=params)
+    except Refused as exc:
+        if exc.status == 401:
+            raise ReportError(
+                "the gateway wants the admin key: --admin-key or $IMAGEGATE_ADMIN_KEY"
+            ) from None
+        raise ReportError(f"GET {url}: HTTP {exc.status}: {exc.message}") from None
+    except Unreachable as exc:
+        raise ReportError(f"cannot read {exc.url}: {exc.reason}") from None
+    if not isinstance(body, dict):
+        raise ReportError(f"cannot read {url}: not a JSON object")
+    return body
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from policies.budget import format_usd
+from policies.budget import format_usd, parse_usd
 from policies.scenarios import SCENARIOS, PricedPick
 from proxy.workflows.manifest import write_bytes_atomic
 from proxy.workflows.report_chart import DayTotals, chart_png, chart_svg
@@ -34,7 +33,7 @@ class SpendReport:
     window_seconds: float
     spend_micros: int
     saved_micros: int
-    projected: Decimal  # dollars a month
+    projected_micros: int  # a month at the window's rate
     scenarios: tuple[PricedPick, ...]
 
     @property
@@ -61,10 +60,9 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def money(micros: int | Decimal) -> str:
+def money(micros: int) -> str:
     """`$30.00`, `$0.003`, `$5.194`: at least cents, every significant micro-dollar."""
-    value = Decimal(micros) / 1_000_000 if isinstance(micros, int) else micros
-    text = format_usd(int(value * 1_000_000))
+    text = format_usd(micros)
     whole, _, frac = text.partition(".")
     return f"${whole}.{frac.ljust(2, '0')}"
 
@@ -72,8 +70,8 @@ def money(micros: int | Decimal) -> str:
 def _dollars(text: object) -> str:
     """A gateway amount ("0.04", "25") shown as `money` shows it; "-" when unreadable."""
     try:
-        return money(Decimal(str(text)))
-    except ArithmeticError:
+        return money(parse_usd(str(text)))
+    except ValueError:
         return "-"
 
 
@@ -115,7 +113,7 @@ def report_tables(report: SpendReport) -> list[tuple[str, list[str], Rows]]:
         ["spent", money(report.spend_micros)],
         ["saved by the cache", money(report.saved_micros)],
         ["hit ratio", _ratio(first.get("hit_ratio"))],
-        ["projected monthly cost", f"{money(report.projected)} (spend per day x 30)"],
+        ["projected monthly cost", f"{money(report.projected_micros)} (spend per day x 30)"],
         ["spent all time", _dollars(first.get("total_spend_usd"))],
     ]
     tables.append(("Summary", ["", ""], summary))

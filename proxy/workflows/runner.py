@@ -7,13 +7,14 @@ import hashlib
 import io
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from policies.budget import format_usd, split_micros
 from proxy.workflows.batch_input import BatchLine
-from proxy.workflows.calls import Caller, Generated, LineFailed, stops_the_run
+from proxy.workflows.gateway import GatewayClient
 from proxy.workflows.manifest import (
     FAILURES,
     MANIFEST,
@@ -23,30 +24,29 @@ from proxy.workflows.manifest import (
     file_extension,
     image_filename,
     records_intact,
-    split_cost,
-    usd,
     write_bytes_atomic,
     write_json_atomic,
 )
+from proxy.workflows.outcomes import LineFailed, Made, stops_the_run
 from proxy.workflows.progress import BatchProgress, Tally, line_of
 
-__all__ = ["BatchRun", "Budget", "failure_record", "resumable", "write_outputs"]
+__all__ = ["BatchRun", "SpendCap", "failure_record", "resumable", "write_outputs"]
 
 _CACHED = frozenset({"HIT", "COALESCED"})
 
 
 @dataclass(slots=True)
-class Budget:
-    """Stops scheduling before the dollars spent could pass `limit`.
+class SpendCap:
+    """`--budget-usd`: stops scheduling before the micro-USD spent could pass `limit`.
 
     A line is admitted only while spent + the highest per-image cost seen so far, times the
     images in flight plus this line's, stays within the limit. Until a first cost is known,
     lines run one at a time, so an unknown price can overshoot by one line at most.
     """
 
-    limit: Decimal | None
-    spent: Decimal = Decimal(0)
-    per_image: Decimal | None = None
+    limit: int | None  # micro-USD
+    spent: int = 0  # micro-USD
+    per_image: Fraction | None = None  # micro-USD, exact (a line's cost over its images)
     reserved: int = 0  # images of the lines in flight
 
     def admits(self, images: int) -> bool:
@@ -56,9 +56,9 @@ class Budget:
             return self.reserved == 0
         return self.spent + self.per_image * (self.reserved + images) <= self.limit
 
-    def charge(self, cost: Decimal, images: int) -> None:
-        self.spent += cost
-        share = cost / max(images, 1)
+    def charge(self, cost_micros: int, images: int) -> None:
+        self.spent += cost_micros
+        share = Fraction(cost_micros, max(images, 1))
         self.per_image = share if self.per_image is None else max(self.per_image, share)
 
 
@@ -74,15 +74,15 @@ class BatchRun:
 
     def __init__(
         self,
-        caller: Caller,
+        gateway: GatewayClient,
         journal: Journal,
         out: Path,
         *,
         concurrency: int,
-        budget: Budget,
+        budget: SpendCap,
         progress: BatchProgress,
     ) -> None:
-        self.caller = caller
+        self.gateway = gateway
         self.journal = journal
         self.out = out
         self.concurrency = concurrency
@@ -114,7 +114,7 @@ class BatchRun:
                 group.create_task(self._line(line))
 
     async def heard(self, status: int) -> None:
-        """The Caller's hook: the gateway answered an attempt with `status`."""
+        """The GatewayClient's hook: the gateway answered an attempt with `status`."""
         if not self._answered and status not in (401, 403):
             async with self._changed:
                 self._answered = True
@@ -140,10 +140,10 @@ class BatchRun:
 
     async def _line(self, line: BatchLine) -> None:
         try:
-            generated = await self.caller.generate(line.body)
-            self.budget.charge(generated.cost, line.n)
+            made = await self.gateway.generate(line.body)
+            self.budget.charge(made.cost_micros, line.n)
             self.tally.spent = self.budget.spent
-            records = await asyncio.to_thread(self._save, line, generated)
+            records = await asyncio.to_thread(self._save, line, made)
             entry = JournalEntry(line.line, line.digest, tuple(records))
             await asyncio.to_thread(self.journal.append, entry)
         except LineFailed as exc:
@@ -155,7 +155,7 @@ class BatchRun:
         else:
             self.records[line.line] = records
             self.tally.done += 1
-            self.tally.cached += generated.headers.get("x-cache", "") in _CACHED
+            self.tally.cached += made.headers.get("x-cache", "") in _CACHED
         finally:
             async with self._changed:
                 self._in_flight -= 1
@@ -163,25 +163,25 @@ class BatchRun:
                 self._changed.notify_all()
             self.progress.refresh()
 
-    def _save(self, line: BatchLine, generated: Generated) -> list[Record]:
+    def _save(self, line: BatchLine, made: Made) -> list[Record]:
         """Write the line's images (atomically) and return their manifest records."""
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        costs = split_cost(generated.cost, len(generated.images))
+        costs = split_micros(made.cost_micros, len(made.images))
         records: list[Record] = []
-        for index, data in enumerate(generated.images):
-            ext = file_extension(data, generated.output_format or _text(line.body, "output_format"))
-            count = max(line.n, len(generated.images))
+        for index, data in enumerate(made.images):
+            ext = file_extension(data, made.output_format or _text(line.body, "output_format"))
+            count = max(line.n, len(made.images))
             name = image_filename(line.line, line.name or line.prompt, index, count, ext)
             write_bytes_atomic(self.out / name, data)
-            record = _record(line, generated, index, data)
-            record.update(file=name, cost_usd=usd(costs[index]), timestamp=now)
+            record = _record(line, made, index, data)
+            record.update(file=name, cost_usd=format_usd(costs[index]), timestamp=now)
             records.append(record)
         return records
 
 
-def _record(line: BatchLine, generated: Generated, index: int, data: bytes) -> Record:
-    headers = generated.headers
-    revised = generated.revised_prompts[index] if index < len(generated.revised_prompts) else None
+def _record(line: BatchLine, made: Made, index: int, data: bytes) -> Record:
+    headers = made.headers
+    revised = made.revised_prompts[index] if index < len(made.revised_prompts) else None
     return {
         "line": line.line,
         "index": index,
@@ -191,8 +191,8 @@ def _record(line: BatchLine, generated: Generated, index: int, data: bytes) -> R
         "revised_prompt": revised,
         "model": headers.get("x-imagegate-model") or _text(line.body, "model"),
         "provider": headers.get("x-imagegate-provider"),
-        "size": generated.size or _dimensions(data) or _text(line.body, "size"),
-        "quality": generated.quality or _text(line.body, "quality"),
+        "size": made.size or _dimensions(data) or _text(line.body, "size"),
+        "quality": made.quality or _text(line.body, "quality"),
         "params": dict(line.body),
         "file": "",
         "sha256": hashlib.sha256(data).hexdigest(),
@@ -202,7 +202,7 @@ def _record(line: BatchLine, generated: Generated, index: int, data: bytes) -> R
         "timestamp": "",
         "request_id": headers.get("x-request-id"),
         "cache_key": headers.get("x-cache-key"),
-        "attempts": generated.attempts,
+        "attempts": made.attempts,
     }
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import pytest
 
 from policies.scenarios import (
@@ -75,10 +73,12 @@ def test_models_a_gateway_does_not_list_or_cannot_serve_have_no_price():
 
 
 def test_project_monthly_is_exact():
-    assert project_monthly(7_000_000, 7 * 86_400) == Decimal("30")
-    assert project_monthly(1, 86_400) == Decimal("0.00003")
-    assert project_monthly(10_000_000, 3 * 86_400) == Decimal("100")
-    assert project_monthly(1_000_000, 7 * 86_400) == Decimal("4.285714")  # 30/7, half up
-    assert project_monthly(5_000_000, 30) == Decimal(0)  # too short a window to say
+    assert project_monthly(7_000_000, 7 * 86_400) == 30_000_000
+    assert project_monthly(1, 86_400) == 30
+    assert project_monthly(10_000_000, 3 * 86_400) == 100_000_000
+    assert project_monthly(1_000_000, 7 * 86_400) == 4_285_714  # 30/7 dollars, half up
+    assert project_monthly(1, 7 * 86_400) == 4  # 30/7 micros = 4.29, half up
+    assert project_monthly(1, 4 * 86_400) == 8  # 7.5 micros, half up
+    assert project_monthly(5_000_000, 30) == 0  # too short a window to say
     with pytest.raises(ValueError, match="negative"):
         project_monthly(-1, 86_400)

@@ -20,11 +20,10 @@ import pytest
 
 from policies.errors import ProviderUnavailable
 from proxy.ports import ProviderCall, ProviderResult
-from proxy.workflows.batch import normalize_base_url
 from proxy.workflows.batch_input import InputError, read_lines
-from proxy.workflows.calls import retry_delay
-from proxy.workflows.manifest import Journal, image_filename, slugify, split_cost
-from proxy.workflows.runner import Budget
+from proxy.workflows.gateway import retry_delay, root_url
+from proxy.workflows.manifest import Journal, image_filename, slugify
+from proxy.workflows.runner import SpendCap
 from tests.conftest import CountingProvider, start_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -327,6 +326,7 @@ async def test_a_missing_file_is_a_usage_error(tmp_path):
         (["ok.txt", "--retries", "-1"], "--retries: must be 0 or more"),
         (["ok.txt", "--base-url", "ftp://example.com"], "http(s) URL"),
         (["ok.txt", "--budget-usd", "lots"], "not an amount of dollars"),
+        (["ok.txt", "--budget-usd", "0.0000001"], "finer than a micro-dollar"),
         (["ok.txt", "--n", "two"], "not an integer"),
     ],
 )
@@ -420,7 +420,7 @@ async def test_a_refused_api_key_stops_the_batch(settings, clock, tmp_path):
     ["http://h:8080", "http://h:8080/", "http://h:8080/v1", "http://h:8080/v1/", " http://h:8080 "],
 )
 def test_base_url_with_or_without_v1(given):
-    assert normalize_base_url(given) == "http://h:8080/v1"
+    assert root_url(given) == "http://h:8080"
 
 
 def test_names_are_readable_stable_and_safe():
@@ -432,25 +432,15 @@ def test_names_are_readable_stable_and_safe():
     assert image_filename(12345, "x", 2, 3, "webp") == "12345-x-2.webp"
 
 
-def test_costs_split_exactly():
-    assert split_cost(Decimal("0.04"), 3) == [
-        Decimal("0.013334"),
-        Decimal("0.013333"),
-        Decimal("0.013333"),
-    ]
-    assert sum(split_cost(Decimal("0.04"), 3)) == Decimal("0.04")
-    assert split_cost(Decimal("0.1"), 1) == [Decimal("0.1")]
-
-
 def test_budget_reserves_in_flight_lines():
-    budget = Budget(Decimal("0.13"))
+    budget = SpendCap(130_000)
     assert budget.admits(1)
     budget.reserved = 1
     assert not budget.admits(1)  # one at a time until a price is known
     budget.reserved = 0
-    budget.charge(Decimal("0.04"), 1)
+    budget.charge(40_000, 1)
     assert budget.admits(2) and not budget.admits(3)
-    assert Budget(None).admits(100)
+    assert SpendCap(None).admits(100)
 
 
 def _status_error(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import re
-from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
@@ -42,7 +41,7 @@ def test_the_report_says_typical_monthly_scenarios(tmp_path):
     day = {"day": "2026-11-02", "spend_micros": 0, "saved_micros": 0}
     spend = {"rows": [], "hit_ratio": None, "budgets": [], "total_spend_usd": "0"}
     scenarios = price_scenarios(load_catalog())
-    report = SpendReport("http://gw", None, 0.0, {"model": spend}, [day], 0.0, 0, 0, Decimal(0),
+    report = SpendReport("http://gw", None, 0.0, {"model": spend}, [day], 0.0, 0, 0, 0,
                          scenarios)  # fmt: skip
     console = Console(record=True, width=200)
     print_report(console, report)

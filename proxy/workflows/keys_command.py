@@ -18,29 +18,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
-from decimal import Decimal
 from typing import Any, Final
 
-import aiohttp
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from proxy.workflows.arguments import (
     DEFAULT_BASE_URL,
-    dollars_amount,
     gateway_options,
     positive_int,
+    usd_micros,
 )
-from proxy.workflows.batch import UsageError, normalize_base_url
+from proxy.workflows.gateway import BadBaseUrl, GatewayClient, Refused, Unreachable
 
 __all__ = ["register", "run"]
 
 _WINDOWS: Final = ("day", "month", "total")
 _EPILOG: Final = "exit status: 0 done, 1 the gateway refused or is unreachable, 2 usage error"
+
+
+class UsageError(Exception):
+    """A bad option value (exit status 2)."""
 
 
 def register(commands: Any) -> None:
@@ -59,7 +60,7 @@ def register(commands: Any) -> None:
     create.add_argument("--team", help="a team name; keys of a team share its budgets")
     create.add_argument(
         "--budget-usd",
-        type=dollars_amount,
+        type=usd_micros,
         metavar="DOLLARS",
         help="the most this key may spend per --window (default: no limit)",
     )
@@ -106,44 +107,34 @@ def run(args: argparse.Namespace) -> int:
     errors = Console(stderr=True, highlight=False, soft_wrap=True)
     base_url = getattr(args, "base_url", DEFAULT_BASE_URL)
     try:
-        status, body = asyncio.run(_call(args, base_url))
-    except UsageError as exc:
+        body = asyncio.run(_call(args, base_url))
+    except (UsageError, BadBaseUrl) as exc:
         errors.print(f"imagegate keys: error: {exc}", markup=False)
         return 2
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        reason = str(exc) or type(exc).__name__
+    except Unreachable as exc:
         errors.print(
-            f"imagegate keys: cannot reach the gateway at {base_url}: {reason}", markup=False
+            f"imagegate keys: cannot reach the gateway at {base_url}: {exc.reason}", markup=False
         )
         return 1
-    if status >= 400:
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        message = error.get("message", body) if isinstance(error, dict) else body
-        errors.print(f"[red]imagegate keys: {status}: {escape(str(message))}[/red]")
+    except Refused as exc:
+        errors.print(f"[red]imagegate keys: {exc.status}: {escape(exc.message)}[/red]")
         return 1
     _show(console, args.action, body)
     return 0
 
 
-async def _call(args: argparse.Namespace, base_url: str) -> tuple[int, Any]:
-    root = normalize_base_url(base_url).removesuffix("/v1")
-    admin_key = getattr(args, "admin_key", None) or os.environ.get("IMAGEGATE_ADMIN_KEY", "")
-    headers = {"Authorization": f"Bearer {admin_key}"} if admin_key else {}
-    timeout = aiohttp.ClientTimeout(total=getattr(args, "timeout", 60.0))
-    method, path, payload = _request(args)
-    async with (
-        aiohttp.ClientSession(headers=headers, timeout=timeout) as http,
-        http.request(method, root + path, json=payload) as response,
-    ):
-        text = await response.text()
-    try:
-        return response.status, json.loads(text)
-    except ValueError:
-        return response.status, text
+async def _call(args: argparse.Namespace, base_url: str) -> Any:
+    admin_key = getattr(args, "admin_key", None) or os.environ.get("IMAGEGATE_ADMIN_KEY")
+    timeout = getattr(args, "timeout", 60.0)
+    async with GatewayClient(base_url, admin_key=admin_key, timeout=timeout) as gateway:
+        method, path, payload = _request(args)
+        return await gateway.call_json(method, path, payload=payload)
 
 
-def _dollars(value: Decimal | None) -> float | None:
-    return None if value is None else float(value)
+def _dollars(micros: int | None) -> float | None:
+    """Micro-USD as the JSON number of dollars the admin API reads (exact: a float's
+    shortest text holds 6 decimals of any amount the gateway accepts)."""
+    return None if micros is None else micros / 1_000_000
 
 
 def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:
@@ -169,9 +160,9 @@ def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]
     return "PUT", f"/admin/keys/{args.name}/budget", {"budget_usd": usd, "window": args.window}
 
 
-def _budget(text: str) -> Decimal:
+def _budget(text: str) -> int:
     try:
-        return dollars_amount(text)
+        return usd_micros(text)
     except argparse.ArgumentTypeError as exc:
         raise UsageError(f"DOLLARS: {exc} (or 'none')") from None
 
