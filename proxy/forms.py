@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import BodyPartReader, MultipartReader, StreamReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.multipart import BadContentDispositionHeader, BadContentDispositionParam
 
 from policies.errors import InvalidRequest, PayloadTooLarge
 from policies.models import UploadInfo
@@ -33,7 +34,20 @@ _CHUNK = 256 * 1024
 _URLENCODED_MAX = 1024 * 1024  # fields only: a long prompt, percent-encoded
 _LINES_PER_PART = 10  # a boundary, a few header lines, the blank line, the CRLF after data
 # What aiohttp's multipart reader raises on a body it cannot parse.
-_MALFORMED = (ValueError, AssertionError, RuntimeError, LookupError, HttpProcessingError)
+_BAD_DISPOSITION = (BadContentDispositionHeader, BadContentDispositionParam)
+_MALFORMED = (
+    ValueError,
+    AssertionError,
+    RuntimeError,
+    LookupError,
+    HttpProcessingError,
+    *_BAD_DISPOSITION,
+)
+# aiohttp only *warns* about a Content-Disposition it cannot parse, then reads the part with
+# no name. For this gateway that is a malformed body: raise it (these warning classes are
+# aiohttp's multipart reader's own, and this process parses multipart only here).
+for _category in _BAD_DISPOSITION:
+    warnings.filterwarnings("error", category=_category)
 
 
 @dataclass

@@ -190,12 +190,14 @@ async def test_a_url_from_a_host_not_listed_is_refused_unfetched(
 async def test_a_url_from_a_listed_host_is_fetched_and_keyed_by_its_bytes(
     settings, provider, clock, image_host
 ):
-    # Loopback is a private address: the operator allows it by naming it exactly.
-    settings = replace(settings, uploads=UploadSettings(url_hosts=("127.0.0.1",)))
+    # Loopback is a private address: the operator allows it by naming it exactly, with the
+    # port (an entry without one means the default ports, 80 and 443).
+    url = str(image_host.make_url("/a.png"))
+    listed = f"http://127.0.0.1:{image_host.make_url('/').port}"
+    settings = replace(settings, uploads=UploadSettings(url_hosts=(listed,)))
     gw = await start_gateway(settings, provider, clock)
     try:
         client = gw.client()
-        url = str(image_host.make_url("/a.png"))
         got = await post_json(client, edit_body(url))
         assert got.status_code == 200, got.text
         assert got.headers["x-cache"] == "MISS"
