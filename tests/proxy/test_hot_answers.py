@@ -84,14 +84,17 @@ async def test_a_repeat_is_answered_from_memory_with_the_same_bytes_and_a_ledger
         first_hit, third_hit = json.loads(answers[1][2]), json.loads(answers[3][2])
         assert {**first_hit, "created": 0} == {**third_hit, "created": 0}
         await gw.app[GATE].flush_hits()
-        # The three hits (one through the stores, two from memory) share one row until the
-        # flush: three requests, three images, three times what the miss cost.
+        # The three hits (one through the stores, two from memory) are counted: three
+        # requests, three images, three times what the miss cost. They share one row when one
+        # flush takes them all (tests/proxy/test_hit_tally.py); the background flush (every
+        # 250 ms of real time) may split them on a slow machine, so the rows are summed.
         rows = ledger_rows(settings)
-        assert [r[:6] for r in rows] == [
-            ("web", "MISS", 3_000, 0, 1, 1),  # flux-schnell, $0.003
-            ("web", "HIT", 0, 9_000, 3, 3),
-        ]
-        assert [r[6] for r in rows] == [answers[0][0]["x-request-id"], kept["x-request-id"]]
+        assert [r[:6] for r in rows[:1]] == [("web", "MISS", 3_000, 0, 1, 1)]  # flux-schnell
+        hits = rows[1:]
+        assert {r[:2] for r in hits} == {("web", "HIT")}
+        assert [sum(r[i] for r in hits) for i in (2, 3, 4, 5)] == [0, 9_000, 3, 3]
+        assert rows[0][6] == answers[0][0]["x-request-id"]
+        assert hits[0][6] == kept["x-request-id"]
         assert gw.app[GATE].ledger.hit_ratio() == 0.75
         assert gw.metric("imagegate_cache_lookups_total", outcome="hit") == 3
         assert gw.metric(
