@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Literal
 
 from policies.errors import ModelNotFound
 
 __all__ = [
     "DEFAULT_FAMILIES",
+    "VIRTUAL",
     "Catalog",
     "Family",
     "ModelSpec",
@@ -47,10 +49,24 @@ class Family:
     flexible_max_edge: int = 3840
     flexible_max_pixels: int = 3840 * 2160
     flexible_min_pixels: int = 0
+    # How its models answer, and how they are asked (read by the router, `translate` and the
+    # providers, so that a new family is data, not code):
+    default_response_format: Literal["url", "b64_json"] = "b64_json"  # when none is asked
+    revises_prompt: bool = False  # answers carry `revised_prompt`, the prompt that was drawn
+    max_aspect_ratio: float | None = 2.0  # widest size the router gives its models; None: any
+    nearest_size: bool = False  # another model's size is made at the nearest of `sizes`, fitted
+    # A quality asked of another model -> the quality asked of this one ("*": any other;
+    # a quality not listed passes as it is).
+    quality_map: tuple[tuple[str, str], ...] = (("*", "auto"),)
+    # When another model serves a request made for this family:
+    style_phrases: tuple[tuple[str, str], ...] = ()  # style -> words added to the prompt
+    variation_prompt: str = ""  # a variation becomes an edit with this prompt ("" : it stays)
 
 
+VIRTUAL = "virtual"  # the family of `auto` and the use cases: the router picks the model
 _GPT_SIZES = ("auto", "1024x1024", "1536x1024", "1024x1536")
 _GPT_QUALITIES = ("low", "medium", "high", "auto")
+_GPT_QUALITY_MAP = (("standard", "medium"), ("hd", "high"))
 
 DEFAULT_FAMILIES: Mapping[str, Family] = MappingProxyType(
     {
@@ -63,6 +79,10 @@ DEFAULT_FAMILIES: Mapping[str, Family] = MappingProxyType(
             qualities=("standard",),
             default_quality="standard",
             operations=("generate", "edit", "variation"),
+            default_response_format="url",
+            max_aspect_ratio=None,
+            quality_map=(("*", "standard"),),
+            variation_prompt="A variation of this image: same subject, new details.",
         ),
         "dall-e-3": Family(
             name="dall-e-3",
@@ -74,6 +94,19 @@ DEFAULT_FAMILIES: Mapping[str, Family] = MappingProxyType(
             default_quality="standard",
             styles=("vivid", "natural"),
             default_style="vivid",
+            default_response_format="url",
+            revises_prompt=True,
+            max_aspect_ratio=None,
+            quality_map=(
+                ("low", "standard"),
+                ("medium", "standard"),
+                ("high", "hd"),
+                ("auto", "standard"),
+            ),
+            style_phrases=(
+                ("vivid", "Style: vivid, hyper-real and dramatic."),
+                ("natural", "Style: natural, realistic and less hyper-real."),
+            ),
         ),
         "gpt-image": Family(
             name="gpt-image",
@@ -91,6 +124,8 @@ DEFAULT_FAMILIES: Mapping[str, Family] = MappingProxyType(
             edit_formats=("png", "jpeg", "webp"),
             edit_square_only=False,
             input_fidelities=("high", "low"),
+            nearest_size=True,
+            quality_map=_GPT_QUALITY_MAP,
         ),
         "gpt-image-2": Family(
             name="gpt-image-2",
@@ -108,6 +143,8 @@ DEFAULT_FAMILIES: Mapping[str, Family] = MappingProxyType(
             edit_formats=("png", "jpeg", "webp"),
             edit_square_only=False,
             extras=("complexity", "frame_count", "frame_duration_ms", "svg"),
+            max_aspect_ratio=None,
+            quality_map=_GPT_QUALITY_MAP,
         ),
         # Replicate, fal.ai and self-hosted diffusion models: OpenAI sizes map to the
         # model's aspect ratios (each model lists the sizes it takes).
@@ -199,10 +236,17 @@ class ModelSpec:
     safety_value: int | str | None = None
     input_fidelities: tuple[str, ...] | None = None  # None: the family's
     price: Price = field(default_factory=Price)
+    # The family itself, set by `Catalog.build` (so providers read its rules without the catalog).
+    family_rules: Family | None = field(default=None, compare=False, repr=False)
 
     @property
     def virtual(self) -> bool:
-        return self.family == "virtual"
+        return self.family == VIRTUAL
+
+    @property
+    def rules(self) -> Family:
+        """The family's rules: the catalog's, or a built-in family's for a spec made by hand."""
+        return self.family_rules or DEFAULT_FAMILIES[self.family]
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +264,7 @@ class Catalog:
         for spec in models:
             if spec.family not in families:
                 raise ValueError(f"model {spec.name!r} names unknown family {spec.family!r}")
-            by_name[spec.name] = spec
+            by_name[spec.name] = replace(spec, family_rules=families[spec.family])
             for alias in spec.aliases:
                 aliases[alias] = spec.name
         return cls(

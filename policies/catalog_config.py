@@ -1,7 +1,8 @@
 """The catalog as data: `[models.<name>]` tables -> `Catalog`, every error naming its path.
 
 The shell reads the TOML (the built-in `proxy/default_catalog.toml`, then the operator's
-`[models]` tables merged over it key by key); this module only validates and builds.
+`[models]` tables merged over it key by key); this module only validates and builds. A model's
+family is a built-in one or an operator's `[families.<name>]` (`policies.catalog_families`).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from policies.catalog import DEFAULT_FAMILIES, Catalog, ModelSpec, Price
+from policies.catalog import DEFAULT_FAMILIES, VIRTUAL, Catalog, Family, ModelSpec, Price
 
 __all__ = ["CatalogError", "merge_models", "parse_catalog"]
 
@@ -67,9 +68,11 @@ _KNOWN = frozenset(
 )
 
 
-def parse_catalog(raw: Mapping[str, Mapping[str, Any]]) -> Catalog:
-    specs = [_model(name, table) for name, table in raw.items()]
-    catalog = Catalog.build(specs)
+def parse_catalog(
+    raw: Mapping[str, Mapping[str, Any]], families: Mapping[str, Family] = DEFAULT_FAMILIES
+) -> Catalog:
+    specs = [_model(name, table, families) for name, table in raw.items()]
+    catalog = Catalog.build(specs, families)
     for spec in specs:
         path = f"models.{spec.name}"
         if spec.successor is not None and spec.successor not in catalog.models:
@@ -79,15 +82,15 @@ def parse_catalog(raw: Mapping[str, Mapping[str, Any]]) -> Catalog:
     return catalog
 
 
-def _model(name: str, table: Mapping[str, Any]) -> ModelSpec:
+def _model(name: str, table: Mapping[str, Any], families: Mapping[str, Family]) -> ModelSpec:
     path = f"models.{name}"
     for key in table:
         if key not in _KNOWN:
             raise CatalogError(f"{path}.{key}", "unknown key")
     get = _Getter(path, table)
     family = get.string("family", "")
-    if family not in DEFAULT_FAMILIES:
-        raise CatalogError(f"{path}.family", f"must be one of {', '.join(DEFAULT_FAMILIES)}")
+    if family not in families:
+        raise CatalogError(f"{path}.family", f"must be one of {', '.join(families)}")
     strengths = get.strings("strengths")
     for item in (*strengths, *get.strings("needs")):
         if item not in STRENGTHS:
@@ -102,7 +105,7 @@ def _model(name: str, table: Mapping[str, Any]) -> ModelSpec:
     if max_per_call < 1:
         raise CatalogError(f"{path}.max_per_call", "must be at least 1")
     provider = get.string("provider", "")
-    if family != "virtual" and not provider:
+    if family != VIRTUAL and not provider:
         raise CatalogError(f"{path}.provider", "is required")
     fidelities = get.strings("input_fidelities")
     return ModelSpec(

@@ -299,10 +299,9 @@ def _delivery(fields: Fields, family: Family) -> Delivery:
             param="n",
         )
     response_format = fields.string("response_format", choices=("url", "b64_json"))
-    default_format = "url" if family.name.startswith("dall-e") else "b64_json"
     stream = bool(fields.boolean("stream")) if family.gpt_fields else False
     partial = fields.integer("partial_images", low=0, high=3) or 0
     fields.string("user", allow_empty=True)
     fields.string("safety_identifier", allow_empty=True)
-    fmt = cast(Literal["url", "b64_json"], response_format or default_format)
+    fmt = cast(Literal["url", "b64_json"], response_format or family.default_response_format)
     return Delivery(n=n, response_format=fmt, stream=stream, partial_images=partial)

@@ -142,13 +142,12 @@ def _unfit(spec: ModelSpec, request: ImageRequest, policy: RoutePolicy) -> str:
 def _size_ok(spec: ModelSpec, size: str) -> bool:
     if spec.aspect_ratios:
         return size in spec.aspect_ratios
-    if spec.family == "gpt-image-2":
-        return True
-    if size == "auto":
+    limit = spec.rules.max_aspect_ratio
+    if limit is None or size == "auto":
         return True
     width, height = dimensions(size)
     # GPT image models make 1024-class sizes; smaller or wider ones are fitted after.
-    return max(width, height) / min(width, height) <= 2 or spec.family.startswith("dall-e")
+    return max(width, height) / min(width, height) <= limit
 
 
 def _no_route(asked: ModelSpec, reasons: dict[str, str], waiting: list[Blocked]) -> NoRoute:

@@ -15,19 +15,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from policies.catalog import ModelSpec
+from policies.catalog import Family, ModelSpec
 from policies.models import ImageRequest
 from policies.sizes import dimensions
 
 __all__ = ["translate"]
-
-_GPT_QUALITY = {"standard": "medium", "hd": "high"}
-_DALLE3_QUALITY = {"low": "standard", "medium": "standard", "high": "hd", "auto": "standard"}
-_STYLE = {
-    "vivid": "Style: vivid, hyper-real and dramatic.",
-    "natural": "Style: natural, realistic and less hyper-real.",
-}
-_GPT_SIZES = {"1024x1024": (1024, 1024), "1536x1024": (1536, 1024), "1024x1536": (1024, 1536)}
 
 
 def translate(
@@ -38,49 +30,40 @@ def translate(
     if spec.name == asked.name:
         return request, target, not spec.aspect_ratios
     upstream = replace(request, model=spec.name)
-    if asked.family == "dall-e-3":
-        style = _STYLE.get(request.style or "", "")
+    asked_rules, rules = asked.rules, spec.rules
+    if asked_rules.style_phrases:
+        style = dict(asked_rules.style_phrases).get(request.style or "", "")
         prompt = f"{request.prompt} {style}".strip() if style else request.prompt
         upstream = replace(upstream, prompt=prompt, style=None)
-    if asked.family == "dall-e-2" and request.operation == "variation":
-        upstream = replace(
-            upstream,
-            operation="edit",
-            prompt="A variation of this image: same subject, new details.",
-        )
+    if asked_rules.variation_prompt and request.operation == "variation":
+        upstream = replace(upstream, operation="edit", prompt=asked_rules.variation_prompt)
     upstream = replace(
         upstream,
-        quality=_quality(request.quality, spec),
-        style=upstream.style if spec.family == "dall-e-3" else None,
+        quality=_quality(request.quality, rules),
+        style=upstream.style if rules.styles else None,
     )
-    if spec.family.startswith("gpt-image"):
-        upstream = _gpt_fields(upstream, asked)
+    if rules.gpt_fields:
+        upstream = _gpt_fields(upstream)
     size = _size_for(spec, request.size)
     return replace(upstream, size=size), target, False
 
 
-def _quality(quality: str, spec: ModelSpec) -> str:
-    if spec.family.startswith("gpt-image"):
-        return _GPT_QUALITY.get(quality, quality)
-    if spec.family == "dall-e-3":
-        return _DALLE3_QUALITY.get(quality, quality)
-    if spec.family == "dall-e-2":
-        return "standard"
-    return "auto"
+def _quality(quality: str, rules: Family) -> str:
+    qualities = dict(rules.quality_map)
+    return qualities.get(quality, qualities.get("*", quality))
 
 
-def _gpt_fields(request: ImageRequest, asked: ModelSpec) -> ImageRequest:
+def _gpt_fields(request: ImageRequest) -> ImageRequest:
     background = request.background or "auto"
     moderation = request.moderation or ("auto" if request.operation == "generate" else None)
     return replace(request, background=background, moderation=moderation)
 
 
 def _size_for(spec: ModelSpec, size: str) -> str:
-    if spec.aspect_ratios or spec.family == "gpt-image-2" or size == "auto":
+    if spec.aspect_ratios or size == "auto" or not spec.rules.nearest_size:
         return size
-    if spec.family.startswith("gpt-image"):
-        return _nearest(size, _GPT_SIZES)
-    return size
+    choices = {s: dimensions(s) for s in spec.rules.sizes if s != "auto"}
+    return _nearest(size, choices) if choices else size
 
 
 def _nearest(size: str, choices: dict[str, tuple[int, int]]) -> str:

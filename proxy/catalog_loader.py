@@ -1,4 +1,5 @@
-"""Load the model catalog: the packaged defaults, with the operator's [models] over them."""
+"""Load the model catalog: the packaged defaults, with the operator's [models] over them and
+the operator's [families] beside the built-in ones."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from policies.catalog import Catalog
 from policies.catalog_config import merge_models, parse_catalog
+from policies.catalog_families import parse_families
 
 __all__ = ["default_models", "load_catalog"]
 
@@ -24,6 +26,10 @@ def default_models() -> dict[str, dict[str, Any]]:
     return models
 
 
-def load_catalog(overrides: Mapping[str, Any] | None = None) -> Catalog:
-    """Raises `policies.catalog_config.CatalogError` naming the bad `models.<name>.<key>`."""
-    return parse_catalog(merge_models(default_models(), overrides or {}))
+def load_catalog(
+    overrides: Mapping[str, Any] | None = None, families: Mapping[str, Any] | None = None
+) -> Catalog:
+    """Raises `policies.catalog_config.CatalogError` naming the bad `models.<name>.<key>`
+    (or `families.<name>.<key>`)."""
+    models = merge_models(default_models(), overrides or {})
+    return parse_catalog(models, parse_families(families or {}))

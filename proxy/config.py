@@ -270,7 +270,7 @@ def _section(raw: dict[str, Any], name: str, source: str) -> dict[str, Any]:
 
 
 def _build(raw: dict[str, Any], source: str, environ: Mapping[str, str]) -> Settings:
-    known = {*_SCHEMA, "providers", "models", "auth", "keys", "budgets", "policy"}
+    known = {*_SCHEMA, "providers", "models", "families", "auth", "keys", "budgets", "policy"}
     for name in raw:
         if name not in known:
             raise ConfigError(source, name, f"unknown section; known: {', '.join(sorted(known))}")
@@ -312,7 +312,7 @@ def _build(raw: dict[str, Any], source: str, environ: Mapping[str, str]) -> Sett
         default_model=_section(raw, "defaults", source).get("model", "gpt-image-1.5"),
         providers=_providers(raw.get("providers", {}), source),
         routing=_routing(raw, source),
-        catalog=_catalog(raw.get("models", {}), source),
+        catalog=_catalog(raw.get("models", {}), source, raw.get("families", {})),
         cost=_cost(raw, source),
         uploads=_uploads(raw, source),
         source=source,
@@ -344,11 +344,13 @@ def _cost(raw: dict[str, Any], source: str) -> CostSettings:
         raise ConfigError(source, exc.path, exc.problem) from None
 
 
-def _catalog(raw: Any, source: str) -> Catalog:
+def _catalog(raw: Any, source: str, families: Any) -> Catalog:
     if not isinstance(raw, dict):
         raise ConfigError(source, "models", "must be a table of [models.<name>]")
+    if not isinstance(families, dict):
+        raise ConfigError(source, "families", "must be a table of [families.<name>]")
     try:
-        return load_catalog(raw)
+        return load_catalog(raw, families)
     except CatalogError as exc:
         raise ConfigError(source, exc.path, exc.problem) from None
 

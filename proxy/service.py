@@ -296,7 +296,7 @@ class ImageService:
         budget = CallerBudget(self.gate, job.caller, draft)
         made, reservation = await self.generator.make(candidates, indexes, job.uploads, budget)
         try:
-            landed = await self._store(job, indexes, made, asked.family == "dall-e-3")
+            landed = await self._store(job, indexes, made, asked.rules.revises_prompt)
         except Exception as exc:
             log.error("cache.store_failed", key=job.key[:12], model=made.model, error=repr(exc))
             raise GatewayError(

@@ -180,7 +180,8 @@ def _default_hosts(base_url: str) -> tuple[str, ...]:
 
 # -- request bodies ------------------------------------------------------------------------
 def _is_gpt(call: ProviderCall) -> bool:
-    return call.model.family.startswith("gpt-image")
+    """A GPT image model: it takes the GPT fields, a list of edit images, no response_format."""
+    return call.model.rules.gpt_fields
 
 
 def _params(call: ProviderCall) -> dict[str, Any]:
@@ -198,7 +199,7 @@ def _params(call: ProviderCall) -> dict[str, Any]:
         params.update(_gpt_fields(call))
     else:
         params["response_format"] = "b64_json"
-        if call.model.family == "dall-e-3" and req.style is not None:
+        if call.model.rules.styles and req.style is not None:
             params["style"] = req.style
     return params
 
@@ -243,7 +244,7 @@ def _edit_files(call: ProviderCall) -> dict[str, Any]:
 
 
 async def _variation(client: openai.AsyncOpenAI, call: ProviderCall) -> ImagesResponse:
-    if call.model.family != "dall-e-2":
+    if "variation" not in call.model.rules.operations:
         raise ProviderRejected(
             f"Variations need a dall-e-2 model; '{call.model.name}' cannot make them.",
             param="model",

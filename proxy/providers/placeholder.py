@@ -85,7 +85,7 @@ def render(call: ProviderCall, index: int) -> GeneratedImage:
         base = _base(call, plan, digest)
         frames = _frames(base, _text_layer(plan), plan)
         data = _encode(frames, plan, quality_for(req.output_compression))
-    revises = call.model.family == "dall-e-3" and req.prompt is not None
+    revises = call.model.rules.revises_prompt and req.prompt is not None
     revised = f"{req.prompt} (drawn offline by the imagegate placeholder)" if revises else None
     return GeneratedImage(data=data, revised_prompt=revised)
 
