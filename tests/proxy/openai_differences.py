@@ -37,6 +37,8 @@ DELIBERATE_ANSWERS: dict[tuple[int, str], str] = {
     (404, "model_not_found"): "a model the catalog does not have is 404, whatever OpenAI's "
     "schema allows: made-up names, OpenAI names the gateway does not serve "
     "(chatgpt-image-latest), and the text 'null' (multipart cannot send a null)",
+    (400, "invalid_type"): "a multipart number field (n, partial_images...) holding the text "
+    "'null': multipart cannot send a null, and 'null' is no number",
     (400, "unsupported_parameter"): "a JSON edit's `file_id` (the gateway has no Files API), "
     "and a parameter the model does not take (style on gpt-image), as OpenAI",
     (400, "invalid_image_url"): "a JSON edit's http(s) `image_url` whose host is not in "
@@ -54,6 +56,8 @@ SHARED_ANSWERS: dict[tuple[int, str], str] = {
     (400, "invalid_image_format"): "a file part that is no PNG, JPEG or WebP image",
     (400, "invalid_image"): "an empty or unreadable image file",
     (400, "image_too_large"): "a data: URL larger than the body limit",
+    (400, "invalid_multipart"): "a part name with a control character (the schemas allow "
+    "any property name; RFC 9110 forbids control characters in a header field value)",
 }
 
 # Accepted where OpenAI's document says otherwise (no error to list; the tests check them):
