@@ -190,8 +190,10 @@ async def test_a_url_from_a_host_not_listed_is_refused_unfetched(
 async def test_a_url_from_a_listed_host_is_fetched_and_keyed_by_its_bytes(
     settings, provider, clock, image_host
 ):
-    # Loopback is a private address: the operator allows it by naming it exactly.
-    settings = replace(settings, uploads=UploadSettings(url_hosts=("127.0.0.1",)))
+    # Loopback is a private address: the operator allows it by naming it exactly, with its
+    # port (url_hosts follow download_hosts: no port means 443/80).
+    listed = f"127.0.0.1:{image_host.port}"
+    settings = replace(settings, uploads=UploadSettings(url_hosts=(listed,)))
     gw = await start_gateway(settings, provider, clock)
     try:
         client = gw.client()
