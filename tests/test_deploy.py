@@ -53,6 +53,10 @@ KNOWN_METRICS: dict[str, str] = {
     "imagegate_budget_remaining_usd": "gauge",
     "imagegate_reservations_open": "gauge",
     "imagegate_policy_denials_total": "counter",
+    "imagegate_cache_blobs": "gauge",
+    "imagegate_over_quote_usd_total": "counter",
+    "imagegate_reservations_orphaned_total": "counter",
+    "imagegate_event_loop_lag_seconds": "histogram",
 }
 PROMETHEUS_SERIES = {"up"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")
@@ -66,6 +70,7 @@ REQUIRED_ALERTS = {
     "ImagegateHitLatencyHigh",
     "ImagegateRequestLatencyHigh",
     "ImagegateProviderFailuresRising",
+    "ImagegateEventLoopLag",
 }
 
 
@@ -316,7 +321,7 @@ def test_alert_rules_are_complete_and_labelled():
     assert len(names) == len(set(names))
     assert set(names) >= REQUIRED_ALERTS
     for rule in rules:
-        assert rule["labels"]["severity"] in {"warning", "critical"}, rule["alert"]
+        assert rule["labels"]["severity"] in {"info", "warning", "critical"}, rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
 
 
@@ -334,9 +339,36 @@ def test_prometheus_scrapes_the_compose_gateway_and_loads_the_rules():
     assert 'job="imagegate"' in down["expr"]
 
 
-def test_promtool_check_config():
-    out = run([promtool(), "check", "config", "deploy/prometheus/prometheus.yml"])
-    assert "SUCCESS" in out
+METRICS_KEY_FILE = "/run/secrets/imagegate_metrics_key"
+
+
+def test_prometheus_sends_the_metrics_key_compose_gives_it():
+    """/metrics takes [server] metrics_key: Prometheus reads it from the compose secret that
+    holds the same variable the gateway's config reads."""
+    config = load_yaml(PROMETHEUS / "prometheus.yml")
+    [job] = [job for job in config["scrape_configs"] if job["job_name"] == "imagegate"]
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": METRICS_KEY_FILE}
+    name = METRICS_KEY_FILE.rsplit("/", 1)[1]  # compose mounts secrets at /run/secrets/<name>
+    assert name in compose()["services"]["prometheus"]["secrets"]
+    assert compose()["secrets"][name] == {"environment": "IMAGEGATE_METRICS_KEY"}
+    gateway = compose()["services"]["gateway"]["environment"]
+    assert gateway["IMAGEGATE_METRICS_KEY"].startswith("${IMAGEGATE_METRICS_KEY:?")
+    text = (DEPLOY / "config.toml").read_text(encoding="utf-8")
+    assert 'metrics_key = "${IMAGEGATE_METRICS_KEY:?' in text
+
+
+def test_promtool_check_config(tmp_path):
+    """The whole config, its rule file and credentials file included (the secret's path is
+    pointed at a temporary file: /run/secrets exists only in the container)."""
+    token = tmp_path / "imagegate_metrics_key"
+    token.write_text("x" * 32)
+    text = (PROMETHEUS / "prometheus.yml").read_text(encoding="utf-8")
+    assert METRICS_KEY_FILE in text
+    shutil.copy(PROMETHEUS / "alerts.yml", tmp_path / "alerts.yml")
+    (tmp_path / "prometheus.yml").write_text(text.replace(METRICS_KEY_FILE, str(token)))
+    out = run([promtool(), "check", "config", str(tmp_path / "prometheus.yml")])
+    assert "SUCCESS: 1 rule files found" in out
+    assert f"SUCCESS: {len(alert_rules())} rules found" in out
 
 
 def test_promtool_check_rules():
@@ -493,7 +525,12 @@ def configmap_toml(tmp_path: Path) -> Path:
 
 
 def test_container_configs_load_with_the_gateway_loader(tmp_path):
-    environ = {"OPENAI_API_KEY": "", "REPLICATE_API_TOKEN": "", "IMAGEGATE_ADMIN_KEY": "x" * 32}
+    environ = {
+        "OPENAI_API_KEY": "",
+        "REPLICATE_API_TOKEN": "",
+        "IMAGEGATE_ADMIN_KEY": "x" * 32,
+        "IMAGEGATE_METRICS_KEY": "m" * 32,
+    }
     for path in (DEPLOY / "config.toml", configmap_toml(tmp_path)):
         settings = load_settings(path, environ)
         assert settings.data_dir == Path("/data"), path
@@ -502,7 +539,8 @@ def test_container_configs_load_with_the_gateway_loader(tmp_path):
 
 
 def test_k8s_cache_bound_fits_its_volume(tmp_path):
-    settings = load_settings(configmap_toml(tmp_path), {"IMAGEGATE_ADMIN_KEY": "x" * 32})
+    environ = {"IMAGEGATE_ADMIN_KEY": "x" * 32, "IMAGEGATE_METRICS_KEY": "m" * 32}
+    settings = load_settings(configmap_toml(tmp_path), environ)
     storage = k8s_docs()["PersistentVolumeClaim"]["spec"]["resources"]["requests"]["storage"]
     size = int(storage.removesuffix("Gi")) * 2**30
     assert settings.cache.max_bytes is not None
@@ -510,6 +548,8 @@ def test_k8s_cache_bound_fits_its_volume(tmp_path):
 
 
 ADMIN_KEY = "deploy-test-admin-key-0123456789abcdef"
+METRICS_KEY = "deploy-test-metrics-key-0123456789abcdef"
+KEYS = {"IMAGEGATE_ADMIN_KEY": ADMIN_KEY, "IMAGEGATE_METRICS_KEY": METRICS_KEY}
 
 
 def gateway_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -570,9 +610,7 @@ def test_image_command_and_healthcheck_work_against_a_real_gateway(tmp_path):
     args = json.loads(cmd)[1:]
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = "0"
-    env = gateway_env(
-        tmp_path, IMAGEGATE_CONFIG=str(DEPLOY / "config.toml"), IMAGEGATE_ADMIN_KEY=ADMIN_KEY
-    )
+    env = gateway_env(tmp_path, IMAGEGATE_CONFIG=str(DEPLOY / "config.toml"), **KEYS)
     with running_gateway(args, env, tmp_path) as base:
         port = base.rsplit(":", 1)[1]
         probe = [a.replace(":8080/", f":{port}/") for a in healthcheck_command()]
@@ -594,7 +632,7 @@ def test_shipped_configs_keep_the_admin_api_closed(tmp_path, which):
     """Served with IMAGEGATE_ADMIN_KEY set, as compose and the Deployment do: the admin routes
     answer the admin key only, and nobody else can issue a key."""
     args = ["serve", "--config", str(shipped_config(which, tmp_path)), *LOCAL_FREE_PORT]
-    env = gateway_env(tmp_path, IMAGEGATE_ADMIN_KEY=ADMIN_KEY)
+    env = gateway_env(tmp_path, **KEYS)
     with running_gateway(args, env, tmp_path) as base:
         keys = f"{base}/admin/keys"
         status, body = http("GET", keys)
@@ -608,12 +646,52 @@ def test_shipped_configs_keep_the_admin_api_closed(tmp_path, which):
         assert http("GET", f"{base}/readyz")[0] == 200
 
 
+def scrape(base: str, token: str | None) -> tuple[int, str]:
+    request = urllib.request.Request(f"{base}/metrics")  # noqa: S310 (our gateway)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read().decode()
+
+
 @pytest.mark.parametrize("which", SHIPPED_CONFIGS)
-@pytest.mark.parametrize("admin_key", [None, ""], ids=["unset", "empty"])
-def test_shipped_configs_refuse_to_start_without_an_admin_key(tmp_path, which, admin_key):
+def test_shipped_configs_let_prometheus_scrape_with_the_metrics_key(tmp_path, which):
+    """Served as compose and the Deployment serve them: /metrics answers the metrics key (what
+    Prometheus sends) before and after the first API key is issued, and nobody without it.
+    Its families are KNOWN_METRICS, no more and no fewer."""
+    args = ["serve", "--config", str(shipped_config(which, tmp_path)), *LOCAL_FREE_PORT]
+    with running_gateway(args, gateway_env(tmp_path, **KEYS), tmp_path) as base:
+        assert scrape(base, None)[0] == 401
+        assert scrape(base, "not-the-metrics-key-0123456789")[0] == 401
+        status, text = scrape(base, METRICS_KEY)
+        assert status == 200
+        assert http("POST", f"{base}/admin/keys", token=ADMIN_KEY, body={"name": "app"})[0] == 201
+        assert scrape(base, None)[0] == 401
+        assert scrape(base, METRICS_KEY)[0] == 200  # a key issued does not stop scraping
+        assert scrape(base, ADMIN_KEY)[0] == 200
+    families = dict(re.findall(r"^# TYPE (imagegate_\w+) (\w+)$", text, re.M))
+    exported = {
+        (f"{name}_total" if kind == "counter" and not name.endswith("_total") else name): kind
+        for name, kind in families.items()
+        if not name.endswith("_created")  # prometheus-client's creation times, not metrics
+    }
+    assert exported == KNOWN_METRICS
+
+
+@pytest.mark.parametrize("which", SHIPPED_CONFIGS)
+@pytest.mark.parametrize("variable", ["IMAGEGATE_ADMIN_KEY", "IMAGEGATE_METRICS_KEY"])
+@pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
+def test_shipped_configs_refuse_to_start_without_a_key(tmp_path, which, variable, value):
     """A container listens on every interface: with no admin key its admin API would be open,
-    so the shipped configs stop the gateway with a message naming the variable instead."""
-    extra = {} if admin_key is None else {"IMAGEGATE_ADMIN_KEY": admin_key}
+    and with no metrics key Prometheus could not scrape once an API key exists; so the shipped
+    configs stop the gateway with a message naming the variable instead."""
+    extra = {k: v for k, v in KEYS.items() if k != variable}
+    if value is not None:
+        extra[variable] = value
     config = str(shipped_config(which, tmp_path))
     done = subprocess.run(
         [sys.executable, "-m", "proxy", "serve", "--config", config, *LOCAL_FREE_PORT],
@@ -624,20 +702,21 @@ def test_shipped_configs_refuse_to_start_without_an_admin_key(tmp_path, which, a
         timeout=60,
     )
     assert done.returncode == 2, done.stdout + done.stderr
-    assert "config error" in done.stderr and "$IMAGEGATE_ADMIN_KEY is required" in done.stderr
+    assert "config error" in done.stderr and f"${variable} is required" in done.stderr
     assert not (tmp_path / "data").exists()  # stopped before opening any store
 
 
 @pytest.mark.parametrize("which", SHIPPED_CONFIGS)
 def test_shipped_configs_read_every_credential_from_the_environment(tmp_path, which):
     environ = {
-        "IMAGEGATE_ADMIN_KEY": ADMIN_KEY,
+        **KEYS,
         "OPENAI_API_KEY": "sk-deploy-test",
         "REPLICATE_API_TOKEN": "r8_deploy-test",
         "FAL_KEY": "fal-id:fal-secret",
     }
     settings = load_settings(shipped_config(which, tmp_path), environ)
     assert settings.cost.admin_key == ADMIN_KEY
+    assert settings.server.metrics_key.reveal() == METRICS_KEY
     providers = {name: p.api_key.reveal() for name, p in settings.providers.items()}
     assert providers["openai"] == environ["OPENAI_API_KEY"]
     assert providers["replicate"] == environ["REPLICATE_API_TOKEN"]
@@ -645,20 +724,22 @@ def test_shipped_configs_read_every_credential_from_the_environment(tmp_path, wh
 
 
 def test_compose_and_k8s_pass_every_credential_the_configs_read():
-    read = {"IMAGEGATE_ADMIN_KEY", "OPENAI_API_KEY", "REPLICATE_API_TOKEN", "FAL_KEY"}
+    read = {*KEYS, "OPENAI_API_KEY", "REPLICATE_API_TOKEN", "FAL_KEY"}
     assert read <= set(compose()["services"]["gateway"]["environment"])
     refs = {
         e["name"]: e["valueFrom"]["secretKeyRef"] for e in container()["env"] if "valueFrom" in e
     }
     assert set(refs) == read
-    assert "optional" not in refs["IMAGEGATE_ADMIN_KEY"]  # no Secret key, no pod
-    assert all(refs[name].get("optional") is True for name in read - {"IMAGEGATE_ADMIN_KEY"})
+    for name in KEYS:
+        assert "optional" not in refs[name], name  # no Secret key, no pod
+    assert all(refs[name].get("optional") is True for name in read - set(KEYS))
 
 
 def test_compose_requires_the_admin_key_and_publishes_on_loopback_by_default():
     gateway = compose()["services"]["gateway"]
     # ${VAR:?message}: `docker compose up` stops and prints the message when VAR is unset
-    assert gateway["environment"]["IMAGEGATE_ADMIN_KEY"].startswith("${IMAGEGATE_ADMIN_KEY:?")
+    for name in KEYS:
+        assert gateway["environment"][name].startswith(f"${{{name}:?"), name
     for service in compose()["services"].values():
         for port in service.get("ports", []):
             address = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", port).rsplit(":", 2)[0]
@@ -743,11 +824,35 @@ def test_service_pdb_and_hpa_select_the_deployment():
     assert hpa["minReplicas"] == hpa["maxReplicas"] == 1  # embedded stores: single node
 
 
-def test_pods_carry_prometheus_scrape_annotations():
-    annotations = k8s_docs()["Deployment"]["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/scrape"] == "true"
-    assert annotations["prometheus.io/port"] == str(container()["ports"][0]["containerPort"])
-    assert annotations["prometheus.io/path"] == "/metrics"
+def readme_yaml() -> list[dict[str, Any]]:
+    blocks = re.findall(r"```yaml\n(.*?)```", (DEPLOY / "README.md").read_text(), re.S)
+    return [yaml.safe_load(re.sub(r"(?m)^ {3}", "", block)) for block in blocks]
+
+
+def test_k8s_scraping_sends_the_metrics_key():
+    """prometheus.io/* annotations feed a job that sends no token, and /metrics takes the
+    metrics key: the pods carry none, and the README's scrape job and ServiceMonitor send it."""
+    template = k8s_docs()["Deployment"]["spec"]["template"]["metadata"]
+    assert not any(k.startswith("prometheus.io/") for k in template.get("annotations", {}))
+    [job] = [
+        job
+        for doc in readme_yaml()
+        for job in doc.get("scrape_configs", [])
+        if "kubernetes_sd_configs" in job
+    ]
+    assert job["job_name"] == "imagegate"  # ImagegateDown watches it
+    assert job["authorization"]["type"] == "Bearer" and job["authorization"]["credentials_file"]
+    [monitor] = [doc for doc in readme_yaml() if doc.get("kind") == "ServiceMonitor"]
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] == k8s_docs()["Service"]["spec"]["ports"][0]["name"]
+    assert endpoint["path"] == "/metrics"
+    secret = load_yaml(K8S / "secret.example.yaml")
+    credentials = endpoint["authorization"]["credentials"]
+    assert credentials == {"name": secret["metadata"]["name"], "key": "IMAGEGATE_METRICS_KEY"}
+    assert "IMAGEGATE_METRICS_KEY" in secret["stringData"]
+    assert monitor["metadata"]["namespace"] == k8s_docs()["Service"]["metadata"]["namespace"]
+    labels = monitor["spec"]["selector"]["matchLabels"]
+    assert labels.items() <= k8s_docs()["Service"]["metadata"]["labels"].items()
 
 
 def test_kustomize_builds():

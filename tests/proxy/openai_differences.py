@@ -23,11 +23,12 @@ WIDENED_PROPERTIES: dict[str, set[str]] = {
     "ImageEditCompletedEvent": {"size"},
 }
 
-# Request media types our document leaves out: (our path, method) -> media types.
-REMOVED_REQUEST_BODIES: dict[tuple[str, str], set[str]] = {
-    # Edits are multipart only: OpenAI's JSON edit body (images by URL or file id) is 400
-    # invalid_content_type, since the gateway keys and keeps uploads by their bytes.
-    ("/v1/images/edits", "post"): {"application/json"},
+# Operations whose 200 JSON answer may also be another schema: (our path, method) -> the
+# schema added beside OpenAI's (as anyOf). A dry run (X-Imagegate-Dry-Run: 1, a header
+# OpenAI's API does not take) is answered with a quote instead of images.
+ALTERNATIVE_ANSWERS: dict[tuple[str, str], str] = {
+    (path, "post"): "#/components/schemas/ImagegateQuote"
+    for path in ("/v1/images/generations", "/v1/images/edits", "/v1/images/variations")
 }
 
 # Answers to requests that are valid by OpenAI's document, which OpenAI's API does not give:
@@ -36,13 +37,17 @@ DELIBERATE_ANSWERS: dict[tuple[int, str], str] = {
     (404, "model_not_found"): "a model the catalog does not have is 404, whatever OpenAI's "
     "schema allows: made-up names, OpenAI names the gateway does not serve "
     "(chatgpt-image-latest), and the text 'null' (multipart cannot send a null)",
-    (400, "invalid_content_type"): "edits take multipart only (REMOVED_REQUEST_BODIES)",
+    (400, "invalid_type"): "a multipart number field (n, partial_images...) holding the text "
+    "'null': multipart cannot send a null, and 'null' is no number",
+    (400, "unsupported_parameter"): "a JSON edit's `file_id` (the gateway has no Files API), "
+    "and a parameter the model does not take (style on gpt-image), as OpenAI",
+    (400, "invalid_image_url"): "a JSON edit's http(s) `image_url` whose host is not in "
+    "[uploads] url_hosts (empty by default), or a URL that is neither data: nor http(s)",
 }
 
 # Answers OpenAI's API gives as well, to requests its document cannot rule out: per-model
 # rules and file contents. (status, error code) -> the rule.
 SHARED_ANSWERS: dict[tuple[int, str], str] = {
-    (400, "unsupported_parameter"): "a parameter the model does not take (style on gpt-image)",
     (400, "invalid_value"): "a value the model does not take (quality=hd on gpt-image)",
     (400, "invalid_size"): "a size the model does not make (256x256 on gpt-image)",
     (400, "unknown_parameter"): "a parameter no model takes (the schemas allow any property)",
@@ -50,6 +55,9 @@ SHARED_ANSWERS: dict[tuple[int, str], str] = {
     "may be empty in the schema)",
     (400, "invalid_image_format"): "a file part that is no PNG, JPEG or WebP image",
     (400, "invalid_image"): "an empty or unreadable image file",
+    (400, "image_too_large"): "a data: URL larger than the body limit",
+    (400, "invalid_multipart"): "a part name with a control character (the schemas allow "
+    "any property name; RFC 9110 forbids control characters in a header field value)",
 }
 
 # Accepted where OpenAI's document says otherwise (no error to list; the tests check them):

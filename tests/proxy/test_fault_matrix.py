@@ -188,12 +188,6 @@ FAILED = {  # fault -> (status, error code) the client gets, for every provider
 # is an aspect-ratio model (Replicate, fal), refused where the size is exact (GPT image).
 SERVED = {"wrong format": {"openai", "replicate", "fal"}, "wrong size": {"replicate", "fal"}}
 RETRY_AFTER = {"429 + Retry-After": "7"}
-MIDDLEWARE_DROPS_RETRY_AFTER = pytest.mark.xfail(
-    strict=True,
-    reason="a ProviderError's retry_after is not rendered as Retry-After "
-    "(proxy/middlewares.py sends it only for the gateway's own RateLimited): fixed on the "
-    "branch that owns middlewares (money/server)",
-)
 
 
 @dataclass(frozen=True)
@@ -233,15 +227,7 @@ async def ask(cell: Cell, **headers: str) -> Answer:
     return Answer(raw.status_code, None, None, image, cost)
 
 
-def _cells() -> list[Any]:
-    params = []
-    for fault in FAULTS:
-        marks = [MIDDLEWARE_DROPS_RETRY_AFTER] if fault in RETRY_AFTER else []
-        params.append(pytest.param(fault, marks=marks, id=fault))
-    return params
-
-
-@pytest.mark.parametrize("fault", _cells())
+@pytest.mark.parametrize("fault", list(FAULTS))
 async def test_cell(cell: Cell, fault: str) -> None:
     FAULTS[fault](cell)
     got = await ask(cell)
@@ -264,16 +250,19 @@ async def test_cell(cell: Cell, fault: str) -> None:
     assert cell.spent_micros() == 0  # nothing charged
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fixed on branch money: 429 with Retry-After reported as open circuit",
-)
 async def test_a_second_request_inside_retry_after_says_so(cell: Cell) -> None:
+    """The upstream's 429 asked for 7 s: a request inside them is not sent upstream but
+    answered 503 provider_waiting with the wait left, never as an open circuit."""
     FAULTS["429 + Retry-After"](cell)
-    await ask(cell)
+    first = await ask(cell)
+    assert first.retry_after == "7"
+    calls = len(cell.fake.requests)
     second = await ask(cell)  # the gateway's clock has not moved: 7 s still to wait
-    assert second.status in (429, 503) and "circuit" not in second.message
+    assert (second.status, second.code) == (503, "provider_waiting"), second.message
+    assert "circuit" not in second.message
     assert second.retry_after == "7"
+    assert second.should_retry == "true"
+    assert len(cell.fake.requests) == calls  # not sent upstream
     assert cell.spent_micros() == 0
 
 

@@ -8,6 +8,8 @@ free and local; the admin key is set, so the admin routes are fuzzed both with a
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
@@ -22,6 +24,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from jsonschema import Draft202012Validator
+from PIL import Image
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -35,6 +38,7 @@ from tests.proxy.openai_differences import (
     OUR_DOCUMENT,
     RETIRED_NAMES,
     SHARED_ANSWERS,
+    openai_document,
     openai_document_with_widened_properties,
 )
 
@@ -148,23 +152,14 @@ CHECKS = [
     schema_conformance,
 ]
 
-# POST /v1/images/edits and /variations: a multipart part whose header holds a control
-# character (name="a\x14b") makes aiohttp's part-header parser raise InvalidHeader out of
-# read_form, answered as a 500. proxy/wire.py is not this branch's to change.
-MULTIPART = r"^/v1/images/(edits|variations)$"
-MULTIPART_500 = pytest.mark.xfail(
-    strict=True,
-    reason="fixed on branch intake: a multipart part header with a control character "
-    "(aiohttp InvalidHeader escaping read_form) is answered 500, not 400",
-)
-
 ours = bounded(schemathesis.openapi.from_path(OUR_DOCUMENT))
 
 
 ADMIN = r"^/(admin|dashboard)"
+UPLOADS = r"^/v1/images/(edits|variations)$"
 
 
-@ours.exclude(path_regex=MULTIPART).exclude(path_regex=ADMIN).parametrize()
+@ours.exclude(path_regex=UPLOADS).exclude(path_regex=ADMIN).parametrize()
 @FUZZ
 def test_gateway_keeps_its_own_document(case, gateway_root):
     case.call_and_validate(base_url=gateway_root, checks=CHECKS, timeout=TIMEOUT)
@@ -177,11 +172,10 @@ def test_gateway_keeps_its_own_document_for_admin_routes(case, admin_root):
     case.call_and_validate(base_url=admin_root, headers=admin, checks=CHECKS, timeout=TIMEOUT)
 
 
-@MULTIPART_500
 @pytest.mark.parametrize("path", ["/v1/images/edits", "/v1/images/variations"])
 def test_gateway_keeps_its_own_document_for_uploads(gateway_root, path):
-    """Hypothesis over schemathesis' strategy for the operation (a plain test, so that the
-    strict xfail reports cleanly once the fix is merged)."""
+    """Hypothesis over schemathesis' strategy for the operation: every body it documents
+    (multipart, and JSON for edits)."""
 
     @FUZZ
     @given(case=ours[path]["POST"].as_strategy())
@@ -191,7 +185,6 @@ def test_gateway_keeps_its_own_document_for_uploads(gateway_root, path):
     fuzz()
 
 
-@MULTIPART_500
 @pytest.mark.parametrize("path", ["/v1/images/edits", "/v1/images/variations"])
 def test_a_control_character_in_a_part_header_is_a_400(gateway_root, path):
     """The smallest request schemathesis found that answers 500 (reduced by hand)."""
@@ -261,7 +254,6 @@ def test_gateway_keeps_openais_document(case, gateway_root):
     case.call_and_validate(base_url=gateway_root + "/v1", checks=OPENAI_CHECKS, timeout=TIMEOUT)
 
 
-@MULTIPART_500
 @pytest.mark.parametrize("path", ["/images/edits", "/images/variations"])
 def test_gateway_keeps_openais_document_for_uploads(gateway_root, path):
     @FUZZ
@@ -272,11 +264,40 @@ def test_gateway_keeps_openais_document_for_uploads(gateway_root, path):
     fuzz()
 
 
-def test_a_json_edit_is_the_listed_400(gateway_root):
-    """OpenAI's JSON edit body (REMOVED_REQUEST_BODIES), outside the xfailed upload runs."""
-    body = json.dumps(
-        {"prompt": "add a hat", "images": [{"image_url": "https://example.com/a.png"}]}
-    ).encode()
+def test_a_json_edit_is_served_as_openais_document_says(gateway_root):
+    """OpenAI's JSON edit body (EditImageBodyJsonParam) with a data: URL: 200, an
+    ImagesResponse by OpenAI's schema."""
+    png = base64.b64encode(_png()).decode()
+    body = {
+        "prompt": "add a hat",
+        "model": "gpt-image-1.5",
+        "images": [{"image_url": f"data:image/png;base64,{png}"}],
+    }
+    status, served = raw_post(
+        gateway_root, "/v1/images/edits", "application/json", json.dumps(body).encode()
+    )
+    assert status == 200, served
+    schema = {"$ref": "#/components/schemas/ImagesResponse", **openai_document()}
+    assert not [e.message for e in Draft202012Validator(schema).iter_errors(served)]
+    assert served["data"] and "b64_json" in served["data"][0]
+
+
+@pytest.mark.parametrize(
+    ("image", "code"),
+    [
+        ({"image_url": "https://example.com/a.png"}, "invalid_image_url"),
+        ({"file_id": "file-abc123"}, "unsupported_parameter"),
+    ],
+)
+def test_a_json_edit_the_gateway_cannot_fetch_is_a_listed_400(gateway_root, image, code):
+    """No [uploads] url_hosts: an http(s) URL is not fetched; no Files API: no file_id."""
+    body = json.dumps({"prompt": "add a hat", "images": [image]}).encode()
     status, error = raw_post(gateway_root, "/v1/images/edits", "application/json", body)
-    assert (status, error["error"]["code"]) in DELIBERATE_ANSWERS
-    assert error["error"]["code"] == "invalid_content_type"
+    assert (status, error["error"]["code"]) == (400, code)
+    assert (status, code) in DELIBERATE_ANSWERS
+
+
+def _png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 80, 40)).save(out, format="PNG")
+    return out.getvalue()
