@@ -6,8 +6,9 @@ and the same images, so parsing, normalization, hashing, both store reads and th
 build would only repeat themselves. What a hit must still do per request (authentication,
 the key's model list, rate limits, the ledger row, metrics, the log line) the route does.
 
-Entries are immutable: only a TTL can end one (`fresh_until`). The map is bounded by bytes
-and drops the least recently used answer first. Each worker process has its own.
+Entries are immutable: only a TTL can end one (`expires`, from `policies.cache.fresh_until`).
+The map is a `proxy.lru.ByteLRU`: bounded by bytes, the least recently used answer dropped
+first. Each worker process has its own.
 """
 
 from __future__ import annotations

@@ -100,9 +100,6 @@ class Router:
             held=self._held.get(model),
         )
 
-    def is_open(self, model: str) -> bool:
-        return self.blocked(model) is not None
-
     def hold(self, model: str, reason: str) -> None:
         """Open `model`'s circuit until `reset` (an operator's decision)."""
         self.hold_version += 1
