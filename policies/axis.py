@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Final
 
+from policies.budget import MICROS_PER_USD
+
 __all__ = ["EMPTY_TOP", "nice_ticks"]
 
-EMPTY_TOP: Final = 1_000_000  # micro-USD: the axis of a chart with nothing on it, $0 to $1
+EMPTY_TOP: Final = MICROS_PER_USD  # micro-USD: the axis of a chart with nothing on it, $0 to $1
 _MANTISSAS: Final = (10, 20, 25, 50)  # tenths: 1, 2, 2.5, 5
 
 

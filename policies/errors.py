@@ -3,6 +3,8 @@
     GatewayError                      (500 server_error)
     ├── InvalidRequest                (400 invalid_request_error; param and code say what to fix)
     │   ├── ContentPolicyViolation    (400 content_policy_violation)
+    │   ├── MethodNotAllowed          (405 method_not_allowed; `allowed` renders as Allow)
+    │   ├── RequestTimeout            (408 request_timeout; the body came too slowly)
     │   └── PayloadTooLarge           (413)
     ├── NotFound                      (404 invalid_request_error)
     │   └── ModelNotFound             (404 model_not_found)
@@ -25,6 +27,8 @@ middleware in the shell turns them into `{"error": {"message", "type", "param", 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 __all__ = [
     "AuthenticationFailed",
     "BudgetExceeded",
@@ -32,6 +36,7 @@ __all__ = [
     "ContentPolicyViolation",
     "GatewayError",
     "InvalidRequest",
+    "MethodNotAllowed",
     "ModelNotFound",
     "NoRoute",
     "NotCached",
@@ -43,6 +48,7 @@ __all__ = [
     "ProviderTimeout",
     "ProviderUnavailable",
     "RateLimited",
+    "RequestTimeout",
 ]
 
 
@@ -85,6 +91,29 @@ class InvalidRequest(GatewayError):
 
 class ContentPolicyViolation(InvalidRequest):
     default_code = "content_policy_violation"
+
+
+class MethodNotAllowed(InvalidRequest):
+    """`allowed` (sorted method names) is what the route takes: the shell sends it as `Allow`."""
+
+    status_hint = 405
+    default_code = "method_not_allowed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        allowed: Iterable[str],
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.allowed: tuple[str, ...] = tuple(sorted(allowed))
+
+
+class RequestTimeout(InvalidRequest):
+    status_hint = 408
+    default_code = "request_timeout"
 
 
 class PayloadTooLarge(InvalidRequest):

@@ -23,6 +23,9 @@ from policies.sizes import dimensions
 
 __all__ = ["Usage", "quote", "settle"]
 
+_TOKENS_PRICED = 1_000_000  # token prices are micro-USD per million tokens
+_PIXELS_PER_MEGAPIXEL = 1_000_000
+
 # Upper bound on the input tokens one uploaded image costs (a 1536x1024 input at high fidelity
 # is about 6,240 tokens); quotes use it so that a reservation covers the real bill.
 IMAGE_INPUT_TOKENS = 8_000
@@ -44,7 +47,7 @@ def quote(spec: ModelSpec, request: ImageRequest, images: int) -> int:
     per_image = Fraction(_per_image(price, request))
     if price.tokens_image_out:
         tokens = _output_tokens(price, request)
-        per_image = max(per_image, Fraction(tokens * price.tokens_image_out, 1_000_000))
+        per_image = max(per_image, Fraction(tokens * price.tokens_image_out, _TOKENS_PRICED))
     total = per_image * images
     total += _megapixels(price, dimensions(request.size)) * images
     if price.tokens_text_in or price.tokens_image_in:
@@ -110,7 +113,7 @@ def _matches(key: str, quality: str, size: str) -> bool:
 def _megapixels(price: Price, size: tuple[int, int]) -> Fraction:
     if not price.per_megapixel:
         return Fraction(0)
-    return Fraction(price.per_megapixel * size[0] * size[1], 1_000_000)
+    return Fraction(price.per_megapixel * size[0] * size[1], _PIXELS_PER_MEGAPIXEL)
 
 
 def _tokens(price: Price, usage: Usage) -> Fraction:
@@ -118,7 +121,7 @@ def _tokens(price: Price, usage: Usage) -> Fraction:
         usage.text_in * price.tokens_text_in
         + usage.image_in * price.tokens_image_in
         + usage.image_out * price.tokens_image_out,
-        1_000_000,
+        _TOKENS_PRICED,
     )
 
 

@@ -7,19 +7,26 @@ import re
 from policies.catalog import Family
 from policies.errors import InvalidRequest
 
-__all__ = ["check_size", "dimensions"]
+__all__ = ["check_size", "dimensions", "parse_size"]
 
 _WXH = re.compile(r"([1-9][0-9]{1,4})x([1-9][0-9]{1,4})")
 
 
-def dimensions(size: str, *, auto: tuple[int, int] = (1024, 1024)) -> tuple[int, int]:
-    """Pixel dimensions of a size string; `auto` stands for the model's choice."""
+def parse_size(size: str) -> tuple[int, int] | None:
+    """The one reader of size strings: '1024x1536' -> (1024, 1536); 'auto' (the model's
+    choice) -> None. Raises ValueError on anything else."""
     if size == "auto":
-        return auto
+        return None
     match = _WXH.fullmatch(size)
     if match is None:
-        raise ValueError(f"not a size: {size!r}")
+        raise ValueError(f"size must be 'auto' or 'WIDTHxHEIGHT', not {size[:40]!r}")
     return int(match[1]), int(match[2])
+
+
+def dimensions(size: str, *, auto: tuple[int, int] = (1024, 1024)) -> tuple[int, int]:
+    """Pixel dimensions of a size string; `auto` stands for the model's choice."""
+    parsed = parse_size(size)
+    return auto if parsed is None else parsed
 
 
 def check_size(size: str, family: Family) -> None:
@@ -32,17 +39,17 @@ def check_size(size: str, family: Family) -> None:
                 code="invalid_size",
             )
         return
-    if size == "auto":
-        return
-    match = _WXH.fullmatch(size)
-    if match is None:
+    try:
+        parsed = parse_size(size)
+    except ValueError:
         raise InvalidRequest(
             f"Invalid value for 'size': '{size[:40]}'. Use 'auto' or 'WIDTHxHEIGHT', "
             "for example '1536x1024'.",
             param="size",
             code="invalid_size",
-        )
-    _check_flexible(int(match[1]), int(match[2]), family)
+        ) from None
+    if parsed is not None:
+        _check_flexible(*parsed, family)
 
 
 def _check_flexible(width: int, height: int, family: Family) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
-from policies.budget import BudgetSpec, Denied, pressure
+from policies.budget import MICROS_PER_USD, BudgetSpec, Denied, pressure
 from policies.errors import AuthenticationFailed, ContentPolicyViolation, InvalidRequest
 from policies.ledger_models import KeyRecord, LedgerRow
 from policies.ratelimit import Allowed, Bucket, Limited, Oversized, Rate, take_all
@@ -277,7 +277,7 @@ class Gatekeeper:
         else:
             await asyncio.to_thread(self.ledger.settle, reservation, row)
         self.metrics.spend.labels(row.key_name or "", row.team or "", row.model).inc(
-            row.cost_micros / 1_000_000
+            row.cost_micros / MICROS_PER_USD
         )
 
     async def release(self, reservation: str | None) -> None:
@@ -311,7 +311,7 @@ class Gatekeeper:
             saved = self.metrics.child(
                 self.metrics.saved, row.key_name or "", row.team or "", row.model
             )
-            saved.inc(row.saved_micros / 1_000_000)
+            saved.inc(row.saved_micros / MICROS_PER_USD)
         rows, self._unwritten = [*self._unwritten, *map(row_values, counted)], []
         if not rows:
             return

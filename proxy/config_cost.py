@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from policies.budget import BudgetSpec
+from policies.budget import MICROS_PER_USD, BudgetSpec
 
 __all__ = ["CostSettings", "KeySettings", "PolicySettings", "parse_cost"]
 
@@ -91,7 +91,7 @@ def usd_to_micros(value: Any, path: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise CostConfigError(path, f"expected dollars as a number, got {value!r}")
     try:
-        micros = Decimal(str(value)) * 1_000_000
+        micros = Decimal(str(value)) * MICROS_PER_USD
     except InvalidOperation:
         raise CostConfigError(path, f"not a number: {value!r}") from None
     if micros.is_nan():  # TOML has `nan`; comparing it would raise InvalidOperation

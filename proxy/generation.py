@@ -19,7 +19,7 @@ from policies.budget import cap_charge, format_usd
 from policies.errors import GatewayError, NoRoute, ProviderError
 from policies.pricing import settle
 from policies.routing import Candidate
-from policies.sizes import dimensions
+from policies.sizes import parse_size
 from proxy.observability.metrics import Metrics
 from proxy.output import Finished, finish_image
 from proxy.ports import Provider, ProviderCall, ProviderResult
@@ -208,7 +208,7 @@ class Generator:
 
 def _finish_all(candidate: Candidate, results: Sequence[ProviderResult]) -> list[MadeImage]:
     request = candidate.request
-    upstream = None if request.size == "auto" else dimensions(request.size)
+    upstream = parse_size(request.size)
     made: list[MadeImage] = []
     for result in results:
         for image in result.images:

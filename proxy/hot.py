@@ -6,15 +6,18 @@ and the same images, so parsing, normalization, hashing, both store reads and th
 build would only repeat themselves. What a hit must still do per request (authentication,
 the key's model list, rate limits, the ledger row, metrics, the log line) the route does.
 
-Entries are immutable: only a TTL can end one (`fresh_until`). The map is bounded by bytes
-and drops the least recently used answer first. Each worker process has its own.
+Entries are immutable: only a TTL can end one (`expires`, from `policies.cache.fresh_until`).
+The map is a `proxy.lru.ByteLRU`: bounded by bytes, the least recently used answer dropped
+first. Each worker process has its own.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from proxy.lru import ByteLRU
 
 __all__ = ["HotAnswer", "HotAnswers", "HotKey"]
 
@@ -62,45 +65,31 @@ class HotAnswer:
         return 2 * len(self.tail) + _OVERHEAD
 
 
-class HotAnswers:
+def _answer_size(key: HotKey, answer: HotAnswer) -> int:
+    return answer.size + len(key[3])
+
+
+class HotAnswers(ByteLRU[HotKey, HotAnswer]):
     def __init__(self, max_bytes: int) -> None:
-        self._max = max_bytes
-        self._size = 0
-        self._items: OrderedDict[HotKey, HotAnswer] = OrderedDict()
+        super().__init__(max_bytes, sizeof=_answer_size)
 
     @property
     def enabled(self) -> bool:
-        return self._max > 0
+        return self.max_bytes > 0
 
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def bytes(self) -> int:
-        return self._size
-
-    def get(self, key: HotKey, now: float) -> HotAnswer | None:
+    def get(self, key: HotKey, now: float = math.inf) -> HotAnswer | None:
+        """The answer unless it expired by `now` (then it is dropped). ByteLRU.get inlined,
+        with the TTL check between its two steps: the hit path gains no call."""
         answer = self._items.get(key)
         if answer is None:
             return None
         if now > answer.expires:
-            self._drop(key)
+            self.pop(key)
             return None
         self._items.move_to_end(key)
         return answer
 
-    def put(self, key: HotKey, answer: HotAnswer) -> None:
-        size = answer.size + len(key[3])
-        if len(key[3]) > MAX_BODY or size > self._max // 4:  # one answer must not flush all
-            return
-        if key in self._items:
-            self._drop(key)
-        self._items[key] = answer
-        self._size += size
-        while self._size > self._max:
-            oldest = next(iter(self._items))
-            self._drop(oldest)
-
-    def _drop(self, key: HotKey) -> None:
-        answer = self._items.pop(key)
-        self._size -= answer.size + len(key[3])
+    def put(self, key: HotKey, answer: HotAnswer) -> bool:
+        """Kept unless the request body is over MAX_BODY or the answer over a quarter of
+        the bound (one answer must not flush all)."""
+        return len(key[3]) <= MAX_BODY and super().put(key, answer)

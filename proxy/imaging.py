@@ -25,7 +25,6 @@ __all__ = [
     "OutputInfo",
     "check_output",
     "convert",
-    "parse_size",
     "probe_upload",
     "quality_for",
     "sniff",
@@ -88,16 +87,6 @@ def _svg_start(head: bytes) -> bool:
         end = text.find(close, 4)
         text = text[end + len(close) :].lstrip() if end >= 0 else b""
     return _SVG_START.match(text) is not None
-
-
-def parse_size(size: str) -> tuple[int, int] | None:
-    """'1024x1536' -> (1024, 1536); 'auto' -> None. Raises ValueError on anything else."""
-    if size == "auto":
-        return None
-    match = re.fullmatch(r"([1-9]\d{0,5})x([1-9]\d{0,5})", size)
-    if match is None:
-        raise ValueError(f"size must be 'auto' or 'WIDTHxHEIGHT', not {size!r}")
-    return int(match.group(1)), int(match.group(2))
 
 
 def quality_for(compression: int | None) -> int:

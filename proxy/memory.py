@@ -10,35 +10,19 @@ everything.
 from __future__ import annotations
 
 import base64
-from collections import OrderedDict
+
+from proxy.lru import ByteLRU
 
 __all__ = ["B64Cache", "BytesLRU"]
 
 
-class BytesLRU:
+def _length(_sha256: str, data: bytes) -> int:
+    return len(data)
+
+
+class BytesLRU(ByteLRU[str, bytes]):
     def __init__(self, max_bytes: int) -> None:
-        self._max = max_bytes
-        self._size = 0
-        self._items: OrderedDict[str, bytes] = OrderedDict()
-
-    def get(self, sha256: str) -> bytes | None:
-        found = self._items.get(sha256)
-        if found is not None:
-            self._items.move_to_end(sha256)
-        return found
-
-    def put(self, sha256: str, data: bytes) -> None:
-        if sha256 in self._items or len(data) > self._max // 4:
-            return
-        self._items[sha256] = data
-        self._size += len(data)
-        while self._size > self._max:
-            _, dropped = self._items.popitem(last=False)
-            self._size -= len(dropped)
-
-    @property
-    def bytes(self) -> int:
-        return self._size
+        super().__init__(max_bytes, sizeof=_length)
 
 
 class B64Cache(BytesLRU):

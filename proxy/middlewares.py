@@ -14,11 +14,13 @@ from aiohttp.typedefs import Handler
 from policies.errors import (
     GatewayError,
     InvalidRequest,
+    MethodNotAllowed,
     NoRoute,
     NotFound,
     PayloadTooLarge,
     ProviderError,
     RateLimited,
+    RequestTimeout,
 )
 from proxy.connection_guard import ClientBodyTimeout
 from proxy.keys import CACHE_OUTCOME, LOG_FIELDS, METRICS, REQUEST_ID
@@ -90,21 +92,14 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
         error = NotFound(f"Unknown route: {request.method} {request.path[:100]}.")
     elif isinstance(exc, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(exc.allowed_methods))
-        error = InvalidRequest(
+        error = MethodNotAllowed(
             f"Method {request.method} is not allowed here; use {allowed}.",
-            code="method_not_allowed",
+            allowed=exc.allowed_methods,
         )
-        error.status_hint = 405
-        return _render(error, {"Allow": allowed})  # RFC 9110 15.5.6
     elif isinstance(exc, web.HTTPException):
-        error = InvalidRequest(exc.reason, code=None)
-        error.status_hint = exc.status
+        error = _HttpStatus(exc.status, exc.reason)
     elif isinstance(exc, ClientBodyTimeout):
-        error = InvalidRequest(str(exc), code="request_timeout")
-        error.status_hint = 408
-        response = _render(error, {})
-        response.force_close()  # what else it sends is not read
-        return response
+        error = RequestTimeout(str(exc))
     elif isinstance(exc, web.RequestPayloadError):
         error = InvalidRequest(f"The request body is malformed: {exc}.", code="invalid_body")
     elif isinstance(exc, ConnectionError) and _client_left(request):
@@ -115,18 +110,31 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
         error = GatewayError("The gateway had an error while processing your request.")
     if error.status_hint >= 500:
         log.warning("http.error", status=error.status_hint, code=error.code, error=error.message)
+    return _render(error)
+
+
+def _render(error: GatewayError) -> web.Response:
     headers: dict[str, str] = {}
     if isinstance(error, RateLimited):
         headers = rate_limit_headers(error)
     elif isinstance(error, NoRoute | ProviderError) and error.retry_after and error.retryable:
         headers = _retry_after(error.retry_after) | {"x-should-retry": "true"}
-    return _render(error, headers)
-
-
-def _render(error: GatewayError, headers: dict[str, str]) -> web.Response:
+    elif isinstance(error, MethodNotAllowed):
+        headers["Allow"] = ", ".join(error.allowed)  # RFC 9110 15.5.6
     if not error.retryable:  # SDKs retry 429 and 5xx by default; tell them when it cannot help
         headers["x-should-retry"] = "false"
-    return web.json_response(error.envelope(), status=error.status_hint, headers=headers)
+    response = web.json_response(error.envelope(), status=error.status_hint, headers=headers)
+    if isinstance(error, RequestTimeout):
+        response.force_close()  # what else the client sends is not read
+    return response
+
+
+class _HttpStatus(InvalidRequest):
+    """Any other status aiohttp itself raised (its reason is the message): kept as it is."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason, code=None)
+        self.status_hint = status
 
 
 def _client_left(request: web.Request) -> bool:

@@ -14,7 +14,7 @@ from policies.circuit import Blocked, Breaker, Circuit, blocked_by, record, stat
 from policies.errors import NoRoute
 from policies.models import ImageRequest
 from policies.routing import Candidate, RoutePolicy, plan_route, with_safety
-from policies.sizes import dimensions
+from policies.sizes import parse_size
 from proxy.observability.metrics import Metrics
 from proxy.providers.registry import ProviderRegistry
 
@@ -76,7 +76,7 @@ class Router:
             allowed_models=allowed_models,
             cheap_only=cheap_only,
         )
-        target = None if request.size == "auto" else dimensions(request.size)
+        target = parse_size(request.size)
         try:
             chosen = with_safety(
                 plan_route(request, self.catalog, policy, images=images)[0], self.safety
@@ -99,9 +99,6 @@ class Router:
             backoff_until=self._backoff_until.get(model, 0.0),
             held=self._held.get(model),
         )
-
-    def is_open(self, model: str) -> bool:
-        return self.blocked(model) is not None
 
     def hold(self, model: str, reason: str) -> None:
         """Open `model`'s circuit until `reset` (an operator's decision)."""

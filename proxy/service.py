@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
-from policies.budget import format_usd
+from policies.budget import format_usd, split_micros
 from policies.cache import CacheDirectives, CacheOutcome, LookupPlan, outcome_of, plan_lookup
 from policies.catalog import Catalog
 from policies.errors import GatewayError, ProviderError
@@ -336,7 +336,7 @@ class ImageService:
         self, job: Job, indexes: tuple[int, ...], made: Generated, revises: bool
     ) -> dict[int, Landed]:
         now = self.clock()
-        costs = _split_cost(made.cost_micros, len(indexes))
+        costs = split_micros(made.cost_micros, len(indexes))
         landed: dict[int, Landed] = {}
         for pos, index in enumerate(indexes):
             image = made.images[pos]
@@ -379,9 +379,3 @@ def _forget(
             task.exception()  # retrieved here; the awaiting request re-raises it
 
     return done
-
-
-def _split_cost(total: int, count: int) -> list[int]:
-    """Split integer micro-USD over `count` images so that the parts add up exactly."""
-    base, rest = divmod(total, count)
-    return [base + (1 if i < rest else 0) for i in range(count)]

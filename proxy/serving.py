@@ -1,8 +1,10 @@
 """Run the gateway: one process, or `--workers N` processes sharing one port (SO_REUSEPORT).
 
 The embedded stores are safe to share between processes: entries and blobs (diskcache) and
-the ledger (SQLite, budgets reserved under its write lock). Each worker keeps its own
-single-flight table and rate-limit buckets. A worker exits when its supervisor dies (even by
+the ledger (SQLite, budgets reserved under its write lock) and the rate-limit buckets (SQLite,
+`proxy.stores.buckets`). Each worker keeps its own single-flight table (identical misses in
+two workers meet at a file lock, `proxy.process_locks`), hot answers and memory caches.
+A worker exits when its supervisor dies (even by
 `kill -9`), so a restart never binds beside orphans. The workers' metrics are summed at
 every scrape (prometheus-client's multiprocess mode, in `<data_dir>/metrics/<supervisor pid>`).
 """

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from policies.budget import BudgetSpec
+from policies.budget import MICROS_PER_USD, BudgetSpec
 from proxy.access import Gatekeeper
 
 __all__ = ["LedgerCollector"]
@@ -31,8 +31,8 @@ class LedgerCollector(Collector):
         )
         for usage in ledger.budget_left(specs, self._gate.clock()) if specs else []:
             labels = (usage.spec.scope, usage.spec.name)
-            limit.add_metric(labels, usage.spec.limit_micros / 1_000_000)
-            left.add_metric(labels, usage.left_micros / 1_000_000)
+            limit.add_metric(labels, usage.spec.limit_micros / MICROS_PER_USD)
+            left.add_metric(labels, usage.left_micros / MICROS_PER_USD)
         yield limit
         yield left
         yield GaugeMetricFamily(
@@ -46,7 +46,7 @@ class LedgerCollector(Collector):
             labels=("provider", "model"),
         )
         for provider, model, micros in ledger.over_quote_by_model():
-            over.add_metric((provider, model), micros / 1_000_000)
+            over.add_metric((provider, model), micros / MICROS_PER_USD)
         yield over
         totals = ledger.money_totals()
         yield CounterMetricFamily(

@@ -20,7 +20,8 @@ from PIL import Image, ImageChops, ImageDraw, ImageFont, ImageOps
 
 from policies.errors import ProviderRejected
 from policies.models import GeneratedImage
-from proxy.imaging import parse_size, quality_for
+from policies.sizes import parse_size
+from proxy.imaging import quality_for
 from proxy.ports import ProviderCall, ProviderResult
 
 __all__ = ["PlaceholderProvider", "render"]

@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 
 from policies.abtest import ExperimentReport, assign, report
-from policies.errors import GatewayError, InvalidRequest, NotFound
+from policies.errors import Conflict, GatewayError, InvalidRequest, NotFound
 from policies.models import CONTENT_TYPES
 from proxy.keys import BLOBS, ENTRIES, GATE, SETTINGS
 from proxy.routes.ab_input import parse_alpha, parse_definition, resolve_images
@@ -72,14 +72,12 @@ async def create_experiment(request: web.Request) -> web.Response:
     experiment = Experiment(name, gate.clock(), variants)
     store = app[EXPERIMENTS]
     if not await asyncio.to_thread(store.create, experiment, data):
-        error = InvalidRequest(
+        raise Conflict(
             f"An experiment named '{experiment.name}' exists already; "
             "DELETE /admin/ab/<name> first to redefine it.",
             param="name",
             code="experiment_exists",
         )
-        error.status_hint = 409
-        raise error
     log.info("ab.experiment_created", experiment=experiment.name, variants=len(data))
     return web.json_response(_experiment_json(experiment), status=201)
 
@@ -165,13 +163,11 @@ def _convert(app: web.Application, name: str, subject: str, now: float) -> Conve
     _found(store.get(name), name)
     converted = store.record_conversion(name, subject, now)
     if converted.variant is None:
-        error = InvalidRequest(
+        raise Conflict(
             f"This subject never saw the experiment '{name}': "
             "GET /ab/<experiment>/<subject> first.",
             code="no_impression",
         )
-        error.status_hint = 409
-        raise error
     return converted
 
 

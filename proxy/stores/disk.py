@@ -18,13 +18,13 @@ import io
 import json
 import os
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Final, NamedTuple
 
 import diskcache
 
 from policies.models import Entry
+from proxy.lru import ByteLRU
 from proxy.ports import BlobFile, StoreStats
 
 __all__ = ["DiskBlobStore", "DiskEntryStore"]
@@ -52,6 +52,10 @@ class _Signature(NamedTuple):
 def _signature(handle: io.BufferedReader) -> _Signature:
     st = os.fstat(handle.fileno())
     return _Signature(str(handle.name), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _one(_sha: str, _signature: _Signature) -> int:
+    return 1  # the memo is bounded by its count
 
 
 class DiskBlobStore:
@@ -82,7 +86,7 @@ class DiskBlobStore:
             **_SQLITE,
         )
         self._lock = threading.Lock()
-        self._memo: OrderedDict[str, _Signature] = OrderedDict()
+        self._memo: ByteLRU[str, _Signature] = ByteLRU(_MEMO_LIMIT, sizeof=_one, max_item=1)
         self.evictions = 0
         self.healed = 0
         self.verifications = 0
@@ -155,10 +159,7 @@ class DiskBlobStore:
 
     def _trusted(self, sha: str, before: _Signature, after: _Signature) -> bool:
         with self._lock:
-            if before != after or self._memo.get(sha) != before:
-                return False
-            self._memo.move_to_end(sha)
-            return True
+            return before == after and self._memo.get(sha) == before
 
     def _check(self, sha: str, digest: str, before: _Signature, after: _Signature) -> bool:
         """Record one verification; remember a good file, drop a bad one."""
@@ -169,10 +170,7 @@ class DiskBlobStore:
             return False
         if before == after:  # the file did not change while it was being hashed
             with self._lock:
-                self._memo[sha] = before
-                self._memo.move_to_end(sha)
-                if len(self._memo) > _MEMO_LIMIT:
-                    self._memo.popitem(last=False)
+                self._memo.put(sha, before)
         return True
 
     def _drop(self, sha: str, bad_path: str | None) -> None:
@@ -192,7 +190,7 @@ class DiskBlobStore:
             self._cache.delete(sha)
         with self._lock:
             self.healed += 1
-            self._memo.pop(sha, None)
+            self._memo.pop(sha)
 
     def _evict(self, keep: str) -> None:
         """Drop least recently used blobs other than `keep` until within `max_bytes`."""
@@ -209,7 +207,7 @@ class DiskBlobStore:
         with self._lock:
             self.evictions += len(evicted)
             for sha in evicted:
-                self._memo.pop(sha, None)
+                self._memo.pop(sha)
 
 
 def _entry_key(key: str, index: int) -> str:

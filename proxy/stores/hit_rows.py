@@ -3,9 +3,11 @@
 A hit's ledger row moves no money (its cost is 0; `saved` is what the cache spared), so it
 does not need what a spend row needs. Its own connection commits with `synchronous=NORMAL`
 (in WAL mode: durable when the process is killed, not always after a power loss) and does
-not wait for SQLite's write lock: when another writer holds it, `try_write` says so at once
-and the caller writes the batch from a thread instead. Measured in bench/: the same batch
-written by a thread (a GIL hand-off per row) put 50-90 ms pauses into the hit path's p99.
+not wait for SQLite's write lock: when another writer holds it, `begin` says so at once and
+the caller (`Gatekeeper.flush_hits`) writes the batch from a thread instead; when it is free,
+the caller inserts in slices, serving requests in between, then commits. Measured in
+bench/: the same batch written by a thread (a GIL hand-off per row) put 50-90 ms pauses
+into the hit path's p99.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from policies.ledger_models import LedgerRow
-from proxy.stores.ledger import FREE_ROW_INSERT, row_values
+from proxy.stores.ledger import FREE_ROW_INSERT
 
 __all__ = ["HitRowWriter"]
 
@@ -26,20 +27,6 @@ class HitRowWriter:
         self._db = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA wal_autocheckpoint=0")  # SqliteLedger.checkpoint does it
-
-    def try_write(self, rows: Sequence[LedgerRow]) -> bool:
-        """Insert `rows` in one transaction; False (nothing written) if the lock is taken."""
-        if any(row.cost_micros for row in rows):
-            raise ValueError("rows that cost money go through SqliteLedger")
-        if not self.begin():
-            return False
-        try:
-            self.insert([row_values(row) for row in rows])
-            self.commit()
-        except BaseException:
-            self.rollback()
-            raise
-        return True
 
     def begin(self) -> bool:
         """Take the write lock if it is free (False at once if not). The caller may insert

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from policies.budget import MICROS_PER_USD
 from proxy.workflows.arguments import (
     DEFAULT_BASE_URL,
     gateway_options,
@@ -134,7 +135,7 @@ async def _call(args: argparse.Namespace, base_url: str) -> Any:
 def _dollars(micros: int | None) -> float | None:
     """Micro-USD as the JSON number of dollars the admin API reads (exact: a float's
     shortest text holds 6 decimals of any amount the gateway accepts)."""
-    return None if micros is None else micros / 1_000_000
+    return None if micros is None else micros / MICROS_PER_USD
 
 
 def _request(args: argparse.Namespace) -> tuple[str, str, dict[str, Any] | None]:

@@ -18,7 +18,7 @@ _RETRY_AFTER_CAP: Final = 120.0
 
 def backoff(attempt: int, rng: random.Random) -> float:
     """Seconds before retry number `attempt` (0 first): half to all of 0.5 * 2**attempt, <= 8."""
-    ceiling = min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)
+    ceiling = min(_BACKOFF_CAP, _BACKOFF_BASE * 2.0**attempt)
     return ceiling * (0.5 + rng.random() / 2)
 
 

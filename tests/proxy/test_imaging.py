@@ -19,7 +19,6 @@ from proxy.imaging import (
     OutputInfo,
     check_output,
     convert,
-    parse_size,
     probe_upload,
     quality_for,
     sniff,
@@ -421,21 +420,6 @@ def test_convert_is_deterministic() -> None:
 )
 def test_quality_for(compression: int | None, quality: int) -> None:
     assert quality_for(compression) == quality
-
-
-# --- parse_size ---------------------------------------------------------------------------
-
-
-def test_parse_size() -> None:
-    assert parse_size("1024x1536") == (1024, 1536)
-    assert parse_size("3840x2160") == (3840, 2160)
-    assert parse_size("auto") is None
-
-
-@pytest.mark.parametrize("size", ["", "1024", "1024x", "x1024", "0x10", "10x0", "a x b", "10X10"])
-def test_parse_size_rejects_malformed(size: str) -> None:
-    with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
-        parse_size(size)
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "RGBA", "P", "CMYK"])

@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw
 from policies.catalog import ModelSpec
 from policies.errors import ProviderRejected
 from policies.models import ImageRequest
-from proxy.imaging import check_output, parse_size, probe_upload
+from policies.sizes import parse_size
+from proxy.imaging import check_output, probe_upload
 from proxy.ports import Provider, ProviderCall, ProviderResult
 from proxy.providers.placeholder import PlaceholderProvider, render
 
