@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from policies.abtest import Counts
 from policies.budget import BudgetSpec, BudgetUsage, Denied, Window
 from policies.ledger_models import KeyRecord, LedgerRow
 from policies.ratelimit import Allowed, Bucket, Limited, Oversized, Rate, take_all
-from proxy.stores.buckets import SharedBuckets
+from proxy.stores.buckets import BUSY, SharedBuckets
 from proxy.stores.experiments import Conversion, Experiment, ExperimentStore, Impression
 from proxy.stores.ledger import SqliteLedger
 from proxy.stores.owners import OwnerState, owner_state
@@ -136,8 +136,9 @@ class SqliteLedgerPort:
 
 
 class SqliteLimitStore:
-    """`LimitStore` over `SharedBuckets` (one SQLite table shared by the worker processes);
-    the take, which may wait for SQLite's write lock, runs in a thread."""
+    """`LimitStore` over `SharedBuckets` (one SQLite table shared by the worker processes).
+    A take runs inline when SQLite's write lock is free (no fsync: microseconds); when
+    another writer holds it, the wait runs in a thread, off the event loop."""
 
     def __init__(self, buckets: SharedBuckets) -> None:
         self._buckets = buckets
@@ -151,7 +152,10 @@ class SqliteLimitStore:
             return take_all([(b, r, c) for b, (_, r, c) in zip(current, takes, strict=True)], now)
 
         keys = [key for key, _, _ in takes]
-        return await _to_thread(self._buckets.update, keys, decide)
+        found = self._buckets.try_update(keys, decide)
+        if found is BUSY:
+            return await _to_thread(self._buckets.update, keys, decide)
+        return cast(Allowed | Limited | Oversized, found)
 
 
 class SqliteExperiments:

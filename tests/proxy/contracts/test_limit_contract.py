@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from policies.ratelimit import Allowed, Limited, Oversized, Rate
+from proxy.config import Settings
+from proxy.config_cost import parse_cost
 from proxy.ports import LimitStore
 from proxy.stores.buckets import SharedBuckets
 from proxy.stores.embedded import SqliteLimitStore
 from proxy.stores.memory_state import MemoryLimitStore
+from tests.conftest import CountingProvider, start_gateway
 
 NOW = 1_700_000_000.0
 REQS = Rate(60, burst=5)  # a token a second, at most 5
@@ -67,3 +74,57 @@ async def test_concurrent_takes_never_spend_a_token_twice(limits: LimitStore) ->
     allowed = [r for r in results if isinstance(r, Allowed)]
     assert len(allowed) == 5
     assert sorted(a.remaining for a in allowed) == [0, 1, 2, 3, 4]
+
+
+# --- what only the SQLite adapter promises: a wait for another process's lock is off the loop
+
+
+async def _turns(count: int = 50) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def test_a_take_waits_for_another_writer_without_holding_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite3"
+    store = SqliteLimitStore(SharedBuckets(path))
+    other = sqlite3.connect(path, isolation_level=None)  # another worker process, mid-take
+    other.execute("BEGIN IMMEDIATE")
+    take = asyncio.create_task(store.take_all([("req:a", REQS, 1)], NOW))
+    await _turns()  # the loop keeps turning while the take waits
+    assert not take.done()
+    other.execute("COMMIT")
+    decision = await take
+    assert isinstance(decision, Allowed)
+    assert decision.remaining == 4
+    other.close()
+
+
+async def test_the_gateway_keeps_answering_while_another_process_holds_the_buckets(
+    settings: Settings, provider: CountingProvider
+) -> None:
+    secret = "sk-web-app-0123456789abcdef"
+    keys = [{"name": "web-app", "key": secret, "requests_per_minute": 60}]
+    settings = replace(settings, cost=parse_cost({"keys": keys}))
+    gw = await start_gateway(settings, provider, time.time)
+    other = sqlite3.connect(settings.data_dir / "state.sqlite3", isolation_level=None)
+    try:
+        async with aiohttp.ClientSession() as http:
+            other.execute("BEGIN IMMEDIATE")  # another worker process, mid-take
+            body = {"model": "gpt-image-1-mini", "prompt": "a kite", "size": "1024x1024"}
+            headers = {"Authorization": f"Bearer {secret}"}
+            generate = asyncio.create_task(
+                http.post(gw.base_url + "/images/generations", json=body, headers=headers)
+            )
+            for _ in range(100):  # let the request reach its take (it then waits there)
+                await asyncio.sleep(0.01)
+            assert not generate.done()  # a take on the loop failed by now: "database is locked"
+            async with http.get(gw.root + "/healthz") as health:
+                assert health.status == 200  # the loop answers while the take waits
+            assert not generate.done()
+            other.execute("COMMIT")
+            answer = await generate
+            assert answer.status == 200
+            assert answer.headers["x-ratelimit-remaining-requests"] == "59"
+    finally:
+        other.close()
+        await gw.close()
