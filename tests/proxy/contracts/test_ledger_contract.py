@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from policies.budget import BudgetSpec, Denied
 from policies.ledger_models import ORPHANED, LedgerRow
+from proxy.keys import METRICS
 from proxy.ports import Ledger
 from proxy.stores.embedded import SqliteLedgerPort
 from proxy.stores.ledger import SqliteLedger
 from proxy.stores.memory_ledger import MemoryLedger
 from proxy.stores.owners import OwnerState
+from tests.conftest import Gateway
 
 NOW = 1_700_000_000.0
 GLOBAL = BudgetSpec("global", "", 1_000, "day")
@@ -150,3 +156,28 @@ async def test_rows_without_reservations(ledger: Ledger) -> None:
     hit = LedgerRow(NOW, "web", "red", "k" * 64, "gpt-image-1", "openai", 1, 0, 40, "HIT", "h")
     await ledger.record([hit, _row(75, rid="free-standing")])
     assert await _left(ledger, KEY) == (75, 0)
+
+
+# --- what the gateway promises about its ledger reads: /metrics reads it off the loop ------
+
+
+class _Witness(Collector):
+    """A collector that notes which thread the scrape ran its collectors in."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+
+    def collect(self) -> Iterator[Metric]:
+        self.threads.append(threading.get_ident())
+        yield GaugeMetricFamily("witness", "the thread of the scrape", value=1)
+
+
+async def test_metrics_collects_off_the_event_loop(gateway: Gateway) -> None:
+    witness = _Witness()
+    gateway.app[METRICS].registry.register(witness)
+    async with aiohttp.ClientSession() as http, http.get(gateway.root + "/metrics") as got:
+        assert got.status == 200
+        text = await got.text()
+    assert "imagegate_reservations_open" in text  # the ledger's collector ran in that scrape
+    assert witness.threads
+    assert threading.get_ident() not in witness.threads  # the loop's thread (the test's)
