@@ -6,21 +6,26 @@ The embedded adapters are `proxy.stores.embedded` (SQLite, fcntl; blocking work 
 `asyncio.to_thread`) and the memory ones `proxy.stores.memory_*`; the contract suites are
 `tests/proxy/contracts/`.
 
-Still synchronous, until the service is rewired: `EntryStore` and `BlobStore` (called on the
-hit path; `AsyncEntryStore` / `AsyncBlobStore` are what they become). Rewiring left, in order:
-1. `Gatekeeper._take` -> `LimitStore.take_all` (`take_request` / `take_images` become async;
-   their callers in routes/images.py and service.py await them).
-2. Gatekeeper's ledger calls (`reserve`/`settle`/`release`/`abandon`, hit rows,
-   `under_pressure`) -> `Ledger`; `ReservationSweeper` -> `Ledger.resolve_orphans`;
-   `service.py` `hold_model` and admin holds -> `CircuitHolds`.
-3. routes/admin.py, routes/quote.py, routes/dashboard.py, observability/ledger_metrics.py
-   -> `LedgerReports` (+ `KeyStore.list`); `access_state`, `sync_config_keys` and the admin
-   key routes -> `KeyStore`.
-4. `ProcessLocks.hold` in service.py -> `FlightLock` (acquire / renew / release(landed)).
-5. routes/ab.py -> `ExperimentStore`.
-6. Split `Gatekeeper` into authentication (KeyStore + key cache), admission (LimitStore,
-   prompt/model checks) and accounts (Ledger), each its own AppKey; then EntryStore and
-   BlobStore go async (service.py, hot.py, routes/blobs.py, routes/dashboard.py, cli).
+Wired so far: rate limits (`Gatekeeper._take` -> `LimitStore`). Still synchronous until the
+service is rewired: `EntryStore` and `BlobStore` (the hit path; `AsyncEntryStore` /
+`AsyncBlobStore`, adapted by `proxy.stores.async_stores`, are what they become). Left, in order:
+1. Gatekeeper's ledger calls (`reserve`/`settle`/`release`/`abandon`, `under_pressure`,
+   the hit-row flush's thread fallback) -> `Ledger`;
+   `ReservationSweeper` -> `Ledger.resolve_orphans`; `service.py` `hold_model`, the admin
+   circuit reset and the sweeper's `holds()` -> `CircuitHolds`.
+2. routes/admin.py (`spend_report`, orphans, refund), routes/quote.py, routes/dashboard.py,
+   observability/ledger_metrics.py -> `LedgerReports` + `Ledger.budget_left` +
+   `KeyStore.list`; `access_state`, `sync_config_keys`, `_find_key`/`has_keys` and the admin
+   key routes -> `KeyStore` (`has_keys` is `bool(await list())`).
+3. `ProcessLocks.hold` in service.py -> `FlightLock` (acquire / release(landed)); note the
+   fcntl adapter also serializes two flights of one key inside a process, which today share
+   the record lock (e.g. n=2 and n=3 of one prompt at once).
+4. routes/ab.py -> `ExperimentStore`.
+5. Split `Gatekeeper` into authentication (KeyStore + key cache), admission (LimitStore,
+   prompt and model checks) and accounts (Ledger), each its own AppKey; nothing outside
+   `proxy/stores/` imports `sqlite3` then.
+6. EntryStore and BlobStore go async: service.py, hot.py, routes/blobs.py,
+   routes/dashboard.py (`_gallery`), routes/ab.py, and `imagegate migrate` when it comes.
 """
 
 from __future__ import annotations
@@ -200,6 +205,11 @@ class Ledger(Protocol):
 
     async def release(self, reservation_id: str) -> None:
         """End the reservation with nothing charged."""
+        ...
+
+    async def abandon(self, reservation_id: str) -> LedgerRow | None:
+        """End it as an ORPHANED row at its quote now (its call was cut off mid-flight, as
+        when the gateway stops); None when it is no longer open."""
         ...
 
     async def resolve_orphans(self, owner: str, now: float, lease: float) -> list[LedgerRow]:

@@ -81,6 +81,9 @@ class SqliteLedgerPort:
     async def release(self, reservation_id: str) -> None:
         await _to_thread(self._db.release, reservation_id)
 
+    async def abandon(self, reservation_id: str) -> LedgerRow | None:
+        return await _to_thread(self._db.abandon, reservation_id)
+
     async def resolve_orphans(self, owner: str, now: float, lease: float) -> list[LedgerRow]:
         def sweep() -> list[LedgerRow]:
             self._db.heartbeat(owner, now)

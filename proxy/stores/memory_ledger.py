@@ -89,6 +89,10 @@ class MemoryLedger:
     async def release(self, reservation_id: str) -> None:
         self._open.pop(reservation_id, None)
 
+    async def abandon(self, reservation_id: str) -> LedgerRow | None:
+        held = self._open.get(reservation_id)
+        return None if held is None else self._orphan(reservation_id, held)
+
     async def resolve_orphans(self, owner: str, now: float, lease: float) -> list[LedgerRow]:
         self._seen[owner] = now
         orphans: list[LedgerRow] = []
@@ -97,12 +101,15 @@ class MemoryLedger:
             silent = self._seen.get(held.owner, held.created) < now - lease
             if state == "alive" or (state == "unknown" and not silent):
                 continue
-            row = _orphan_row(held)
-            del self._open[rid]
-            self._settled[rid] = len(self._rows)
-            self._rows.append(row)
-            orphans.append(row)
+            orphans.append(self._orphan(rid, held))
         return orphans
+
+    def _orphan(self, rid: str, held: _Held) -> LedgerRow:
+        row = _orphan_row(held)
+        del self._open[rid]
+        self._settled[rid] = len(self._rows)
+        self._rows.append(row)
+        return row
 
     async def record(self, rows: Sequence[LedgerRow]) -> None:
         self._rows.extend(rows)

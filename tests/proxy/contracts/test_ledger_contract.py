@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -150,6 +151,25 @@ async def test_a_late_settle_replaces_the_orphan_row(ledger: Ledger) -> None:
     await ledger.resolve_orphans("me:1:1", NOW + 61, lease=60)
     await ledger.settle(rid, _row(120))
     assert await _left(ledger, GLOBAL) == (120, 0)
+
+
+async def test_an_abandoned_call_is_charged_its_quote_at_once(ledger: Ledger) -> None:
+    rid = await ledger.reserve([GLOBAL], 300, NOW, ELSEWHERE, _row(0, rid="cut-off"))
+    assert isinstance(rid, str)
+    row = await ledger.abandon(rid)
+    assert row is not None
+    assert (row.cost_micros, row.cache, row.request_id) == (300, ORPHANED, "cut-off")
+    assert await _left(ledger, GLOBAL) == (300, 0)
+    assert await ledger.abandon(rid) is None
+    await ledger.release(rid)  # too late: the orphan row stays
+    assert await _left(ledger, GLOBAL) == (300, 0)
+
+
+async def test_what_an_upstream_billed_beyond_the_quote_is_not_spend(ledger: Ledger) -> None:
+    rid = await ledger.reserve([GLOBAL], 300, NOW, ELSEWHERE)
+    assert isinstance(rid, str)
+    await ledger.settle(rid, dataclasses.replace(_row(300), over_quote_micros=450))
+    assert await _left(ledger, GLOBAL) == (300, 0)
 
 
 async def test_rows_without_reservations(ledger: Ledger) -> None:
