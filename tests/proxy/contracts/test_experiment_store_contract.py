@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -20,17 +20,24 @@ B = ImageVariant(Variant("b", 2, False, "new"), "bb" * 32, "webp")
 HERO = Experiment("hero", NOW, (A, B))
 IMAGES = {A.image: b"png bytes", B.image: b"webp bytes"}
 
-FACTORIES: dict[str, Callable[[Path], ExperimentStore]] = {
-    "sqlite": lambda tmp: SqliteExperiments(SqliteExperimentDb(tmp / "experiments.sqlite3")),
-    "memory": lambda _: MemoryExperiments(),
+
+def _sqlite(tmp: Path) -> tuple[ExperimentStore, Callable[[], None]]:
+    db = SqliteExperimentDb(tmp / "experiments.sqlite3")
+    return SqliteExperiments(db), db.close
+
+
+FACTORIES: dict[str, Callable[[Path], tuple[ExperimentStore, Callable[[], None]]]] = {
+    "sqlite": _sqlite,
+    "memory": lambda _: (MemoryExperiments(), lambda: None),
 }
 
 
 @pytest.fixture(params=sorted(FACTORIES))
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> ExperimentStore:
-    made = FACTORIES[request.param](tmp_path)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ExperimentStore]:
+    made, close = FACTORIES[request.param](tmp_path)
     assert await made.create(HERO, IMAGES)
-    return made
+    yield made
+    close()
 
 
 async def test_an_experiment_round_trips_with_its_images(store: ExperimentStore) -> None:

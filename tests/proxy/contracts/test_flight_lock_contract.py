@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from proxy.ports import FlightLock
 from proxy.stores.flight_locks import FcntlFlightLock, MemoryFlightLock
 
+REPO = Path(__file__).resolve().parents[3]
 KEY = "ab" * 32
 OTHER = "cd" * 32
 
@@ -83,3 +85,44 @@ async def test_releasing_twice_does_not_free_the_next_holder(lock: FlightLock) -
     assert not third.done()
     await lock.release(second, landed=True)
     await lock.release(await asyncio.wait_for(third, 5), landed=True)
+
+
+# --- what only the fcntl adapter promises: exclusive across the processes of a machine -----
+
+_HOLDER = """
+import fcntl, os, sys
+from proxy.process_locks import key_offset
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.lockf(fd, fcntl.LOCK_EX, 1, key_offset(sys.argv[2]))
+print("held", flush=True)
+sys.stdin.readline()  # hold until told; exiting drops the lock
+"""
+
+
+async def test_a_key_held_by_another_process_is_waited_for(tmp_path: Path) -> None:
+    path = tmp_path / "flights.lock"
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOLDER, str(path), KEY,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=REPO,
+    )  # fmt: skip
+    assert holder.stdin is not None and holder.stdout is not None
+    lock = FcntlFlightLock(path)
+    try:
+        assert await holder.stdout.readline() == b"held\n"
+        other = await lock.acquire(OTHER)  # another key: not blocked
+        assert not other.waited
+        acquire = asyncio.create_task(lock.acquire(KEY))
+        await _settle()
+        assert not acquire.done()
+        holder.stdin.write(b"go\n")
+        await holder.stdin.drain()
+        await holder.wait()
+        hold = await asyncio.wait_for(acquire, 10)
+        assert hold.waited
+        await lock.release(hold, landed=True)
+        await lock.release(other, landed=True)
+    finally:
+        if holder.returncode is None:
+            holder.kill()
+            await holder.wait()
+        lock.close()

@@ -18,15 +18,23 @@ from proxy.stores.memory_state import MemoryHolds
 NOW = 1_700_000_000.0
 GLOBAL = BudgetSpec("global", "", 10_000, "total")
 
-HOLDS: dict[str, Callable[[Path], CircuitHolds]] = {
-    "sqlite": lambda tmp: SqliteLedgerPort(SqliteLedger(tmp / "ledger.sqlite3")),
-    "memory": lambda _: MemoryHolds(),
+
+def _sqlite(tmp: Path) -> tuple[CircuitHolds, Callable[[], None]]:
+    db = SqliteLedger(tmp / "ledger.sqlite3")
+    return SqliteLedgerPort(db), db.close
+
+
+HOLDS: dict[str, Callable[[Path], tuple[CircuitHolds, Callable[[], None]]]] = {
+    "sqlite": _sqlite,
+    "memory": lambda _: (MemoryHolds(), lambda: None),
 }
 
 
 @pytest.fixture(params=sorted(HOLDS))
-def holds(request: pytest.FixtureRequest, tmp_path: Path) -> CircuitHolds:
-    return HOLDS[request.param](tmp_path)
+def holds(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CircuitHolds]:
+    port, close = HOLDS[request.param](tmp_path)
+    yield port
+    close()
 
 
 async def test_a_hold_stops_a_model_until_released(holds: CircuitHolds) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,15 +18,23 @@ NOW = 1_700_000_000.0
 WEB = KeyRecord("web", "red", NOW, requests_per_minute=60)
 CLI = KeyRecord("cli", None, NOW)
 
-FACTORIES: dict[str, Callable[[Path], KeyStore]] = {
-    "sqlite": lambda tmp: SqliteKeyStore(SqliteLedger(tmp / "ledger.sqlite3")),
-    "memory": lambda _: MemoryKeyStore(),
+
+def _sqlite(tmp: Path) -> tuple[KeyStore, Callable[[], None]]:
+    db = SqliteLedger(tmp / "ledger.sqlite3")
+    return SqliteKeyStore(db), db.close
+
+
+FACTORIES: dict[str, Callable[[Path], tuple[KeyStore, Callable[[], None]]]] = {
+    "sqlite": _sqlite,
+    "memory": lambda _: (MemoryKeyStore(), lambda: None),
 }
 
 
 @pytest.fixture(params=sorted(FACTORIES))
-def keys(request: pytest.FixtureRequest, tmp_path: Path) -> KeyStore:
-    return FACTORIES[request.param](tmp_path)
+def keys(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyStore]:
+    store, close = FACTORIES[request.param](tmp_path)
+    yield store
+    close()
 
 
 async def test_a_key_is_found_by_its_secret_only(keys: KeyStore) -> None:

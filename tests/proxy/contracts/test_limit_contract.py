@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,15 +25,23 @@ NOW = 1_700_000_000.0
 REQS = Rate(60, burst=5)  # a token a second, at most 5
 IMGS = Rate(60, burst=10, unit="images")
 
-FACTORIES: dict[str, Callable[[Path], LimitStore]] = {
-    "sqlite": lambda tmp: SqliteLimitStore(SharedBuckets(tmp / "state.sqlite3")),
-    "memory": lambda _: MemoryLimitStore(),
+
+def _sqlite(tmp: Path) -> tuple[LimitStore, Callable[[], None]]:
+    buckets = SharedBuckets(tmp / "state.sqlite3")
+    return SqliteLimitStore(buckets), buckets.close
+
+
+FACTORIES: dict[str, Callable[[Path], tuple[LimitStore, Callable[[], None]]]] = {
+    "sqlite": _sqlite,
+    "memory": lambda _: (MemoryLimitStore(), lambda: None),
 }
 
 
 @pytest.fixture(params=sorted(FACTORIES))
-def limits(request: pytest.FixtureRequest, tmp_path: Path) -> LimitStore:
-    return FACTORIES[request.param](tmp_path)
+def limits(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LimitStore]:
+    store, close = FACTORIES[request.param](tmp_path)
+    yield store
+    close()
 
 
 async def test_a_new_bucket_is_full_and_drains_to_zero(limits: LimitStore) -> None:
@@ -86,7 +94,8 @@ async def _turns(count: int = 50) -> None:
 
 async def test_a_take_waits_for_another_writer_without_holding_the_loop(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite3"
-    store = SqliteLimitStore(SharedBuckets(path))
+    buckets = SharedBuckets(path)
+    store = SqliteLimitStore(buckets)
     other = sqlite3.connect(path, isolation_level=None)  # another worker process, mid-take
     other.execute("BEGIN IMMEDIATE")
     take = asyncio.create_task(store.take_all([("req:a", REQS, 1)], NOW))
@@ -97,6 +106,7 @@ async def test_a_take_waits_for_another_writer_without_holding_the_loop(tmp_path
     assert isinstance(decision, Allowed)
     assert decision.remaining == 4
     other.close()
+    buckets.close()
 
 
 async def test_the_gateway_keeps_answering_while_another_process_holds_the_buckets(
