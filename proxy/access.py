@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -18,11 +18,12 @@ import structlog
 from policies.budget import MICROS_PER_USD, BudgetSpec, Denied, pressure
 from policies.errors import AuthenticationFailed, ContentPolicyViolation, InvalidRequest
 from policies.ledger_models import KeyRecord, LedgerRow
-from policies.ratelimit import Allowed, Bucket, Limited, Oversized, Rate, take_all
+from policies.ratelimit import Allowed, Limited, Oversized, Rate
 from proxy.config_cost import CostSettings
 from proxy.hit_tally import HitTally
 from proxy.observability.metrics import Metrics
 from proxy.stores.buckets import SharedBuckets
+from proxy.stores.embedded import SqliteLimitStore
 from proxy.stores.hit_rows import HitRowWriter
 from proxy.stores.ledger import SqliteLedger, process_owner, row_values
 
@@ -73,6 +74,7 @@ class Gatekeeper:
     clock: Callable[[], float]
     share_across_teams: bool = False
     buckets: SharedBuckets = field(init=False)
+    limits: SqliteLimitStore = field(init=False)  # the LimitStore port over `buckets`
     hit_rows: HitRowWriter = field(init=False)
     _has_keys: tuple[float, bool] = (-1.0, False)
     _deny: tuple[re.Pattern[str], ...] = ()
@@ -86,6 +88,7 @@ class Gatekeeper:
     def __post_init__(self) -> None:
         self.started = self.clock()
         self.buckets = SharedBuckets(self.ledger.path.parent / "state.sqlite3")
+        self.limits = SqliteLimitStore(self.buckets)
         self.hit_rows = HitRowWriter(self.ledger.path)
         self._deny = tuple(re.compile(p) for p in self.cost.policy.deny_patterns)
         self._owner = process_owner()
@@ -207,31 +210,22 @@ class Gatekeeper:
 
     # ---- rate limits -------------------------------------------------------------------
 
-    def take_request(self, caller: Caller) -> RateHeaders | None:
+    async def take_request(self, caller: Caller) -> RateHeaders | None:
         if caller.key is None or caller.key.requests_per_minute is None:
             return None
         rate = Rate(caller.key.requests_per_minute)
-        decision = self._take([(("req", caller.key.name), rate, 1)], "requests")
+        decision = await self._take([(f"req:{caller.key.name}", rate, 1)], "requests")
         return RateHeaders(decision.limit, decision.remaining, decision.reset_seconds)
 
-    def take_images(self, caller: Caller, count: int) -> None:
+    async def take_images(self, caller: Caller, count: int) -> None:
         if caller.key is None or caller.key.images_per_minute is None:
             return
         rate = Rate(caller.key.images_per_minute, unit="images")
-        self._take([(("img", caller.key.name), rate, count)], "images")
+        await self._take([(f"img:{caller.key.name}", rate, count)], "images")
 
-    def _take(self, items: list[tuple[tuple[str, str], Rate, int]], unit: str) -> Allowed:
-        now = self.clock()
-
-        def decide(
-            current: list[Bucket | None],
-        ) -> tuple[Sequence[Bucket], Allowed | Limited | Oversized]:
-            return take_all(
-                [(b, rate, cost) for b, (_, rate, cost) in zip(current, items, strict=True)], now
-            )
-
-        keys = [":".join(k) for k, _, _ in items]
-        decision = self.buckets.update(keys, decide)  # shared by every worker process
+    async def _take(self, takes: list[tuple[str, Rate, int]], unit: str) -> Allowed:
+        # shared by every worker process; a wait for another's lock runs off the loop
+        decision = await self.limits.take_all(takes, self.clock())
         if isinstance(decision, Limited):
             self._deny_metric("rate_limit")
             raise decision.error(unit)

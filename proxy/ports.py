@@ -1,21 +1,64 @@
-"""The ports the service talks to. Each is a small Protocol with one contract test suite."""
+"""The ports the service talks to. Each is a small Protocol with one contract test suite.
+
+Every method that a network store (Redis, PostgreSQL, S3) may sit behind is `async`; what
+must be atomic across replicas is one method (`LimitStore.take_all`, `Ledger.reserve`).
+The embedded adapters are `proxy.stores.embedded` (SQLite, fcntl; blocking work through
+`asyncio.to_thread`) and the memory ones `proxy.stores.memory_*`; the contract suites are
+`tests/proxy/contracts/`.
+
+Wired so far: rate limits (`Gatekeeper._take` -> `LimitStore`). Still synchronous until the
+service is rewired: `EntryStore` and `BlobStore` (the hit path; `AsyncEntryStore` /
+`AsyncBlobStore`, adapted by `proxy.stores.async_stores`, are what they become). Left, in order:
+1. Gatekeeper's ledger calls (`reserve`/`settle`/`release`/`abandon`, `under_pressure`,
+   the hit-row flush's thread fallback) -> `Ledger`;
+   `ReservationSweeper` -> `Ledger.resolve_orphans`; `service.py` `hold_model`, the admin
+   circuit reset and the sweeper's `holds()` -> `CircuitHolds`.
+2. routes/admin.py (`spend_report`, orphans, refund), routes/quote.py, routes/dashboard.py,
+   observability/ledger_metrics.py -> `LedgerReports` + `Ledger.budget_left` +
+   `KeyStore.list`; `access_state`, `sync_config_keys`, `_find_key`/`has_keys` and the admin
+   key routes -> `KeyStore` (`has_keys` is `bool(await list())`).
+3. `ProcessLocks.hold` in service.py -> `FlightLock` (acquire / release(landed)); note the
+   fcntl adapter also serializes two flights of one key inside a process, which today share
+   the record lock (e.g. n=2 and n=3 of one prompt at once).
+4. routes/ab.py -> `ExperimentStore`.
+5. Split `Gatekeeper` into authentication (KeyStore + key cache), admission (LimitStore,
+   prompt and model checks) and accounts (Ledger), each its own AppKey; nothing outside
+   `proxy/stores/` imports `sqlite3` then.
+6. EntryStore and BlobStore go async: service.py, hot.py, routes/blobs.py,
+   routes/dashboard.py (`_gallery`), routes/ab.py, and `imagegate migrate` when it comes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
+from policies.abtest import Counts
+from policies.budget import BudgetSpec, BudgetUsage, Denied, Window
 from policies.catalog import ModelSpec
+from policies.ledger_models import KeyRecord, LedgerRow
 from policies.models import Entry, GeneratedImage, ImageRequest
 from policies.pricing import Usage
+from policies.ratelimit import Allowed, Limited, Oversized, Rate
+from proxy.stores.experiments import Conversion, Experiment, Impression
 
 __all__ = [
+    "AsyncBlobStore",
+    "AsyncEntryStore",
     "BlobFile",
     "BlobStore",
+    "CircuitHolds",
     "Clock",
     "EntryStore",
+    "ExperimentStore",
+    "FlightHold",
+    "FlightLock",
+    "KeyStore",
+    "Ledger",
+    "LedgerReports",
+    "LimitStore",
     "Provider",
     "ProviderCall",
     "ProviderResult",
@@ -78,6 +121,212 @@ class EntryStore(Protocol):
     def ping(self) -> None: ...
 
     def stats(self) -> StoreStats: ...
+
+
+class AsyncBlobStore(Protocol):
+    """`BlobStore` as a network store (S3) can serve it."""
+
+    async def put(self, data: bytes) -> str: ...
+
+    async def get(self, sha256: str) -> bytes | None: ...
+
+    async def open(self, sha256: str) -> BlobFile | None: ...
+
+    async def ping(self) -> None: ...
+
+    async def stats(self) -> StoreStats: ...
+
+
+class AsyncEntryStore(Protocol):
+    """`EntryStore` as a network store (Redis) can serve it."""
+
+    async def get(self, key: str, index: int) -> Entry | None: ...
+
+    async def put(
+        self, key: str, index: int, entry: Entry, *, ttl: float | None = None
+    ) -> None: ...
+
+    async def delete(self, key: str, index: int) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def stats(self) -> StoreStats: ...
+
+
+class KeyStore(Protocol):
+    """API keys, stored only as the sha256 of their secret."""
+
+    async def create(self, key: KeyRecord, secret: str) -> None:
+        """Store a new key. A taken name or secret raises InvalidRequest(code="key_exists")."""
+        ...
+
+    async def find(self, secret: str) -> KeyRecord | None:
+        """The active key with this secret, or None (unknown or revoked)."""
+        ...
+
+    async def list(self, *, include_revoked: bool = True) -> list[KeyRecord]:
+        """Every key by name (revoked ones too unless told not to)."""
+        ...
+
+    async def revoke(self, name: str, now: float) -> bool:
+        """Revoke an active key; False when there is no such active key."""
+        ...
+
+    async def set_budget(self, name: str, budget_micros: int | None, window: Window) -> bool:
+        """Set (None: remove) a key's own budget; False when there is no such key."""
+        ...
+
+    async def sync_config(self, keys: Sequence[tuple[KeyRecord, str]], now: float) -> int:
+        """Make the config's keys (record, secret) active as written, and revoke config keys
+        no longer listed, in one step; how many were revoked."""
+        ...
+
+
+class Ledger(Protocol):
+    """Money: budget reservations and the rows they settle as. Spend is rows only; open
+    reservations are never spend, but `reserve` counts them so that spend + reserved never
+    exceeds a budget, however many replicas reserve at once."""
+
+    async def reserve(
+        self,
+        budgets: Sequence[BudgetSpec],
+        amount_micros: int,
+        now: float,
+        owner: str,
+        draft: LedgerRow | None = None,
+    ) -> str | Denied:
+        """Hold `amount_micros` on every budget, all or nothing, atomically; the reservation
+        id. `draft`: the row an orphaned reservation is settled as."""
+        ...
+
+    async def settle(self, reservation_id: str, row: LedgerRow) -> None:
+        """End the reservation with `row` (its cost at most the reservation). Idempotent."""
+        ...
+
+    async def release(self, reservation_id: str) -> None:
+        """End the reservation with nothing charged."""
+        ...
+
+    async def abandon(self, reservation_id: str) -> LedgerRow | None:
+        """End it as an ORPHANED row at its quote now (its call was cut off mid-flight, as
+        when the gateway stops); None when it is no longer open."""
+        ...
+
+    async def resolve_orphans(self, owner: str, now: float, lease: float) -> list[LedgerRow]:
+        """Heartbeat `owner`, then settle every reservation whose owner is gone (no heartbeat
+        for `lease` seconds, or known dead) as an ORPHANED row at its quote."""
+        ...
+
+    async def record(self, rows: Sequence[LedgerRow]) -> None:
+        """Rows without a reservation (hits: cost 0), in one commit."""
+        ...
+
+    async def budget_left(self, budgets: Sequence[BudgetSpec], now: float) -> list[BudgetUsage]:
+        """Spent and reserved per budget, in the window containing `now`."""
+        ...
+
+
+class LedgerReports(Protocol):
+    """What the admin routes, the dashboard and /metrics read from the ledger."""
+
+    async def spend_by(self, group: Literal["key", "team", "model", "day"],
+                       since: float | None = None) -> list[dict[str, Any]]: ...  # fmt: skip
+
+    async def totals(self, since: float | None = None) -> dict[str, Any]:
+        """hit_ratio (None without requests), open_reservations, and the all-time money
+        totals: spend, over_quote, orphaned (count, micros), refunded."""
+        ...
+
+    async def rows(self, limit: int = 50, offset: int = 0) -> list[LedgerRow]: ...
+
+    async def over_quote_by_model(self) -> list[tuple[str, str, int]]: ...
+
+    async def orphans(self, limit: int = 100) -> list[dict[str, object]]: ...
+
+    async def refund(self, row_id: int) -> tuple[int, bool] | None: ...
+
+
+class CircuitHolds(Protocol):
+    """Models stopped until an operator releases them (shared by every replica)."""
+
+    async def hold_model(self, model: str, reason: str, now: float) -> None:
+        """Stop `model` (the first reason is kept)."""
+        ...
+
+    async def release_hold(self, model: str) -> bool: ...
+
+    async def holds(self) -> dict[str, str]: ...
+
+
+class LimitStore(Protocol):
+    """Rate-limit buckets shared by every process and replica."""
+
+    async def take_all(
+        self, takes: Sequence[tuple[str, Rate, int]], now: float
+    ) -> Allowed | Limited | Oversized:
+        """Take `cost` from each bucket (key, rate, cost), all or nothing, atomically
+        (`policies.ratelimit.take_all` decides; a Redis adapter runs it as one script)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FlightHold:
+    """A held flight lock. `waited`: another holder had the key first and has let go
+    (it landed or failed): look in the cache again before generating."""
+
+    key: str
+    waited: bool
+    token: str = ""  # the adapter's own handle (a Redis lease's value)
+
+
+class FlightLock(Protocol):
+    """Single-flight of a request key across processes and replicas: a lease."""
+
+    async def acquire(self, key: str) -> FlightHold:
+        """Wait until this caller holds `key`."""
+        ...
+
+    async def renew(self, hold: FlightHold) -> bool:
+        """Extend the lease; False when it was lost (expired and taken by another)."""
+        ...
+
+    async def release(self, hold: FlightHold, *, landed: bool) -> None:
+        """Let go; waiters wake (`landed`: the images are in the stores now)."""
+        ...
+
+
+class ExperimentStore(Protocol):
+    """A/B experiments: definitions with copies of their images, sticky assignments,
+    conversions."""
+
+    async def create(self, experiment: Experiment, images: Mapping[str, bytes]) -> bool:
+        """Store a new experiment and its images; False when the name is taken."""
+        ...
+
+    async def get(self, name: str) -> Experiment | None: ...
+
+    async def delete(self, name: str) -> bool:
+        """Drop it with its events and the image copies no other experiment shows."""
+        ...
+
+    async def image(self, sha256: str) -> bytes | None:
+        """The experiments' own copy of a variant image."""
+        ...
+
+    async def seen(self, experiment: str, subject: str) -> str | None:
+        """The variant the subject was shown, or None."""
+        ...
+
+    async def impress(self, experiment: str, subject: str, variant: str, ts: float) -> Impression:
+        """Record the subject's first impression; an `Impression` with the variant it is
+        shown (an earlier impression's variant wins: assignment is sticky)."""
+        ...
+
+    async def convert(self, experiment: str, subject: str, ts: float) -> Conversion:
+        """Count the subject's conversion once, for the variant it was shown."""
+        ...
+
+    async def counts(self, experiment: str) -> dict[str, Counts]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-__all__ = ["ProcessLocks"]
+__all__ = ["ProcessLocks", "key_offset"]
 
 _SPAN = 2**31 - 1
 _RETRY_SECONDS = 0.005  # after a false EDEADLK (see `_lock`)
@@ -33,7 +33,7 @@ class ProcessLocks:
 
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
-        offset = int(key[:15], 16) % _SPAN
+        offset = key_offset(key)
         await asyncio.to_thread(_lock, self._fd, offset)
         try:
             yield
@@ -42,6 +42,11 @@ class ProcessLocks:
 
     def close(self) -> None:
         os.close(self._fd)
+
+
+def key_offset(key: str) -> int:
+    """The byte of the lock file that stands for a request key (a hex digest)."""
+    return int(key[:15], 16) % _SPAN
 
 
 def _lock(fd: int, offset: int) -> None:

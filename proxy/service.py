@@ -290,7 +290,7 @@ class ImageService:
         asked = self.catalog.resolve(request.model)
         cheap = asked.virtual and await self.gate.under_pressure(job.caller)
         candidates = self.router.plan(request, images=len(indexes), cheap_only=cheap)
-        self.gate.take_images(job.caller, len(indexes))
+        await self.gate.take_images(job.caller, len(indexes))
         cache = "BYPASS" if job.directives.no_cache else "MISS"
         draft = job.row(self.clock(), "", "", len(indexes), cost=0, saved=0, cache=cache)
         budget = CallerBudget(self.gate, job.caller, draft)

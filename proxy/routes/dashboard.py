@@ -42,6 +42,7 @@ async def dashboard(request: web.Request) -> web.Response:
     reports = {by: await spend_report(gate, by, None) for by in ("key", "team", "model")}
     days = await spend_report(gate, "day", str(now - _DAYS * 86400))
     gallery = await asyncio.to_thread(_gallery, request, 24)
+    reservations = await asyncio.to_thread(gate.ledger.open_reservations)
     health = request.app[SERVICE].router.health()
     html = render_dashboard(
         now=now,
@@ -51,7 +52,7 @@ async def dashboard(request: web.Request) -> web.Response:
         gallery=gallery,
         totals=days,
         generated_at=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
-        reservations=gate.ledger.open_reservations(),
+        reservations=reservations,
     )
     return web.Response(
         text=html,

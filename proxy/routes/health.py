@@ -123,7 +123,9 @@ async def readyz(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     await _may_scrape(request)
-    body = generate_latest(request.app[METRICS].registry)
+    # The collectors read the ledger (SQLite), the stores' stats and the worker processes'
+    # metric files: off the event loop.
+    body = await asyncio.to_thread(generate_latest, request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

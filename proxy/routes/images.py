@@ -57,7 +57,7 @@ async def generations(request: web.Request) -> web.StreamResponse:
         hot_key = (request.path, caller.scope, _base_url(request), raw)
         answer = hot.get(hot_key, request.app[SERVICE].clock())
         if answer is not None:
-            return _repeat(request, caller, answer)
+            return await _repeat(request, caller, answer)
     body = await read_json(
         request, max_bytes=GENERATION_BODY_MAX, usage="client.images.generate(prompt=...)"
     )
@@ -66,11 +66,11 @@ async def generations(request: web.Request) -> web.StreamResponse:
     return await _respond(request, caller, parsed, {}, hot_key)
 
 
-def _repeat(request: web.Request, caller: Caller, answer: HotAnswer) -> web.Response:
+async def _repeat(request: web.Request, caller: Caller, answer: HotAnswer) -> web.Response:
     """A hit answered from memory. The prompt policy passed when the answer was kept."""
     gate = request.app[GATE]
     gate.check_model(caller, answer.requested_model)
-    rate = gate.take_request(caller)
+    rate = await gate.take_request(caller)
     service = request.app[SERVICE]
     service.record_repeat(
         caller,
@@ -138,7 +138,7 @@ async def _respond(
     if wants_dry_run(request.headers):  # a quote: no provider call, reservation or ledger row
         return await dry_run(request, caller, parsed)
     directives = parse_cache_control(request.headers.get("Cache-Control"))
-    rate = gate.take_request(caller)  # hits count against the request limit too
+    rate = await gate.take_request(caller)  # hits count against the request limit too
     delivery = parsed.delivery
     url_mode = delivery.response_format == "url" and not delivery.stream
     served = await request.app[SERVICE].serve(

@@ -1,0 +1,93 @@
+"""`FlightLock` adapters: in one process (`MemoryFlightLock`), and across the worker
+processes of one machine (`FcntlFlightLock`: a POSIX record lock per key, as `ProcessLocks`).
+
+POSIX record locks belong to the process, so two flights of one process would both "hold"
+the same byte; the in-process lock in front makes the second wait, as the port promises."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import secrets
+from pathlib import Path
+
+from proxy.ports import FlightHold
+from proxy.process_locks import _lock, key_offset
+
+__all__ = ["FcntlFlightLock", "MemoryFlightLock"]
+
+
+class MemoryFlightLock:
+    """Exclusive per key within one process; a waiter wakes when the holder releases."""
+
+    def __init__(self) -> None:
+        self._held: dict[int, tuple[str, asyncio.Future[bool]]] = {}
+
+    def _slot(self, key: str) -> int:
+        return key_offset(key)
+
+    async def acquire(self, key: str) -> FlightHold:
+        slot, waited = self._slot(key), False
+        while (held := self._held.get(slot)) is not None:
+            waited = True
+            await asyncio.shield(held[1])
+        token = secrets.token_hex(8)
+        self._held[slot] = (token, asyncio.get_running_loop().create_future())
+        try:
+            waited = await self._outer(slot) or waited
+        except BaseException:
+            self._drop(slot, landed=False)
+            raise
+        return FlightHold(key, waited, token)
+
+    async def _outer(self, slot: int) -> bool:
+        """Take whatever lock sits beyond this process; whether that meant waiting."""
+        return False
+
+    def _unlock_outer(self, slot: int) -> None:
+        return None
+
+    async def renew(self, hold: FlightHold) -> bool:
+        held = self._held.get(self._slot(hold.key))
+        return held is not None and held[0] == hold.token
+
+    async def release(self, hold: FlightHold, *, landed: bool) -> None:
+        slot = self._slot(hold.key)
+        held = self._held.get(slot)
+        if held is None or held[0] != hold.token:
+            return  # not ours (released twice)
+        self._unlock_outer(slot)
+        self._drop(slot, landed=landed)
+
+    def _drop(self, slot: int, *, landed: bool) -> None:
+        _, future = self._held.pop(slot)
+        if not future.done():
+            future.set_result(landed)
+
+
+class FcntlFlightLock(MemoryFlightLock):
+    """Exclusive per key across the processes that share `path` (no lease: the kernel drops
+    a dead process's locks, so `renew` only says whether this caller still holds it)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    async def _outer(self, slot: int) -> bool:
+        try:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, slot)  # a free byte: inline
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            await asyncio.to_thread(_lock, self._fd, slot)  # another process holds it
+            return True
+        return False
+
+    def _unlock_outer(self, slot: int) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, slot)
+
+    def close(self) -> None:
+        os.close(self._fd)

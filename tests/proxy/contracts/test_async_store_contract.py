@@ -1,0 +1,92 @@
+"""The AsyncBlobStore and AsyncEntryStore contracts, over the async adapters of every
+synchronous store (the S3 and Redis adapters will run these too). The synchronous stores'
+own suite, with healing, eviction and crashes, is tests/proxy/test_store_contract.py."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from policies.models import Entry
+from proxy.ports import AsyncBlobStore, AsyncEntryStore
+from proxy.stores.async_stores import InlineEntryStore, ThreadedBlobStore
+from proxy.stores.disk import DiskBlobStore, DiskEntryStore
+from proxy.stores.memory import MemoryBlobStore, MemoryEntryStore
+
+ENTRY = Entry("ab" * 32, "png", 1024, 1024, "gpt-image-1", "openai", 42_000, 1.7e9)
+
+
+def blob(n: int, size: int = 4_000) -> bytes:
+    return random.Random(n).randbytes(size)
+
+
+BLOBS: dict[str, Callable[[Path], tuple[DiskBlobStore | MemoryBlobStore, bool]]] = {
+    "memory": lambda _: (MemoryBlobStore(), False),
+    "disk": lambda tmp: (DiskBlobStore(tmp / "blobs"), True),
+}
+ENTRIES: dict[str, Callable[[Path], DiskEntryStore | MemoryEntryStore]] = {
+    "memory": lambda _: MemoryEntryStore(),
+    "disk": lambda tmp: DiskEntryStore(tmp / "entries"),
+}
+
+
+@pytest.fixture(params=sorted(BLOBS))
+def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[AsyncBlobStore, bool]]:
+    store, file_backed = BLOBS[request.param](tmp_path)
+    yield ThreadedBlobStore(store), file_backed
+    store.close()
+
+
+@pytest.fixture(params=sorted(ENTRIES))
+def entries(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AsyncEntryStore]:
+    store = ENTRIES[request.param](tmp_path)
+    yield InlineEntryStore(store)
+    store.close()
+
+
+async def test_blobs_are_content_addressed_and_idempotent(
+    blobs: tuple[AsyncBlobStore, bool],
+) -> None:
+    store, _ = blobs
+    datas = [blob(1), blob(2), b"", blob(1)]
+    shas = await asyncio.gather(*(store.put(d) for d in datas))
+    assert shas == [hashlib.sha256(d).hexdigest() for d in datas]
+    assert [await store.get(sha) for sha in shas] == datas
+    missing = hashlib.sha256(b"never stored").hexdigest()
+    assert (await store.get(missing), await store.open(missing)) == (None, None)
+    await store.ping()
+    assert (await store.stats()).items == 3
+
+
+async def test_open_gives_a_verified_file_when_file_backed(
+    blobs: tuple[AsyncBlobStore, bool],
+) -> None:
+    store, file_backed = blobs
+    sha = await store.put(blob(4))
+    opened = await store.open(sha)
+    if not file_backed:
+        assert opened is None
+        return
+    assert opened is not None
+    assert hashlib.sha256(opened.path.read_bytes()).hexdigest() == sha
+
+
+async def test_entries_round_trip_replace_and_delete(entries: AsyncEntryStore) -> None:
+    other = dataclasses.replace(ENTRY, cost_micros=7)
+    await entries.put("k", 0, ENTRY)
+    await entries.put("k", 1, other)
+    assert (await entries.get("k", 0), await entries.get("k", 1)) == (ENTRY, other)
+    assert (await entries.get("k", 2), await entries.get("x", 0)) == (None, None)
+    await entries.put("k", 0, other)
+    assert await entries.get("k", 0) == other
+    await entries.delete("k", 0)
+    await entries.delete("k", 0)  # a missing entry is not an error
+    assert await entries.get("k", 0) is None
+    await entries.ping()
+    assert (await entries.stats()).items == 1
