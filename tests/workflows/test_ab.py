@@ -343,3 +343,12 @@ async def test_results_fit_80_columns_and_say_which_way_and_how_sure(gateway, se
     assert "B looks worse than the control A (14.9% vs 25.0%, -40.6%)" in verdict
     assert "not significant yet: p = 0.074, needs < 0.05" in verdict
     assert re.search(r"about [\d,]+ more impressions per variant would settle it", verdict)
+
+
+async def test_results_without_the_admin_key_say_how_to_give_it(gateway, tmp_path):
+    """`imagegate ab --results` as a newcomer runs it in a fresh terminal: no admin key. The
+    message names ab's own option and variable, not another command's."""
+    run = await ab(tmp_path, "--results", "hero", "--base-url", gateway.root)
+    assert run.code == 1
+    assert "--admin-key or $IMAGEGATE_ADMIN_KEY" in run.stderr, run.stderr
+    assert "imagegate keys" not in run.stderr
