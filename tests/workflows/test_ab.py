@@ -352,3 +352,25 @@ async def test_results_without_the_admin_key_say_how_to_give_it(gateway, tmp_pat
     assert run.code == 1
     assert "--admin-key or $IMAGEGATE_ADMIN_KEY" in run.stderr, run.stderr
     assert "imagegate keys" not in run.stderr
+
+
+async def test_a_grid_without_an_api_key_says_how_to_give_one(gateway, tmp_path):
+    """Once the gateway has keys, `imagegate ab` run without one fails every cell with 401;
+    the run then says which option or variable carries the key."""
+    async with aiohttp.ClientSession() as http:
+        issued = await http.post(
+            f"{gateway.root}/admin/keys",
+            json={"name": "web-app"},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+        assert issued.status in (200, 201), await issued.text()
+    run = await ab(
+        tmp_path, "--base", "a kite", "--variation", "red", "--variation", "blue",
+        "--model", "flux-schnell", "--base-url", gateway.root, "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert run.code == 1
+    assert "2 failed" in run.stdout
+    assert (
+        f"no API key given, and the gateway at {gateway.root} wants one: pass --api-key KEY "
+        "or set $OPENAI_API_KEY"
+    ) in run.stderr, run.stderr
