@@ -6,6 +6,7 @@ and the client commands that register themselves below."""
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -66,8 +67,14 @@ def run_serve(args: argparse.Namespace) -> int:
             return serve_workers(settings, args.workers, args.config)
         run_server(serve_forever(settings), settings.server.event_loop)
     except OSError as exc:
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = (
+                "; another process is listening there (an imagegate started earlier?): stop "
+                "it, or start this one with --port PORT (0 picks a free port)"
+            )
         print(
-            f"imagegate: cannot listen on {server.host}:{server.port}: {exc.strerror}",
+            f"imagegate: cannot listen on {server.host}:{server.port}: {exc.strerror}{hint}",
             file=sys.stderr,
         )
         return 1

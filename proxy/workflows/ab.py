@@ -152,6 +152,12 @@ def run(args: argparse.Namespace) -> int:
     write_json_atomic(args.out / AB_JSON, _ab_json(plan, results, root))
     write_bytes_atomic(args.out / SHEET, render_sheet(plan, results, root).encode())
     status = _report(console, results, args.out)
+    if api_key is None and any(r.status == 401 for r in results):
+        print(
+            f"imagegate ab: no API key given, and the gateway at {root} wants one: pass "
+            "--api-key KEY or set $OPENAI_API_KEY",
+            file=sys.stderr,
+        )
     if args.create_experiment and status == 0:
         status = _create(console, args, admin_key, results, root)
     elif args.create_experiment:

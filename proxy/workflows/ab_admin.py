@@ -56,6 +56,10 @@ async def _call(
     try:
         body = await gateway.call_json(method, path, payload=payload)
     except Refused as exc:
+        if exc.status == 401:
+            raise AdminError(
+                "the gateway wants the admin key: --admin-key or $IMAGEGATE_ADMIN_KEY"
+            ) from None
         raise AdminError(f"HTTP {exc.status}: {exc.message}") from None
     except Unreachable as exc:
         raise AdminError(f"cannot reach {exc.url}: {exc.reason}") from None

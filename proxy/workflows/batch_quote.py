@@ -37,6 +37,7 @@ class LineQuote:
     quote_micros: int = 0
     budgets: tuple[tuple[str, int], ...] = ()  # (scope name, micro-USD left) of each budget
     error: str | None = None
+    status: int | None = None  # the HTTP status of a line that would fail, if it got one
 
 
 async def quote_batch(options: BatchOptions, lines: list[BatchLine]) -> int:
@@ -47,7 +48,15 @@ async def quote_batch(options: BatchOptions, lines: list[BatchLine]) -> int:
         options.base_url, api_key=options.api_key, timeout=options.timeout
     ) as gateway:
         quotes = await asyncio.gather(*(_quote(gateway, slots, line) for line in lines))
-    return _report(Console(width=200), quotes, options.budget)
+    console = Console(width=200)
+    code = _report(console, quotes, options.budget)
+    if options.api_key is None and any(q.status == 401 for q in quotes):
+        console.print(
+            f"no API key given, and the gateway at {options.base_url} wants one: pass "
+            "--api-key KEY or set $OPENAI_API_KEY",
+            markup=False,
+        )
+    return code
 
 
 async def _quote(gateway: GatewayClient, slots: asyncio.Semaphore, line: BatchLine) -> LineQuote:
@@ -58,7 +67,7 @@ async def _quote(gateway: GatewayClient, slots: asyncio.Semaphore, line: BatchLi
             body = await gateway.quote(line.body)
         except LineFailed as exc:
             status = f"{exc.status}: " if exc.status is not None else ""
-            return LineQuote(line, error=f"{status}{exc.message}")
+            return LineQuote(line, error=f"{status}{exc.message}", status=exc.status)
     if not isinstance(body, dict) or body.get("object") != "imagegate.quote":
         return LineQuote(
             line, error="the gateway answered without a quote (too old for --dry-run?)"

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,20 @@ def test_the_server_runs_on_the_event_loop_asked_for(choice, expected):
 
     run_server(main(), choice)
     assert seen == [expected]
+
+
+def test_a_port_in_use_says_what_to_do(env, tmp_path):
+    """A newcomer starts the gateway again (the README's keys section) while the first one
+    still runs: the error says why and what to do, not only the socket's complaint."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "proxy", "serve", "--port", str(port)],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "stop it, or start this one with --port PORT" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

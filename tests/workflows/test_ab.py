@@ -343,3 +343,34 @@ async def test_results_fit_80_columns_and_say_which_way_and_how_sure(gateway, se
     assert "B looks worse than the control A (14.9% vs 25.0%, -40.6%)" in verdict
     assert "not significant yet: p = 0.074, needs < 0.05" in verdict
     assert re.search(r"about [\d,]+ more impressions per variant would settle it", verdict)
+
+
+async def test_results_without_the_admin_key_say_how_to_give_it(gateway, tmp_path):
+    """`imagegate ab --results` as a newcomer runs it in a fresh terminal: no admin key. The
+    message names ab's own option and variable, not another command's."""
+    run = await ab(tmp_path, "--results", "hero", "--base-url", gateway.root)
+    assert run.code == 1
+    assert "--admin-key or $IMAGEGATE_ADMIN_KEY" in run.stderr, run.stderr
+    assert "imagegate keys" not in run.stderr
+
+
+async def test_a_grid_without_an_api_key_says_how_to_give_one(gateway, tmp_path):
+    """Once the gateway has keys, `imagegate ab` run without one fails every cell with 401;
+    the run then says which option or variable carries the key."""
+    async with aiohttp.ClientSession() as http:
+        issued = await http.post(
+            f"{gateway.root}/admin/keys",
+            json={"name": "web-app"},
+            headers={"Authorization": f"Bearer {ADMIN}"},
+        )
+        assert issued.status in (200, 201), await issued.text()
+    run = await ab(
+        tmp_path, "--base", "a kite", "--variation", "red", "--variation", "blue",
+        "--model", "flux-schnell", "--base-url", gateway.root, "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert run.code == 1
+    assert "2 failed" in run.stdout
+    assert (
+        f"no API key given, and the gateway at {gateway.root} wants one: pass --api-key KEY "
+        "or set $OPENAI_API_KEY"
+    ) in run.stderr, run.stderr

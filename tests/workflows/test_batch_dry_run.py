@@ -69,3 +69,24 @@ async def test_dry_run_prints_each_line_and_the_total_and_spends_nothing(setting
     assert "total quote: $0.046 (worst case) for 3 line(s), 1 would fail" in out
     assert "nothing was generated or spent" in out and "within --budget-usd $1" in out
     assert "gateway budget key batch: $0.04 left" in out  # the key's own budget is smaller
+
+
+async def test_dry_run_without_a_key_says_how_to_give_one(settings, clock, tmp_path):
+    """A newcomer whose gateway has keys runs `batch --dry-run` without one: the lines fail
+    with 401, and the run says which option or variable carries the key (a command-line user
+    cannot send an Authorization header)."""
+    source = tmp_path / "prompts.txt"
+    source.write_text("a red kite\na blue kite\n")
+    async with FakeReplicate() as rep:
+        gw = await start(settings, clock, rep, budget_usd=1)
+        root = gw.root
+        try:
+            run = await batch(tmp_path, str(source), "--base-url", root, "--dry-run")
+        finally:
+            await gw.close()
+    assert run.code == 1, run.stdout + run.stderr
+    assert "2 would fail" in run.stdout
+    assert (
+        f"no API key given, and the gateway at {root} wants one: pass --api-key KEY or set "
+        "$OPENAI_API_KEY"
+    ) in run.stdout
