@@ -183,6 +183,28 @@ async def test_a_declared_length_past_the_cap_is_refused(files: FakeOpenAI, make
     assert err.code == "upstream_image_too_large"
 
 
+async def test_a_declared_length_one_past_the_cap_is_refused_before_the_body(
+    files: FakeOpenAI, make: Any
+) -> None:
+    """Content-Length says max_bytes + 1, then the body stalls: the declared length alone
+    must refuse it (a timeout would mean the gateway started reading the body)."""
+    files.store_file("big.png", bytes(16 * 1024 + 1))
+    files.spoil_next("stall", seconds=5, path="/files/")
+    downloader = make((f"127.0.0.1:{files.port}",), max_bytes=16 * 1024, timeout=2.0)
+    err = await refused(downloader, f"{files.origin}/files/big.png")
+    assert err.code == "upstream_image_too_large"
+
+
+async def test_a_body_of_exactly_the_cap_is_fetched(files: FakeOpenAI, make: Any) -> None:
+    data = PNG + bytes(16 * 1024 - len(PNG))
+    files.store_file("exact.png", data)
+    for spoil in (False, True):  # declared length, then chunked (no Content-Length)
+        if spoil:
+            files.spoil_next("oversize", size=len(data), path="/files/")
+        downloader = make((f"127.0.0.1:{files.port}",), max_bytes=16 * 1024)
+        assert await downloader.fetch(f"{files.origin}/files/exact.png") == data
+
+
 async def test_a_slow_drip_ends_at_the_timeout(files: FakeOpenAI, make: Any) -> None:
     """Every read arrives within the read timeout; the whole download may not."""
     files.store_file("b.png", bytes(4096))
