@@ -153,6 +153,9 @@ NON_PUBLIC = [
     "fe80::1",
     "fc00::1",
     "::ffff:10.0.0.1",
+    # IPv4-mapped forms of ranges only the mapped IPv4 address shows as non-public
+    "::ffff:100.64.0.1",
+    "::ffff:224.0.0.1",
 ]
 
 
