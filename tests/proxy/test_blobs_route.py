@@ -8,6 +8,7 @@ import os
 
 import aiohttp
 
+from proxy.keys import BLOB_MEMORY
 from tests.fakes import images
 
 # A real PNG header (the route sniffs the first bytes) followed by 5 MiB of padding: over the
@@ -81,3 +82,16 @@ async def test_a_small_blob_in_another_format_is_not_found_from_disk_or_memory(g
     assert (status, headers["content-type"], body) == (200, "image/png", small)
     status, _, body = await get(gateway, f"/images/{sha}.jpg")  # from memory
     assert status == 404 and b"format" in body
+
+
+async def test_only_small_verified_blobs_are_kept_in_memory(gateway) -> None:
+    """Past the streaming threshold a blob is streamed from its file, not copied into the
+    process's memory; a small one is kept (verified) and served from there next time."""
+    memory = gateway.app[BLOB_MEMORY]
+    large = gateway.blobs.put(LARGE)
+    status, _, body = await get(gateway, f"/images/{large}.png")
+    assert status == 200 and body == LARGE and large not in memory
+    small = images.make_png(8, 8)
+    sha = gateway.blobs.put(small)
+    assert (await get(gateway, f"/images/{sha}.png"))[2] == small
+    assert memory.get(sha) == small
