@@ -237,6 +237,16 @@ async def test_an_error_status_fails_the_download(files: FakeOpenAI, make: Any) 
     assert err.code == "upstream_download_failed" and "HTTP 404" in err.message
 
 
+@pytest.mark.parametrize("status", [203, 206, 304])
+async def test_only_a_200_is_an_image(files: FakeOpenAI, make: Any, status: int) -> None:
+    """A partial (206), non-authoritative (203) or not-modified (304) answer is not the
+    file: the download fails instead of storing whatever body came with it."""
+    files.fail_next(status, body=PNG, content_type="image/png", path="/files/")
+    downloader = make((f"127.0.0.1:{files.port}",))
+    err = await refused(downloader, f"{files.origin}/files/a.png")
+    assert err.code == "upstream_download_failed" and f"HTTP {status}" in err.message
+
+
 # -- redirects -----------------------------------------------------------------------------
 async def test_a_redirect_without_location(files: FakeOpenAI, make: Any) -> None:
     files.fail_next(302, body="", path="/files/")
