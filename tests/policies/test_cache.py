@@ -79,6 +79,14 @@ def test_outcomes():
     assert outcome_of(plan, bypass, generated=1, coalesced=0) is CacheOutcome.BYPASS
 
 
+def test_a_miss_that_generated_is_a_miss_even_when_it_also_joined():
+    """n=2, nothing cached: one index joined a flight in progress, the other was generated
+    here (paid for): that is a MISS, not COALESCED (the call was not free)."""
+    plan = plan_lookup([None, None], CacheDirectives(), now=0)
+    assert outcome_of(plan, CacheDirectives(), generated=1, coalesced=1) is CacheOutcome.MISS
+    assert outcome_of(plan, CacheDirectives(), generated=0, coalesced=2) is CacheOutcome.COALESCED
+
+
 @given(
     st.lists(st.one_of(st.none(), st.floats(0, 1000)), min_size=1, max_size=10),
     st.one_of(st.none(), st.integers(0, 1000)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from policies.errors import InvalidRequest, ModelNotFound
 from policies.models import UploadInfo
 from policies.normalize import (
+    canonical_json,
     normalize_prompt,
     parse_edit,
     parse_generation,
@@ -121,6 +123,14 @@ def test_alias_resolves_to_its_model():
 def test_scope_separates_keys():
     request = parse_generation(BASE, CATALOG, default_model="gpt-image-1.5").request
     assert request_key(request, "team-a") != request_key(request, "team-b") != request_key(request)
+
+
+def test_the_key_is_the_documented_hash_and_stays_stable():
+    """key = sha256("imagegate/v1\\n" + canonical JSON): the format is part of the on-disk cache
+    (a change orphans every stored entry), so it is pinned here."""
+    request = parse_generation(BASE, CATALOG, default_model="gpt-image-1.5").request
+    text = "imagegate/v1\n" + canonical_json(request, "team-a")
+    assert request_key(request, "team-a") == hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def test_delivery_fields_are_parsed():

@@ -153,6 +153,9 @@ NON_PUBLIC = [
     "fe80::1",
     "fc00::1",
     "::ffff:10.0.0.1",
+    # IPv4-mapped forms of ranges only the mapped IPv4 address shows as non-public
+    "::ffff:100.64.0.1",
+    "::ffff:224.0.0.1",
 ]
 
 
@@ -183,6 +186,28 @@ async def test_a_declared_length_past_the_cap_is_refused(files: FakeOpenAI, make
     assert err.code == "upstream_image_too_large"
 
 
+async def test_a_declared_length_one_past_the_cap_is_refused_before_the_body(
+    files: FakeOpenAI, make: Any
+) -> None:
+    """Content-Length says max_bytes + 1, then the body stalls: the declared length alone
+    must refuse it (a timeout would mean the gateway started reading the body)."""
+    files.store_file("big.png", bytes(16 * 1024 + 1))
+    files.spoil_next("stall", seconds=5, path="/files/")
+    downloader = make((f"127.0.0.1:{files.port}",), max_bytes=16 * 1024, timeout=2.0)
+    err = await refused(downloader, f"{files.origin}/files/big.png")
+    assert err.code == "upstream_image_too_large"
+
+
+async def test_a_body_of_exactly_the_cap_is_fetched(files: FakeOpenAI, make: Any) -> None:
+    data = PNG + bytes(16 * 1024 - len(PNG))
+    files.store_file("exact.png", data)
+    for spoil in (False, True):  # declared length, then chunked (no Content-Length)
+        if spoil:
+            files.spoil_next("oversize", size=len(data), path="/files/")
+        downloader = make((f"127.0.0.1:{files.port}",), max_bytes=16 * 1024)
+        assert await downloader.fetch(f"{files.origin}/files/exact.png") == data
+
+
 async def test_a_slow_drip_ends_at_the_timeout(files: FakeOpenAI, make: Any) -> None:
     """Every read arrives within the read timeout; the whole download may not."""
     files.store_file("b.png", bytes(4096))
@@ -210,6 +235,16 @@ async def test_an_error_status_fails_the_download(files: FakeOpenAI, make: Any) 
     downloader = make((f"127.0.0.1:{files.port}",))
     err = await refused(downloader, f"{files.origin}/files/missing.png")
     assert err.code == "upstream_download_failed" and "HTTP 404" in err.message
+
+
+@pytest.mark.parametrize("status", [203, 206, 304])
+async def test_only_a_200_is_an_image(files: FakeOpenAI, make: Any, status: int) -> None:
+    """A partial (206), non-authoritative (203) or not-modified (304) answer is not the
+    file: the download fails instead of storing whatever body came with it."""
+    files.fail_next(status, body=PNG, content_type="image/png", path="/files/")
+    downloader = make((f"127.0.0.1:{files.port}",))
+    err = await refused(downloader, f"{files.origin}/files/a.png")
+    assert err.code == "upstream_download_failed" and f"HTTP {status}" in err.message
 
 
 # -- redirects -----------------------------------------------------------------------------

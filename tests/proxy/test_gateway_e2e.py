@@ -145,6 +145,22 @@ async def test_twenty_identical_misses_make_one_provider_call(gateway):
     assert costs == ["0"] * 20
 
 
+async def test_a_no_cache_request_never_joins_a_flight_in_progress(gateway):
+    """no-cache asks for a fresh image: it makes its own call even while an identical
+    request's call is in flight."""
+    gateway.provider.gate = asyncio.Event()
+    client = gateway.client()
+    first = asyncio.create_task(generate(client))
+    while not gateway.provider.calls:
+        await asyncio.sleep(0.005)
+    fresh = asyncio.create_task(generate(client, extra_headers={"Cache-Control": "no-cache"}))
+    await asyncio.sleep(0.05)  # let it arrive while the first call is still gated
+    gateway.provider.gate.set()
+    (h1, _), (h2, _) = await asyncio.gather(first, fresh)
+    assert (h1["x-cache"], h2["x-cache"]) == ("MISS", "BYPASS")
+    assert len(gateway.provider.calls) == 2
+
+
 async def test_a_failed_call_fails_every_waiter_and_caches_nothing(gateway):
     gateway.provider.gate = asyncio.Event()
     gateway.provider.fail_next.append(ProviderUnavailable("upstream is down"))

@@ -82,6 +82,18 @@ async def test_two_workers_make_one_upstream_call_and_never_overspend(tmp_path):
             assert await proc.wait() == 0
         db = sqlite3.connect(tmp_path / "data" / "ledger.sqlite3")
         assert db.execute("SELECT SUM(cost_micros) FROM ledger").fetchone()[0] == 30_000
+        # Every one of the 40 identical requests has its ledger row: the one that paid, and
+        # the rest (joined in-process, or found the other worker's images after its lock).
+        (kite,) = db.execute(
+            "SELECT request_key FROM ledger WHERE cache = 'MISS' ORDER BY ts LIMIT 1"
+        ).fetchone()
+        rows = dict(
+            db.execute(
+                "SELECT cache, SUM(requests) FROM ledger WHERE request_key = ? GROUP BY cache",
+                (kite,),
+            ).fetchall()
+        )
+        assert rows.pop("MISS") == 1 and sum(rows.values()) == 39, rows
 
 
 async def test_a_keys_rate_limit_holds_across_workers(tmp_path):
