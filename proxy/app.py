@@ -14,10 +14,7 @@ from policies.catalog import Catalog
 from policies.circuit import Breaker
 from policies.ratelimit import Rate
 from proxy.access import Gatekeeper, sync_config_keys
-from proxy.config import Settings
-from proxy.generation import Generator
-from proxy.hot import HotAnswers
-from proxy.keys import (
+from proxy.app_keys import (
     B64,
     BLOB_MEMORY,
     BLOBS,
@@ -30,6 +27,9 @@ from proxy.keys import (
     SETTINGS,
     SWEEPER,
 )
+from proxy.config import Settings
+from proxy.generation import Generator
+from proxy.hot import HotAnswers
 from proxy.memory import B64Cache, BytesLRU
 from proxy.middlewares import request_middleware
 from proxy.observability.ledger_metrics import LedgerCollector

@@ -23,10 +23,10 @@ from aiohttp import web
 from policies.catalog import Catalog
 from policies.errors import InvalidRequest, ProviderError
 from policies.uploads import ImageRef, image_refs
+from proxy.app_keys import SETTINGS
 from proxy.config import Settings
 from proxy.forms import Form
 from proxy.imaging import probe_upload
-from proxy.keys import SETTINGS
 from proxy.providers.downloads import Downloader
 from proxy.wire import (
     GENERATION_BODY_MAX,

@@ -22,8 +22,8 @@ from policies.errors import (
     RateLimited,
     RequestTimeout,
 )
+from proxy.app_keys import CACHE_OUTCOME, LOG_FIELDS, METRICS, REQUEST_ID
 from proxy.connection_guard import ClientBodyTimeout
-from proxy.keys import CACHE_OUTCOME, LOG_FIELDS, METRICS, REQUEST_ID
 from proxy.observability.logging import info_line
 
 __all__ = ["CLIENT_CLOSED", "error_response", "rate_limit_headers", "request_middleware"]

@@ -35,9 +35,9 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from proxy.access_state import AccessState, access_state
 from proxy.app import create_app
+from proxy.app_keys import GATE, SERVICE
 from proxy.config import ConfigError, Settings, find_config, load_settings
 from proxy.connection_guard import ConnectionGuard
-from proxy.keys import GATE, SERVICE
 from proxy.observability.logging import configure_logging
 from proxy.observability.metrics import MULTIPROCESS_ENV
 

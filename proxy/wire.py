@@ -12,7 +12,7 @@ from aiohttp import web
 from policies.catalog import Family
 from policies.errors import InvalidRequest, PayloadTooLarge
 from policies.models import ImageRequest
-from proxy.keys import SETTINGS
+from proxy.app_keys import SETTINGS
 from proxy.memory import B64Cache
 from proxy.service import Served
 

@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestServer
 
 from policies.errors import ProviderError
 from proxy.app import create_app
+from proxy.app_keys import BLOBS, ENTRIES, METRICS
 from proxy.config import ServerSettings, Settings
-from proxy.keys import BLOBS, ENTRIES, METRICS
 from proxy.ports import ProviderCall, ProviderResult
 from proxy.providers.placeholder import PlaceholderProvider
 

@@ -44,10 +44,12 @@ def test_no_workflows_module_imports_the_server_shell():
 
 def test_the_check_sees_a_server_import(tmp_path):
     sample = tmp_path / "sample.py"
-    sample.write_text("import proxy.serving\nfrom proxy.keys import GATE\nfrom proxy import app\n")
+    sample.write_text(
+        "import proxy.serving\nfrom proxy.app_keys import GATE\nfrom proxy import app\n"
+    )
     assert [n for n in _imported(sample) if _server_shell(n)] == [
         "proxy.serving",
-        "proxy.keys",
+        "proxy.app_keys",
         "proxy",  # `from proxy import app` names the package; the line is refused too
     ]
 

@@ -26,7 +26,7 @@ from aiohttp import web
 from policies.abtest import ExperimentReport, assign, report
 from policies.errors import Conflict, GatewayError, InvalidRequest, NotFound
 from policies.models import CONTENT_TYPES
-from proxy.keys import BLOBS, ENTRIES, GATE, SETTINGS
+from proxy.app_keys import BLOBS, ENTRIES, GATE, SETTINGS
 from proxy.routes.ab_input import parse_alpha, parse_definition, resolve_images
 from proxy.routes.admin import require_admin
 from proxy.stores.experiments import Conversion, Experiment, ExperimentStore, ImageVariant

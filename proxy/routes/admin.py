@@ -22,8 +22,8 @@ from policies.budget import Window, format_usd
 from policies.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
 from policies.ledger_models import KeyRecord
 from proxy.access import Gatekeeper
+from proxy.app_keys import GATE, SERVICE
 from proxy.config_cost import CostConfigError, usd_to_micros
-from proxy.keys import GATE, SERVICE
 from proxy.wire import read_json
 
 __all__ = ["require_admin", "routes"]

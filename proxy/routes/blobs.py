@@ -10,8 +10,8 @@ from aiohttp import web
 
 from policies.errors import NotFound
 from policies.models import CONTENT_TYPES
+from proxy.app_keys import BLOB_MEMORY, BLOBS
 from proxy.imaging import sniff
-from proxy.keys import BLOB_MEMORY, BLOBS
 
 __all__ = ["routes"]
 

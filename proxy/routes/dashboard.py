@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from policies.errors import AuthenticationFailed
-from proxy.keys import ENTRIES, GATE, SERVICE
+from proxy.app_keys import ENTRIES, GATE, SERVICE
 from proxy.observability.dashboard_html import render_dashboard
 from proxy.routes.admin import require_admin, spend_report
 from proxy.wire import blob_url

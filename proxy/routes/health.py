@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from policies.catalog import Catalog, ModelSpec
 from policies.errors import AuthenticationFailed
-from proxy.keys import BLOBS, CATALOG, ENTRIES, GATE, METRICS, SERVICE, SETTINGS
+from proxy.app_keys import BLOBS, CATALOG, ENTRIES, GATE, METRICS, SERVICE, SETTINGS
 from proxy.providers.registry import ProviderRegistry
 
 __all__ = ["routes"]

@@ -12,10 +12,7 @@ from policies.models import ParsedRequest
 from policies.normalize import parse_edit, parse_generation, parse_variation
 from policies.uploads import form_rules
 from proxy.access import Caller
-from proxy.forms import read_form
-from proxy.hot import HotAnswer, HotKey
-from proxy.image_refs import read_json_edit, read_json_edit_body
-from proxy.keys import (
+from proxy.app_keys import (
     B64,
     CACHE_OUTCOME,
     CATALOG,
@@ -26,6 +23,9 @@ from proxy.keys import (
     SERVICE,
     SETTINGS,
 )
+from proxy.forms import read_form
+from proxy.hot import HotAnswer, HotKey
+from proxy.image_refs import read_json_edit, read_json_edit_body
 from proxy.routes.quote import DRY_RUN, dry_run, wants_dry_run
 from proxy.service import Served
 from proxy.wire import GENERATION_BODY_MAX, images_body, read_body, read_json, sse_events

@@ -29,7 +29,7 @@ from policies.normalize import request_key
 from policies.pricing import quote
 from policies.routing import Candidate
 from proxy.access import Caller, Gatekeeper
-from proxy.keys import GATE, LOG_FIELDS, SERVICE
+from proxy.app_keys import GATE, LOG_FIELDS, SERVICE
 from proxy.service import ImageService
 
 __all__ = ["DRY_RUN", "dry_run", "wants_dry_run"]

@@ -20,8 +20,8 @@ from PIL import Image
 
 from policies.abtest import two_proportion_test
 from proxy.app import create_app
+from proxy.app_keys import BLOBS
 from proxy.config_cost import parse_cost
-from proxy.keys import BLOBS
 from proxy.routes.ab import EXPERIMENTS, setup_ab
 from proxy.stores.memory import MemoryBlobStore
 from tests.conftest import CountingProvider

@@ -8,7 +8,7 @@ import os
 
 import aiohttp
 
-from proxy.keys import BLOB_MEMORY
+from proxy.app_keys import BLOB_MEMORY
 from tests.fakes import images
 
 # A real PNG header (the route sniffs the first bytes) followed by 5 MiB of padding: over the

@@ -15,8 +15,8 @@ import aiohttp
 import openai
 import pytest
 
+from proxy.app_keys import GATE
 from proxy.config_cost import parse_cost
-from proxy.keys import GATE
 from tests.conftest import CountingProvider, PricedProvider, start_gateway
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -11,8 +11,8 @@ import aiohttp
 import openai
 import pytest
 
+from proxy.app_keys import GATE
 from proxy.config_cost import parse_cost
-from proxy.keys import GATE
 from tests.conftest import PricedProvider, start_gateway
 from tests.fakes.images import make_png
 

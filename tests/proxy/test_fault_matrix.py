@@ -22,8 +22,8 @@ from aiohttp.test_utils import TestServer
 from PIL import Image
 
 from proxy.app import create_app
+from proxy.app_keys import GATE
 from proxy.config import ProviderSettings, RoutingSettings, Secret, Settings
-from proxy.keys import GATE
 from tests.fakes import images
 from tests.fakes.base import FakeServer
 from tests.fakes.fal_server import FakeFal

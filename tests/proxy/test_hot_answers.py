@@ -12,9 +12,9 @@ import aiohttp
 import openai
 import pytest
 
+from proxy.app_keys import BLOB_MEMORY, GATE, HOT
 from proxy.config import CacheSettings
 from proxy.config_cost import parse_cost
-from proxy.keys import BLOB_MEMORY, GATE, HOT
 from tests.conftest import PricedProvider, start_gateway
 
 SECRET = "sk-hot-path-0123456789abcdef"

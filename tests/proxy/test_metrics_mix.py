@@ -10,9 +10,9 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.app_keys import GATE
 from proxy.config import Secret
 from proxy.config_cost import parse_cost
-from proxy.keys import GATE
 from tests.proxy.test_routing_e2e import start, upstreams  # noqa: F401 - the fixture
 
 SECRET = "sk-metrics-0123456789abc"

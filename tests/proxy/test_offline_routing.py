@@ -8,7 +8,7 @@ import aiohttp
 from policies.catalog import Catalog
 from policies.normalize import parse_generation
 from policies.routing import RoutePolicy, plan_route
-from proxy.keys import CATALOG, GATE
+from proxy.app_keys import CATALOG, GATE
 
 
 def routed(catalog: Catalog, body: dict[str, object]) -> str:

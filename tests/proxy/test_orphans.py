@@ -14,8 +14,8 @@ import pytest
 
 from policies.budget import BudgetSpec
 from policies.ledger_models import LedgerRow
+from proxy.app_keys import GATE, SERVICE, SWEEPER
 from proxy.config_cost import parse_cost
-from proxy.keys import GATE, SERVICE, SWEEPER
 from proxy.stores.ledger import SqliteLedger
 from tests.conftest import start_gateway
 

@@ -9,9 +9,9 @@ from dataclasses import replace
 import aiohttp
 import pytest
 
+from proxy.app_keys import METRICS
 from proxy.config import ConfigError, Secret, load_settings
 from proxy.config_cost import parse_cost
-from proxy.keys import METRICS
 from tests.conftest import start_gateway
 
 API_KEY = "sk-routes-0123456789abc"

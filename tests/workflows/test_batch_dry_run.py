@@ -10,9 +10,9 @@ from dataclasses import replace
 from aiohttp.test_utils import TestServer
 
 from proxy.app import create_app
+from proxy.app_keys import GATE
 from proxy.config import ProviderSettings, Secret
 from proxy.config_cost import parse_cost
-from proxy.keys import GATE
 from tests.conftest import CountingProvider, Gateway
 from tests.fakes.replicate_server import FakeReplicate
 from tests.workflows.test_batch import batch

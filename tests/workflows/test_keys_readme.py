@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from proxy.keys import GATE
+from proxy.app_keys import GATE
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "config.toml"

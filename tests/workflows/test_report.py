@@ -18,8 +18,8 @@ import openai
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from proxy.app_keys import GATE
 from proxy.config_cost import parse_cost
-from proxy.keys import GATE
 from proxy.workflows.report import main, parse_since
 from proxy.workflows.report_chart import SAVED_COLOR, SPEND_COLOR
 from proxy.workflows.report_output import money

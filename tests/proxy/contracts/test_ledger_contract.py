@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 
 from policies.budget import BudgetSpec, Denied
 from policies.ledger_models import ORPHANED, LedgerRow
-from proxy.keys import METRICS
+from proxy.app_keys import METRICS
 from proxy.ports import Ledger
 from proxy.stores.embedded import SqliteLedgerPort
 from proxy.stores.ledger import SqliteLedger
