@@ -58,11 +58,21 @@ class GatewayError(Exception):
     default_code: str | None = None
     retryable: bool = False
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        """`retry_after`: seconds after which the same request is worth sending again (the
+        answer's `Retry-After`), where the gateway or an upstream knows it."""
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code if code is not None else self.default_code
+        self.retry_after = retry_after
 
     def envelope(self) -> dict[str, dict[str, str | None]]:
         return {
@@ -171,8 +181,8 @@ class RateLimited(PolicyDenied):
         remaining: int = 0,
         reset_seconds: float | None = None,
     ) -> None:
-        super().__init__(message, param=param, code=code)
-        self.retry_after = retry_after
+        super().__init__(message, param=param, code=code, retry_after=retry_after)
+        self.retry_after: float = retry_after
         self.unit = unit
         self.limit = limit
         self.remaining = remaining
@@ -202,8 +212,7 @@ class NoRoute(GatewayError):
         code: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, param=param, code=code)
-        self.retry_after = retry_after
+        super().__init__(message, param=param, code=code, retry_after=retry_after)
         self.retryable = retry_after is not None
 
 
@@ -215,17 +224,6 @@ class ProviderError(GatewayError):
     openai_type = "server_error"
     default_code = "upstream_error"
     retryable = True
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message, param=param, code=code)
-        self.retry_after = retry_after
 
 
 class ProviderTimeout(ProviderError):

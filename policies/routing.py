@@ -170,8 +170,8 @@ def _no_route(asked: ModelSpec, reasons: dict[str, str], waiting: list[Blocked])
     )
 
 
-# The operator's safety level as each provider's knob takes it (seed: "FLUX Pro: configurable
-# (1-6)"); OpenAI's `moderation=low` is raised to `auto` under `strict`.
+# The operator's safety level as each provider's knob takes it (FLUX Pro's `safety_tolerance`
+# runs 1-6); OpenAI's `moderation=low` is raised to `auto` under `strict`.
 _SAFETY_TOLERANCE = {"strict": 1, "moderate": 2, "permissive": 5}
 
 

@@ -15,10 +15,8 @@ from policies.errors import (
     GatewayError,
     InvalidRequest,
     MethodNotAllowed,
-    NoRoute,
     NotFound,
     PayloadTooLarge,
-    ProviderError,
     RateLimited,
     RequestTimeout,
 )
@@ -117,7 +115,7 @@ def _render(error: GatewayError) -> web.Response:
     headers: dict[str, str] = {}
     if isinstance(error, RateLimited):
         headers = rate_limit_headers(error)
-    elif isinstance(error, NoRoute | ProviderError) and error.retry_after and error.retryable:
+    elif error.retry_after and error.retryable:  # a wait an upstream or a circuit named
         headers = _retry_after(error.retry_after) | {"x-should-retry": "true"}
     elif isinstance(error, MethodNotAllowed):
         headers["Allow"] = ", ".join(error.allowed)  # RFC 9110 15.5.6

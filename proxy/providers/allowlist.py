@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["HostAllowList", "is_non_public", "norm_host"]
+__all__ = ["HostAllowList", "is_ip", "is_non_public", "norm_host"]
 
 DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
@@ -83,7 +83,7 @@ class HostAllowList:
     def __init__(self, patterns: Iterable[str]) -> None:
         self.entries: tuple[_Entry, ...] = tuple(_parse(p) for p in patterns if p.strip())
         self._addresses = frozenset(
-            e.host for e in self.entries if not e.wildcard and _is_ip(e.host)
+            e.host for e in self.entries if not e.wildcard and is_ip(e.host)
         )
 
     def match(self, scheme: str, host: str, port: int | None) -> _Entry | None:
@@ -101,7 +101,7 @@ class HostAllowList:
         return _canonical(address) in {_canonical(a) for a in self._addresses}
 
 
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -11,7 +11,6 @@ verifies the certificate against the host name, and `Host` still names it.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import socket
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
@@ -21,7 +20,7 @@ from typing import Protocol
 import httpcore
 import httpx
 
-from proxy.providers.allowlist import is_non_public
+from proxy.providers.allowlist import is_ip, is_non_public
 
 __all__ = ["PinnedTransport", "Resolver", "SystemResolver"]
 
@@ -38,14 +37,6 @@ class SystemResolver:
     async def resolve(self, host: str, port: int) -> list[str]:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class _PinnedBackend(httpcore.AsyncNetworkBackend):
@@ -67,7 +58,7 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        addresses = [host] if _is_ip(host) else await self._checked(host, port, timeout)
+        addresses = [host] if is_ip(host) else await self._checked(host, port, timeout)
         failure: Exception = httpcore.ConnectError(f"no address for {host}")
         for address in addresses:
             try:
