@@ -1,0 +1,205 @@
+"""What happened, as frozen values: the logic emits events, hooks observe them.
+
+The service, the generator, the router and the HTTP middleware never touch a metric or a
+logger: they `emit` one of these values, and each hook (Prometheus metrics, structlog lines,
+a list in tests) turns it into what it keeps. Hooks run inline and must not raise or await;
+the speed-ups of the hot path (pre-bound metric children, batched log lines) live inside
+them. Fields are bounded and safe to log: a request key is cut to 12 characters by the hook
+that prints it, and no event carries a prompt or a secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeVar
+
+__all__ = [
+    "BackendFailed",
+    "CacheLookedUp",
+    "Charged",
+    "CircuitChanged",
+    "Denied",
+    "Event",
+    "Events",
+    "FellBack",
+    "Hook",
+    "ListHook",
+    "OverQuoted",
+    "ProviderCalled",
+    "RequestCompleted",
+    "ReservationOrphaned",
+    "Saved",
+    "StoreFailed",
+]
+
+DenialReason = Literal["auth", "model", "prompt_policy", "rate_limit", "budget"]
+Outcome = Literal["hit", "miss", "partial", "coalesced", "bypass"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCompleted:
+    """One HTTP request answered (the access log line and the request metrics)."""
+
+    route: str  # the route template, never the raw path
+    method: str
+    status: int
+    cache: str  # the X-Cache outcome in lower case, "none" when there is none
+    seconds: float
+    fields: dict[str, object] = field(default_factory=dict)  # key[:12], model, cost...
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CacheLookedUp:
+    """An image request's cache outcome, once per request."""
+
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCalled:
+    """One upstream attempt: `outcome` is "ok" or the error code."""
+
+    provider: str
+    model: str
+    outcome: str
+    seconds: float
+    attempt: int = 1
+    images: int = 0
+    calls: int = 1
+    cost_micros: int = 0
+    error: str = ""  # the provider's message when it failed (never a secret)
+
+
+@dataclass(frozen=True, slots=True)
+class FellBack:
+    """A request moved on from a model that failed to the next candidate."""
+
+    from_model: str
+    to_model: str
+    provider: str  # the next candidate's provider
+
+
+@dataclass(frozen=True, slots=True)
+class Denied:
+    """A request refused by policy."""
+
+    reason: DenialReason
+
+
+@dataclass(frozen=True, slots=True)
+class Charged:
+    """Money settled for a generation (a spend row)."""
+
+    key_name: str | None
+    team: str | None
+    model: str
+    cost_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """What hits saved, per counted hit row (emitted when the rows are flushed)."""
+
+    key_name: str | None
+    team: str | None
+    model: str
+    saved_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class OverQuoted:
+    """An upstream billed beyond the worst-case quote; the model is held."""
+
+    provider: str
+    model: str
+    quote_micros: int
+    reported_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitChanged:
+    """A model's circuit: 0 closed, 0.5 half-open, 1 open (held or failing)."""
+
+    model: str
+    state: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationOrphaned:
+    """A reservation settled at its quote because its call was cut off or its owner died."""
+
+    model: str
+    key_name: str | None
+    cost_micros: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoreFailed:
+    """Generated (and charged) images that could not be stored."""
+
+    request_key: str
+    model: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackendFailed:
+    """A store or background duty failed (`what`: "ledger.flush", "ledger.sweep",
+    "redis", "postgres", "s3"...); the gateway keeps running."""
+
+    what: str
+    error: str
+
+
+Event = (
+    RequestCompleted
+    | CacheLookedUp
+    | ProviderCalled
+    | FellBack
+    | Denied
+    | Charged
+    | Saved
+    | OverQuoted
+    | CircuitChanged
+    | ReservationOrphaned
+    | StoreFailed
+    | BackendFailed
+)
+
+
+class Hook(Protocol):
+    """Observes events. Called inline on the event loop: cheap, never raises, never awaits."""
+
+    def __call__(self, event: Event) -> None: ...
+
+
+class Events:
+    """Emits each event to every hook, in order."""
+
+    __slots__ = ("hooks",)
+
+    def __init__(self, hooks: Iterable[Hook] = ()) -> None:
+        self.hooks: tuple[Hook, ...] = tuple(hooks)
+
+    def emit(self, event: Event) -> None:
+        for hook in self.hooks:
+            hook(event)
+
+
+_E = TypeVar("_E")
+
+
+class ListHook:
+    """Keeps every event: what tests assert on."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type[_E]) -> list[_E]:
+        """The events of one kind, in the order they came."""
+        return [event for event in self.events if isinstance(event, kind)]

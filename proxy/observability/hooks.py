@@ -1,0 +1,172 @@
+"""The two hooks every gateway runs: Prometheus metrics and structlog lines.
+
+Each dispatches on the event's type through a dict (one lookup, no isinstance chain) and
+keeps its metric children bound once per label set (`Metrics.child`), so the hit path pays
+a few dict lookups per event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from policies.budget import MICROS_PER_USD, format_usd
+from proxy.observability.events import (
+    BackendFailed,
+    CacheLookedUp,
+    Charged,
+    CircuitChanged,
+    Denied,
+    Event,
+    FellBack,
+    OverQuoted,
+    ProviderCalled,
+    RequestCompleted,
+    ReservationOrphaned,
+    Saved,
+    StoreFailed,
+)
+from proxy.observability.logging import info_line
+from proxy.observability.metrics import Metrics
+
+__all__ = ["LogHook", "MetricsHook"]
+
+
+class MetricsHook:
+    """Events -> the app's Prometheus metrics (proxy.observability.metrics)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._on: dict[type[Any], Callable[[Any], None]] = {
+            RequestCompleted: self._request,
+            CacheLookedUp: self._lookup,
+            ProviderCalled: self._provider,
+            FellBack: self._fallback,
+            Denied: self._denied,
+            Charged: self._charged,
+            Saved: self._saved,
+            CircuitChanged: self._circuit,
+        }
+
+    def __call__(self, event: Event) -> None:
+        handle = self._on.get(type(event))
+        if handle is not None:
+            handle(event)
+
+    def _request(self, e: RequestCompleted) -> None:
+        m = self.metrics
+        m.child(m.requests, e.route, e.method, str(e.status)).inc()
+        m.child(m.request_seconds, e.route, e.cache).observe(e.seconds)
+
+    def _lookup(self, e: CacheLookedUp) -> None:
+        self.metrics.child(self.metrics.cache_lookups, e.outcome).inc()
+
+    def _provider(self, e: ProviderCalled) -> None:
+        m = self.metrics
+        m.child(m.provider_calls, e.provider, e.model, e.outcome).inc()
+        m.child(m.provider_seconds, e.provider, e.model).observe(e.seconds)
+
+    def _fallback(self, e: FellBack) -> None:
+        m = self.metrics
+        m.child(m.retries, e.provider, e.to_model).inc()
+        m.child(m.fallbacks, e.from_model, e.to_model).inc()
+
+    def _denied(self, e: Denied) -> None:
+        self.metrics.child(self.metrics.denials, e.reason).inc()
+
+    def _charged(self, e: Charged) -> None:
+        m = self.metrics
+        m.child(m.spend, e.key_name or "", e.team or "", e.model).inc(
+            e.cost_micros / MICROS_PER_USD
+        )
+
+    def _saved(self, e: Saved) -> None:
+        m = self.metrics
+        m.child(m.saved, e.key_name or "", e.team or "", e.model).inc(
+            e.saved_micros / MICROS_PER_USD
+        )
+
+    def _circuit(self, e: CircuitChanged) -> None:
+        self.metrics.child(self.metrics.circuit_state, e.model).set(e.state)
+
+
+class LogHook:
+    """Events -> structlog lines: one per request (`http.request_completed`, image routes
+    only), one per upstream call, and a warning or error for what an operator must see."""
+
+    def __init__(self, logger: Any = None) -> None:
+        self.log = logger if logger is not None else structlog.get_logger("imagegate")
+        self._on: dict[type[Any], Callable[[Any], None]] = {
+            RequestCompleted: self._request,
+            ProviderCalled: self._provider,
+            OverQuoted: self._over_quote,
+            ReservationOrphaned: self._orphaned,
+            StoreFailed: self._store_failed,
+            BackendFailed: self._backend_failed,
+        }
+
+    def __call__(self, event: Event) -> None:
+        handle = self._on.get(type(event))
+        if handle is not None:
+            handle(event)
+
+    def _request(self, e: RequestCompleted) -> None:
+        if not e.route.startswith("/v1/images"):
+            return
+        fields: dict[str, object] = {
+            "method": e.method,
+            "route": e.route,
+            "status": e.status,
+            "cache": e.cache,
+            "ms": round(e.seconds * 1000, 2),
+            **e.fields,
+            "request_id": e.request_id,
+        }
+        info_line(self.log, "http.request_completed", fields)
+
+    def _provider(self, e: ProviderCalled) -> None:
+        if e.outcome == "ok":
+            self.log.info(
+                "provider.called",
+                provider=e.provider,
+                model=e.model,
+                attempt=e.attempt,
+                images=e.images,
+                calls=e.calls,
+                cost_micros=e.cost_micros,
+            )
+        else:
+            self.log.warning(
+                "provider.call_failed",
+                provider=e.provider,
+                model=e.model,
+                attempt=e.attempt,
+                code=e.outcome,
+                error=e.error,
+            )
+
+    def _over_quote(self, e: OverQuoted) -> None:
+        self.log.warning(
+            "budget.over_quote",
+            provider=e.provider,
+            model=e.model,
+            quote_usd=format_usd(e.quote_micros),
+            reported_usd=format_usd(e.reported_micros),
+            over_quote_usd=format_usd(max(0, e.reported_micros - e.quote_micros)),
+        )
+
+    def _orphaned(self, e: ReservationOrphaned) -> None:
+        self.log.warning(
+            "budget.reservation_orphaned",
+            model=e.model,
+            key=e.key_name,
+            cost_usd=format_usd(e.cost_micros),
+        )
+
+    def _store_failed(self, e: StoreFailed) -> None:
+        self.log.error("cache.store_failed", key=e.request_key[:12], model=e.model, error=e.error)
+
+    def _backend_failed(self, e: BackendFailed) -> None:
+        self.log.error(f"{e.what}_failed", error=e.error)
