@@ -90,55 +90,28 @@ class StoreStats:
 
 class BlobStore(Protocol):
     """sha256 -> image bytes. Immutable, deduplicated; never returns bytes that don't hash
-    to their address (a corrupt blob is deleted and reported as missing)."""
+    to their address (a corrupt blob is deleted and reported as missing). Async: S3 may sit
+    behind it (the disk adapter reads a page-cached file inline, `proxy.stores.async_stores`)."""
 
-    def put(self, data: bytes) -> str:
+    async def put(self, data: bytes) -> str:
         """Store `data`; return its sha256 hex. Idempotent and atomic."""
         ...
 
-    def get(self, sha256: str) -> bytes | None: ...
+    async def get(self, sha256: str) -> bytes | None: ...
 
-    def open(self, sha256: str) -> BlobFile | None:
+    async def open(self, sha256: str) -> BlobFile | None:
         """A verified file for `sha256`, or None (missing, corrupt, or not file-backed)."""
         ...
 
-    def ping(self) -> None:
+    async def ping(self) -> None:
         """Raise if the store is unreachable."""
         ...
-
-    def stats(self) -> StoreStats: ...
-
-
-class EntryStore(Protocol):
-    """(request key, index) -> Entry."""
-
-    def get(self, key: str, index: int) -> Entry | None: ...
-
-    def put(self, key: str, index: int, entry: Entry, *, ttl: float | None = None) -> None: ...
-
-    def delete(self, key: str, index: int) -> None: ...
-
-    def ping(self) -> None: ...
-
-    def stats(self) -> StoreStats: ...
-
-
-class AsyncBlobStore(Protocol):
-    """`BlobStore` as a network store (S3) can serve it."""
-
-    async def put(self, data: bytes) -> str: ...
-
-    async def get(self, sha256: str) -> bytes | None: ...
-
-    async def open(self, sha256: str) -> BlobFile | None: ...
-
-    async def ping(self) -> None: ...
 
     async def stats(self) -> StoreStats: ...
 
 
-class AsyncEntryStore(Protocol):
-    """`EntryStore` as a network store (Redis) can serve it."""
+class EntryStore(Protocol):
+    """(request key, index) -> Entry. Async: Redis may sit behind it."""
 
     async def get(self, key: str, index: int) -> Entry | None: ...
 
@@ -151,6 +124,11 @@ class AsyncEntryStore(Protocol):
     async def ping(self) -> None: ...
 
     async def stats(self) -> StoreStats: ...
+
+
+# The names the contract suites were written against, before these became the ports.
+AsyncBlobStore = BlobStore
+AsyncEntryStore = EntryStore
 
 
 class KeyStore(Protocol):
@@ -304,6 +282,10 @@ class ExperimentStore(Protocol):
         ...
 
     async def get(self, name: str) -> Experiment | None: ...
+
+    async def experiments(self) -> list[Experiment]:
+        """Every experiment, oldest first (then by name)."""
+        ...
 
     async def delete(self, name: str) -> bool:
         """Drop it with its events and the image copies no other experiment shows."""

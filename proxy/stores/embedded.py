@@ -20,6 +20,7 @@ from proxy.stores.owners import OwnerState, owner_state
 __all__ = ["SqliteExperiments", "SqliteKeyStore", "SqliteLedgerPort", "SqliteLimitStore"]
 
 _to_thread = asyncio.to_thread
+_CHECKPOINT_EVERY = 40  # hit rows are recorded every quarter second: about every 10 s
 
 
 class SqliteKeyStore:
@@ -62,6 +63,7 @@ class SqliteLedgerPort:
     ) -> None:
         self._db = ledger
         self._state = state
+        self._records = 0
 
     # -- Ledger ------------------------------------------------------------------------------
 
@@ -92,7 +94,17 @@ class SqliteLedgerPort:
         return await _to_thread(sweep)
 
     async def record(self, rows: Sequence[LedgerRow]) -> None:
-        await _to_thread(self._db.record_many, rows)
+        """In one commit; every `_CHECKPOINT_EVERY` records the WAL is folded into the
+        database too (without blocking anyone), or the hit rows would grow it without end."""
+        self._records += 1
+        checkpoint = self._records % _CHECKPOINT_EVERY == 0
+
+        def write() -> None:
+            self._db.record_many(rows)
+            if checkpoint:
+                self._db.checkpoint()
+
+        await _to_thread(write)
 
     async def budget_left(self, budgets: Sequence[BudgetSpec], now: float) -> list[BudgetUsage]:
         return await _to_thread(self._db.budget_left, budgets, now)
@@ -172,6 +184,9 @@ class SqliteExperiments:
 
     async def get(self, name: str) -> Experiment | None:
         return await _to_thread(self._db.get, name)
+
+    async def experiments(self) -> list[Experiment]:
+        return await _to_thread(self._db.experiments)
 
     async def delete(self, name: str) -> bool:
         return await _to_thread(self._db.delete, name)
