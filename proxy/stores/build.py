@@ -36,6 +36,7 @@ from proxy.stores.embedded import (
 )
 from proxy.stores.experiments import ExperimentStore as SqliteExperimentDb
 from proxy.stores.flight_locks import FcntlFlightLock
+from proxy.stores.hit_rows import HitRowWriter
 from proxy.stores.ledger import SqliteLedger
 
 __all__ = ["Stores", "build_stores"]
@@ -89,11 +90,12 @@ def build_stores(
         closers.append(disk_blobs.close)
         blobs = disk_blobs
     db = SqliteLedger(root / "ledger.sqlite3")
-    ledger = SqliteLedgerPort(db)
+    hit_rows = HitRowWriter(db.path)
+    ledger = SqliteLedgerPort(db, hit_rows=hit_rows)
     buckets = SharedBuckets(root / "state.sqlite3")
     experiments = SqliteExperimentDb(root / "experiments.sqlite3")
     flights = FcntlFlightLock(root / "flights.lock")
-    closers += [db.close, buckets.close, experiments.close, flights.close]
+    closers += [hit_rows.close, db.close, buckets.close, experiments.close, flights.close]
     return Stores(
         entries=entries,
         blobs=blobs,

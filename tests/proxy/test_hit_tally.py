@@ -15,6 +15,7 @@ from proxy.observability.events import Events
 from proxy.observability.hooks import MetricsHook
 from proxy.observability.metrics import Metrics
 from proxy.stores.embedded import SqliteLedgerPort
+from proxy.stores.hit_rows import HitRowWriter
 from proxy.stores.ledger import FREE_ROW_INSERT, SqliteLedger, row_values
 
 KEY_A, KEY_B = "a" * 64, "b" * 64
@@ -118,10 +119,9 @@ def test_the_insert_names_every_column_it_fills():
 
 async def test_a_failed_flush_keeps_its_rows_for_the_next(tmp_path):
     ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
-    metrics = Metrics()
-    gate = Accounts(
-        SqliteLedgerPort(ledger), parse_cost({}), Events([MetricsHook(metrics)]), lambda: 100.0
-    )
+    metrics, writer = Metrics(), HitRowWriter(ledger.path)  # the gateway's loop writer
+    port = SqliteLedgerPort(ledger, hit_rows=writer)
+    gate = Accounts(port, parse_cost({}), Events([MetricsHook(metrics)]), lambda: 100.0)
     admin = sqlite3.connect(ledger.path, isolation_level=None)
     try:
         gate.hits.add(100.0, None, None, KEY_A, "m", "p", 1, 5, "HIT", "r1")
@@ -145,4 +145,5 @@ async def test_a_failed_flush_keeps_its_rows_for_the_next(tmp_path):
         ]
     finally:
         admin.close()
+        writer.close()
         ledger.close()
