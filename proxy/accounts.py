@@ -91,14 +91,16 @@ class Accounts:
             if row is not None:
                 self.events.emit(ReservationOrphaned(row.model, row.key_name, row.cost_micros))
 
-    def record_hit(self, row: LedgerRow) -> None:
-        """One hit's row, counted in memory until the next flush (`proxy.hit_tally`: repeats
-        of one request share a row). The memo's hit path calls `hits.add` itself."""
-        if row.cost_micros or row.requests != 1:
-            raise ValueError("one hit's row (cost 0, 1 request); charged rows are settled")
+    def count_hit(
+        self, caller: Caller, request_id: str, request_key: str, model: str, provider: str,
+        images: int, saved_micros: int, cache: str = "HIT",
+    ) -> None:  # fmt: skip
+        """One hit (or coalesced answer), counted in memory until the next flush
+        (`proxy.hit_tally`: repeats of one request share a row). No `LedgerRow` is built
+        per hit: the memo's hit path is a few microseconds."""
         self.hits.add(
-            row.ts, row.key_name, row.team, row.request_key, row.model, row.provider,
-            row.images, row.saved_micros, row.cache, row.request_id,
+            self.clock(), caller.name, caller.team, request_key, model, provider, images,
+            saved_micros, cache, request_id or None,
         )  # fmt: skip
 
     async def flush_hits(self) -> None:

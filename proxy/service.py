@@ -131,7 +131,11 @@ class ImageService:
             if answer is not None:  # its prompt passed the policy when it was kept
                 self._admit(caller, answer.requested_model, None)
                 rate = await self._take_request(caller)
-                self._record_repeat(caller, ask.request_id, answer)
+                self.accounts.count_hit(
+                    caller, ask.request_id, answer.request_key, answer.model,
+                    answer.provider, answer.images, answer.saved_micros,
+                )  # fmt: skip
+                self.events.emit(_HIT)
                 return Repeated(answer, rate)
         parsed, uploads = await ask.parse()
         self._admit(caller, parsed.request.model, parsed.request.prompt)
@@ -171,14 +175,6 @@ class ImageService:
                 raise decision.error
             case _:
                 assert_never(decision)
-
-    def _record_repeat(self, caller: Caller, request_id: str, answer: HotAnswer) -> None:
-        """The memo's hit: the same hit row and lookup event as a hit through the stores."""
-        self.accounts.hits.add(
-            self.clock(), caller.name, caller.team, answer.request_key, answer.model,
-            answer.provider, answer.images, answer.saved_micros, "HIT", request_id or None,
-        )  # fmt: skip
-        self.events.emit(_HIT)
 
     async def serve(
         self,
@@ -232,14 +228,16 @@ class ImageService:
         return await blobs.open(sha256) is not None or await blobs.get(sha256) is not None
 
     def record(self, job: Job, served: list[ServedImage], cache: str) -> None:
-        """A ledger row for images this request got without paying: what they saved."""
+        """A hit row for images this request got without paying: what they saved (the
+        memo's repeat counts the same row, `Accounts.count_hit`)."""
         if not served:
             return
         first = served[0].entry
         saved = sum(image.entry.cost_micros for image in served)
-        row = job.row(self.clock(), first.model, first.provider, len(served), cost=0,
-                      saved=saved, cache=cache)  # fmt: skip
-        self.accounts.record_hit(row)
+        self.accounts.count_hit(
+            job.caller, job.request_id, job.key, first.model, first.provider, len(served),
+            saved, cache,
+        )  # fmt: skip
 
     def remember(
         self, answered: Answered, headers: Mapping[str, str], body: bytes, created: int
