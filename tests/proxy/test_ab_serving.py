@@ -371,4 +371,4 @@ async def test_list_redefine_and_delete(ab):
     await hero(ab)  # the name is free again, and starts from nothing
     _, fresh = await ab.admin("GET", "/admin/ab/hero")
     assert sum(s["impressions"] for s in fresh["stats"]) == 0
-    assert ab.app[EXPERIMENTS].image(a) is not None
+    assert await ab.app[EXPERIMENTS].image(a) is not None
