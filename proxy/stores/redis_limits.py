@@ -10,8 +10,9 @@ those buckets then builds the same `Allowed` / `Limited` / `Oversized` as in one
 Floats cross as text written with 17 significant digits (exact for a double) both ways,
 so Lua and Python compute on the same numbers. `now` is the caller's clock, never Redis
 TIME: the gateway's clock decides, as in the embedded store. A bucket key
-(`{prefix}bucket:{key}`) expires once the bucket would be full again (a missing bucket
-is a full one), and a full bucket is deleted at once."""
+(`{prefix}bucket:{key}`) expires a second after the bucket would be full again by that
+clock (a missing bucket is a full one), counting from its `updated`, which a clock that
+went back leaves ahead of `now`: so a step back never mints tokens while the key lives."""
 
 from __future__ import annotations
 
@@ -49,13 +50,8 @@ for i = 1, #KEYS do
   out[2*i], out[2*i+1] = string.format('%.17g', tokens[i]), string.format('%.17g', updated[i])
   local left = tokens[i]
   if ok == 1 then left = math.max(0, left - costs[i]) end
-  if left >= caps[i] then
-    redis.call('DEL', KEYS[i])
-  else
-    local full_ms = math.ceil((caps[i] - left) / speeds[i] * 1000) + 1000
-    local value = string.format('%.17g %.17g', left, updated[i])
-    redis.call('SET', KEYS[i], value, 'PX', full_ms)
-  end
+  local full_ms = math.ceil((updated[i] - now + (caps[i] - left) / speeds[i]) * 1000) + 1000
+  redis.call('SET', KEYS[i], string.format('%.17g %.17g', left, updated[i]), 'PX', full_ms)
 end
 return out
 """
