@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Final
 
 import redis.exceptions
 from redis.asyncio import Redis
 
 __all__ = ["Wakeups"]
+
+_IDLE: Final = 30.0  # seconds the listener reads before checking its connection
 
 
 class Wakeups:
@@ -59,7 +62,8 @@ class Wakeups:
         try:
             await pubsub.subscribe(self._channel)
             while True:
-                message = await pubsub.get_message(timeout=None)
+                # A bounded read, so the client's health check pings an idle connection.
+                message = await pubsub.get_message(timeout=_IDLE)
                 if message is None:
                     continue
                 if message["type"] == "subscribe":  # Redis confirms: now nothing is missed

@@ -95,6 +95,7 @@ class RedisFlightLock:
         self._renew = client.register_script(_RENEW)
         self._locals: dict[str, _Local] = {}
         self._held: dict[str, asyncio.Task[None] | None] = {}  # token -> its renewal task
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     def _lease_key(self, key: str) -> str:
         return f"{self._prefix}flight:{key}"
@@ -114,6 +115,7 @@ class RedisFlightLock:
         except BaseException:
             local.lock.release()
             self._leave(key, local)
+            self._abandon(key, token)
             raise
         self._held[token] = self._start_renewing(FlightHold(key, waited, token))
         return FlightHold(key, waited, token)
@@ -129,6 +131,18 @@ class RedisFlightLock:
                         await woken.wait()
                 woken.clear()
         return True
+
+    def _abandon(self, key: str, token: str) -> None:
+        """A cancelled acquire (its client went away) may have won the lease just as it
+        was cancelled: let it go in the background, or the key would stay taken until the
+        lease ran out. Redis down: nothing to do, the lease runs out by itself."""
+        task = asyncio.create_task(self._let_go(key, token))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _let_go(self, key: str, token: str) -> None:
+        with contextlib.suppress(BackendUnavailable), redis_unavailable(self._redis):
+            await self._release(keys=[self._lease_key(key)], args=[token, self._channel, key])
 
     async def _try(self, key: str, token: str) -> bool:
         with redis_unavailable(self._redis):
@@ -185,4 +199,6 @@ class RedisFlightLock:
             if renewal is not None:
                 renewal.cancel()
         self._held.clear()
+        if self._cleanups:
+            await asyncio.wait(self._cleanups)
         await self._wakeups.aclose()

@@ -127,3 +127,24 @@ async def test_a_lease_taken_by_another_makes_renew_false(
     assert not await lock.renew(hold)
     await lock.release(hold, landed=False)
     assert await probe.get(lease) == b"another-replica"  # not ours: left alone
+
+
+async def test_a_cancelled_waiter_leaves_no_lease_behind(
+    replica: Replica, probe: Redis, redis_backend: RedisBackend
+) -> None:
+    lock = replica(poll=0.05)
+    hold = await lock.acquire(KEY)
+    waiting = asyncio.create_task(lock.acquire(KEY))
+    gone = asyncio.create_task(replica(poll=0.05).acquire(KEY))  # another replica's waiter
+    await asyncio.sleep(0.1)
+    waiting.cancel()  # its client went away
+    gone.cancel()
+    await lock.release(hold, landed=True)
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    again = await asyncio.wait_for(lock.acquire(KEY), 5)  # not blocked by either
+    assert not again.waited
+    await lock.release(again, landed=True)
+    assert await probe.exists(f"{redis_backend.prefix}flight:{KEY}") == 0
