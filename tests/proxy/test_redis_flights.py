@@ -64,11 +64,11 @@ async def test_a_dead_holders_lease_runs_out_and_a_waiter_takes_over(
 
 
 async def test_a_holder_that_keeps_renewing_keeps_its_lease(replica: Replica) -> None:
-    holder = replica(lease=0.3, renew_every=0.05)
-    waiter = replica(lease=0.3, poll=0.05)
+    holder = replica(lease=0.5, renew_every=0.05)
+    waiter = replica(lease=0.5, poll=0.05)
     hold = await holder.acquire(KEY)
     waiting = asyncio.create_task(waiter.acquire(KEY))
-    await asyncio.sleep(1.0)  # more than three leases
+    await asyncio.sleep(1.6)  # more than three leases
     assert not waiting.done()
     assert await holder.renew(hold)
     await holder.release(hold, landed=True)
