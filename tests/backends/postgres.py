@@ -80,12 +80,12 @@ async def _ensure_template(admin: asyncpg.Connection) -> str:
 
 
 @asynccontextmanager
-async def postgres_database() -> AsyncIterator[str]:
-    """The DSN of a new, migrated database of its own, dropped afterwards."""
+async def postgres_database(*, migrated: bool = True) -> AsyncIterator[str]:
+    """The DSN of a new database of its own (migrated unless told not), dropped afterwards."""
     admin = await _admin()
     name = f"imagegate_test_{uuid.uuid4().hex}"
     try:
-        template = await _ensure_template(admin)
+        template = await _ensure_template(admin) if migrated else "template1"
         await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         try:
             yield dsn_of(name)
