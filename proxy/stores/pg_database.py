@@ -63,6 +63,7 @@ class PgDatabase:
                 max_size=max_size,
                 timeout=connect_timeout,
                 command_timeout=command_timeout,
+                server_settings={"application_name": "imagegate"},  # pg_stat_activity
             )
         except UNREACHABLE as exc:
             raise unreachable(exc) from exc

@@ -77,8 +77,10 @@ _OPEN: Final = (
     "SELECT r.id, r.owner, COALESCE(o.seen, r.created) < $1 AS silent FROM reservations AS r "
     "LEFT JOIN replicas AS o ON o.owner = r.owner"
 )
-_CLAIM: Final = (
-    "SELECT id FROM reservations WHERE id = ANY($1::text[]) ORDER BY created FOR UPDATE SKIP LOCKED"
+_CLAIM: Final = (  # still gone once locked: a heartbeat since the first look keeps them
+    "SELECT r.id FROM reservations AS r LEFT JOIN replicas AS o ON o.owner = r.owner "
+    "WHERE r.id = ANY($1::text[]) AND (r.owner = ANY($2::text[]) "
+    "OR COALESCE(o.seen, r.created) < $3) ORDER BY r.created FOR UPDATE OF r SKIP LOCKED"
 )
 _ORPHAN_OF: Final = (
     "SELECT id, ts, key_name, team, cost_micros FROM ledger WHERE reservation = $1 "
@@ -184,11 +186,13 @@ class PgLedger:
             await conn.execute(_HEARTBEAT, owner, now)
             await conn.execute(_FORGET, now - _OWNERS_KEPT)
             found = await conn.fetch(_OPEN, now - lease)
-            gone = [r["id"] for r in found if self._gone(r["owner"], r["silent"])]
+            gone = [r for r in found if self._gone(r["owner"], r["silent"])]
             if not gone:
                 return []
+            dead = sorted({r["owner"] for r in gone if self._state(r["owner"]) == "dead"})
             async with conn.transaction():
-                claimed = [r["id"] for r in await conn.fetch(_CLAIM, gone)]
+                locked = await conn.fetch(_CLAIM, [r["id"] for r in gone], dead, now - lease)
+                claimed = [r["id"] for r in locked]
                 orphans = [await _orphan(conn, rid) for rid in claimed]
         return [row for row in orphans if row is not None]
 

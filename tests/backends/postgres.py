@@ -18,13 +18,14 @@ import asyncio
 import atexit
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Final
 
 import asyncpg
 import pytest
 
+from proxy.stores.owners import OwnerState
 from proxy.stores.pg_database import PgDatabase
 from proxy.stores.pg_schema import migrate
 from proxy.stores.postgres import PgStores, open_postgres
@@ -96,10 +97,12 @@ async def postgres_database(*, migrated: bool = True) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def postgres_stores(**kw: object) -> AsyncIterator[PgStores]:
-    """Every PostgreSQL adapter over a database of its own (`open_postgres`'s keywords)."""
+async def postgres_stores(
+    state: Callable[[str], OwnerState] | None = None,
+) -> AsyncIterator[PgStores]:
+    """Every PostgreSQL adapter over a database of its own (`state`: see `PgLedger`)."""
     async with postgres_database() as dsn:
-        stores = await open_postgres(dsn, **kw)  # type: ignore[arg-type]
+        stores = await open_postgres(dsn, state=state)
         try:
             yield stores
         finally:

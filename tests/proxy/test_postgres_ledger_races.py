@@ -11,6 +11,7 @@ import pytest
 
 from policies.budget import BudgetSpec, Denied
 from policies.ledger_models import LedgerRow
+from proxy.stores.owners import OwnerState
 from proxy.stores.pg_database import PgDatabase
 from proxy.stores.pg_ledger import PgLedger
 from proxy.stores.pg_reports import PgLedgerReports
@@ -127,3 +128,17 @@ async def test_ten_thousand_hit_rows_go_in_one_call(replicas: list[PgDatabase]) 
     assert usage.spent_micros == QUOTE
     assert [r.cache for r in await reports.rows(limit=1)] == ["MISS"]
     assert (await reports.rows(limit=1, offset=1))[0].cache == "HIT"
+
+
+async def test_an_owner_known_dead_is_swept_before_its_lease(replicas: list[PgDatabase]) -> None:
+    def state(owner: str) -> OwnerState:
+        return "dead" if owner == "gone:1:1" else "unknown"
+
+    ledger = PgLedger(replicas[0], state)
+    dead = await ledger.reserve([GLOBAL], QUOTE, NOW, "gone:1:1")
+    quiet = await ledger.reserve([GLOBAL], QUOTE, NOW, "quiet:1:1")
+    assert isinstance(dead, str) and isinstance(quiet, str)
+    (orphan,) = await ledger.resolve_orphans("me:1:1", NOW + 1, lease=60)
+    assert (orphan.cost_micros, orphan.key_name, orphan.ts) == (QUOTE, None, NOW)
+    (usage,) = await ledger.budget_left([GLOBAL], NOW + 1)
+    assert (usage.spent_micros, usage.reserved_micros) == (QUOTE, QUOTE)  # quiet's still held

@@ -104,3 +104,16 @@ async def test_over_quote_is_reported_per_model(books: tuple[Ledger, LedgerRepor
     ledger, reports = books
     await ledger.record([_row(100, over_quote_micros=40)])
     assert await reports.over_quote_by_model() == [("replicate", "flux-schnell", 40)]
+
+
+async def test_spend_is_grouped_by_utc_day_and_team(books: tuple[Ledger, LedgerReports]) -> None:
+    ledger, reports = books
+    next_day = NOW + 86_400  # NOW is 2023-11-14T22:13:20Z
+    await ledger.record([_row(100), _row(0, "HIT", saved_micros=100), _row(50, ts=next_day)])
+    days = await reports.spend_by("day")
+    assert [(d["day"], d["spend_micros"], d["hits"], d["misses"]) for d in days] == [
+        ("2023-11-14", 100, 1, 1),
+        ("2023-11-15", 50, 0, 1),
+    ]
+    (since,) = await reports.spend_by("team", since=next_day)
+    assert (since["team"], since["spend_micros"], since["images"]) == ("red", 50, 1)
