@@ -127,16 +127,16 @@ class PgLedger:
             hold = hold_of(spec, now)
             limits[hold] = min(limits.get(hold, spec.limit_micros), spec.limit_micros)
         holds = sorted(limits)  # the lock order every writer shares
-        for attempt in range(_ATTEMPTS):
+        usages: list[BudgetUsage] = []
+        for _ in range(_ATTEMPTS):
             rid = secrets.token_hex(16)
             if await self._hold(rid, holds, limits, amount_micros, now, owner, draft):
                 return rid
-            decision = check_fit(await self.budget_left(budgets, now), amount_micros, now)
+            usages = await self.budget_left(budgets, now)  # only to say which budget is full
+            decision = check_fit(usages, amount_micros, now)
             if isinstance(decision, Denied):
                 return decision
-            if attempt == _ATTEMPTS - 1:  # room freed each time we looked: say so anyway
-                return _denied_now(await self.budget_left(budgets, now), amount_micros, now)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return _denied_now(usages, amount_micros, now)  # room freed each time we looked
 
     async def _hold(
         self,
