@@ -116,8 +116,9 @@ def orphan_row(
     if draft is not None:
         kept = LedgerRow(**json.loads(draft))
         return dataclasses.replace(
-            kept, ts=created, cost_micros=amount, saved_micros=0, cache=ORPHANED
-        )
+            kept, ts=created, cost_micros=amount, saved_micros=0, cache=ORPHANED,
+            over_quote_micros=0,
+        )  # fmt: skip
     names = {str(h[0]): str(h[1]) for h in holds}
     return LedgerRow(created, names.get("key"), names.get("team"), "", "", "", 0, amount, 0,
                      ORPHANED)  # fmt: skip

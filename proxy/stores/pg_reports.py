@@ -41,7 +41,8 @@ class PgLedgerReports:
         self._db = db
 
     async def spend_by(self, group: Group, since: float | None = None) -> list[dict[str, Any]]:
-        order = "1" if group == "day" else "2 DESC, 1"
+        # ties in the order SQLite gives them: by code point, NULL first
+        order = "1" if group == "day" else f'2 DESC, {_GROUPS[group]} COLLATE "C" NULLS FIRST'
         sql = (
             f"SELECT {_GROUPS[group]}, SUM(cost_micros)::bigint, SUM(saved_micros)::bigint, "  # noqa: S608  # fixed expressions
             f"SUM(images)::bigint, SUM({_HITS})::bigint, SUM(over_quote_micros)::bigint, "
