@@ -6,7 +6,8 @@ importing moto installs a (disabled) stub into every botocore client of the impo
 process, and the adapter under test must talk to a server over HTTP and nothing else.
 Buckets are made and emptied with boto3 (moto's own dependency), never with the adapter.
 
-Use: `from tests.backends.s3 import moto_s3, s3_admin, s3_settings  # noqa: F401`.
+Registered for every test by `pytest_plugins` in tests/conftest.py; a test asks for
+`s3_settings` (and `s3_admin` to reach behind the adapter). Nothing starts until one does.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
 
-from proxy.stores.s3_client import S3Settings
+if TYPE_CHECKING:
+    from proxy.stores.s3_client import S3Settings
 
 __all__ = ["ACCESS_KEY", "SECRET_KEY", "moto_s3", "s3_admin", "s3_settings"]
 
@@ -86,6 +87,8 @@ def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def s3_admin(moto_s3: str) -> Any:
     """A plain boto3 client on the moto server, for what the tests do behind the adapter."""
+    import boto3  # only when a test asks for S3: the rest of the suite does without it
+
     return boto3.client(
         "s3",
         endpoint_url=moto_s3,
@@ -98,6 +101,8 @@ def s3_admin(moto_s3: str) -> Any:
 @pytest.fixture
 def s3_settings(moto_s3: str, s3_admin: Any) -> Iterator[S3Settings]:
     """`[s3]` settings on a bucket of this test's own, emptied and deleted after it."""
+    from proxy.stores.s3_client import S3Settings
+
     bucket = f"imagegate-test-{uuid.uuid4().hex[:16]}"
     s3_admin.create_bucket(Bucket=bucket)
     yield S3Settings(

@@ -1,7 +1,7 @@
 """The AsyncBlobStore and AsyncEntryStore contracts, over the async adapters of every
-synchronous store and over S3 (moto's server; the Redis adapter will run these too). The
-synchronous stores' own suite, with healing, eviction and crashes, is
-tests/proxy/test_store_contract.py; S3's own is tests/proxy/test_s3_blobs.py."""
+synchronous store and over the S3 blob store (moto's server, a bucket per test; the Redis
+adapter will run these too). The synchronous stores' own suite, with healing, eviction and
+crashes, is tests/proxy/test_store_contract.py; S3's own is tests/proxy/test_s3_blobs.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from proxy.stores.async_stores import InlineEntryStore, ThreadedBlobStore
 from proxy.stores.disk import DiskBlobStore, DiskEntryStore
 from proxy.stores.memory import MemoryBlobStore, MemoryEntryStore
 from proxy.stores.s3_blobs import open_s3_blobs
-from tests.backends.s3 import moto_s3, s3_admin, s3_settings  # noqa: F401 - fixtures
 
 ENTRY = Entry("ab" * 32, "png", 1024, 1024, "gpt-image-1", "openai", 42_000, 1.7e9)
 
@@ -30,30 +28,9 @@ def blob(n: int, size: int = 4_000) -> bytes:
     return random.Random(n).randbytes(size)
 
 
-BlobFactory = Callable[
-    [pytest.FixtureRequest, Path], AbstractAsyncContextManager[tuple[AsyncBlobStore, bool]]
-]
-
-
-@asynccontextmanager
-async def _threaded(
-    store: DiskBlobStore | MemoryBlobStore, file_backed: bool
-) -> AsyncIterator[tuple[AsyncBlobStore, bool]]:
-    yield ThreadedBlobStore(store), file_backed
-    store.close()
-
-
-@asynccontextmanager
-async def _s3(request: pytest.FixtureRequest) -> AsyncIterator[tuple[AsyncBlobStore, bool]]:
-    store = await open_s3_blobs(request.getfixturevalue("s3_settings"))  # a bucket per test
-    yield store, False
-    await store.aclose()
-
-
-BLOBS: dict[str, BlobFactory] = {
-    "memory": lambda _, __: _threaded(MemoryBlobStore(), False),
-    "disk": lambda _, tmp: _threaded(DiskBlobStore(tmp / "blobs"), True),
-    "s3": lambda request, _: _s3(request),
+BLOBS: dict[str, Callable[[Path], tuple[DiskBlobStore | MemoryBlobStore, bool]]] = {
+    "memory": lambda _: (MemoryBlobStore(), False),
+    "disk": lambda tmp: (DiskBlobStore(tmp / "blobs"), True),
 }
 ENTRIES: dict[str, Callable[[Path], DiskEntryStore | MemoryEntryStore]] = {
     "memory": lambda _: MemoryEntryStore(),
@@ -61,12 +38,18 @@ ENTRIES: dict[str, Callable[[Path], DiskEntryStore | MemoryEntryStore]] = {
 }
 
 
-@pytest.fixture(params=sorted(BLOBS))
+@pytest.fixture(params=[*sorted(BLOBS), "s3"])
 async def blobs(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[AsyncBlobStore, bool]]:
-    async with BLOBS[request.param](request, tmp_path) as made:
-        yield made
+    if request.param == "s3":  # not file-backed: `open` is always None
+        s3 = await open_s3_blobs(request.getfixturevalue("s3_settings"))
+        yield s3, False
+        await s3.aclose()
+        return
+    store, file_backed = BLOBS[request.param](tmp_path)
+    yield ThreadedBlobStore(store), file_backed
+    store.close()
 
 
 @pytest.fixture(params=sorted(ENTRIES))
