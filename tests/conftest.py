@@ -21,6 +21,9 @@ from proxy.providers.placeholder import PlaceholderProvider
 from proxy.stores.async_stores import InlineEntryStore, ThreadedBlobStore
 from proxy.stores.ledger import SqliteLedger
 
+# Backends started for the tests that ask for them (S3: moto's server, once per session).
+pytest_plugins = ("tests.backends.s3",)
+
 
 class ManualClock:
     def __init__(self, now: float = 1_800_000_000.0) -> None:
