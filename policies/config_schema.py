@@ -130,7 +130,8 @@ def read_table(cls: type[T], raw: object, path: str, **fixed: Any) -> T:
 
 def expect_table(raw: object, path: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise ConfigError(path, f"must be a table ([{path}]), got {_shown(raw)}")
+        shape = "a table" if path.endswith("]") else f"a table ([{path}])"
+        raise ConfigError(path, f"must be {shape}, got {_shown(raw)}")
     return raw
 
 
@@ -151,11 +152,10 @@ def refuse_unknown(
 
 
 def did_you_mean(word: str, names: Iterable[str]) -> str:
-    """ "; did you mean 'port'? (known: host, port)" or "; known: host, port"."""
+    """"; did you mean 'port'?" when one name is close, else "; known: host, port"."""
     names = list(names)
     close = difflib.get_close_matches(word, names, n=1)
-    known = f"known: {', '.join(names)}"
-    return f"; did you mean {close[0]!r}? ({known})" if close else f"; {known}"
+    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(names)}"
 
 
 def read_value(spec: FieldSpec, value: Any, path: str) -> Any:
@@ -192,7 +192,7 @@ def _typed(typ: Any, value: Any, path: str, hint: str) -> Any:
             raise ConfigError(path, f"expected {hint or _NAMES[typ]}, got {_shown(value)}")
         return value
     if not isinstance(value, str):  # a class built from a string: Secret, Path
-        raise ConfigError(path, f"expected {hint or 'a string'}, got a {type(value).__name__}")
+        raise ConfigError(path, f"expected {hint or 'a string'}, got {_kind(value)}")
     return typ(value)
 
 
@@ -222,4 +222,22 @@ def _num(bound: float | None) -> str:
 def _shown(value: object) -> str:
     """A value as messages show it: short, so a pasted secret is not echoed whole."""
     text = repr(value)
-    return text if len(text) <= 40 else f"a {type(value).__name__} of {len(text)} characters"
+    return text if len(text) <= 40 else f"{_kind(value)} of {len(text)} characters"
+
+
+def _kind(value: object) -> str:
+    """What TOML calls the value's type, not the value (which may be a secret)."""
+    for typ, name in _KINDS:
+        if isinstance(value, typ):
+            return name
+    return type(value).__name__
+
+
+_KINDS = (
+    (bool, "true or false"),
+    (int, "a whole number"),
+    (float, "a number"),
+    (str, "a string"),
+    (list, "a list"),
+    (dict, "a table"),
+)
