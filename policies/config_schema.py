@@ -152,7 +152,7 @@ def refuse_unknown(
 
 
 def did_you_mean(word: str, names: Iterable[str]) -> str:
-    """"; did you mean 'port'?" when one name is close, else "; known: host, port"."""
+    """The tail of an unknown-key message: "; did you mean 'port'?", else "; known: ..."."""
     names = list(names)
     close = difflib.get_close_matches(word, names, n=1)
     return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(names)}"
