@@ -70,9 +70,7 @@ class Rule:
     fixed: bool = False  # not a TOML key (a table's own name); the reader's caller gives it
 
 
-def setting(
-    default: Any = dataclasses.MISSING, *, repr: bool = True, **rule: Any
-) -> Any:  # as dataclasses.field names it
+def setting(default: Any = dataclasses.MISSING, *, repr: bool = True, **rule: Any) -> Any:
     """A dataclass field with a `Rule` (`setting(8080, low=0, high=65535)`)."""
     return dataclasses.field(default=default, repr=repr, metadata={"rule": Rule(**rule)})
 
@@ -115,7 +113,7 @@ def read_table(cls: type[T], raw: object, path: str, **fixed: Any) -> T:
     values = dict(fixed)
     for key, value in table.items():
         spec = by_key[key]
-        read = read_value(spec, value, f"{path}.{key}")
+        read = _read_value(spec, value, f"{path}.{key}")
         if spec.attr in values and values[spec.attr] and read:  # api_key and api_token
             other = next(k for k in spec.keys if k != key and k in table)
             raise ConfigError(f"{path}.{key}", f"give {other} or {key}, not both")
@@ -158,7 +156,7 @@ def did_you_mean(word: str, names: Iterable[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(names)}"
 
 
-def read_value(spec: FieldSpec, value: Any, path: str) -> Any:
+def _read_value(spec: FieldSpec, value: Any, path: str) -> Any:
     rule = spec.rule
     read = rule.read or (lambda v, p: _typed(spec.type, v, p, rule.hint))
     out = read(value, path)
