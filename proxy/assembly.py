@@ -8,7 +8,6 @@ from collections.abc import Callable, Mapping
 
 from policies.admission import PromptPolicy
 from policies.catalog import Catalog
-from policies.circuit import Breaker
 from policies.ledger_models import KeyRecord
 from policies.ratelimit import Rate
 from proxy.accounts import Accounts
@@ -94,9 +93,7 @@ def _router(
         registry=registry,
         metrics=metrics,
         clock=clock,
-        breaker=Breaker(
-            threshold=routing.breaker_failures, cooldown=routing.breaker_cooldown_seconds
-        ),
+        breaker=routing.breaker,
         substitute=routing.substitute,
         commercial_only=routing.commercial_only or settings.cost.policy.commercial_only,
         safety=settings.cost.policy.safety,
@@ -112,7 +109,7 @@ def config_keys(settings: Settings, now: float) -> list[tuple[KeyRecord, str]]:
                 team=key.team,
                 created=now,
                 budget_micros=key.budget_micros,
-                budget_window=key.budget_window,  # type: ignore[arg-type]
+                budget_window=key.budget_window,
                 requests_per_minute=key.requests_per_minute,
                 images_per_minute=key.images_per_minute,
                 models=key.models,
