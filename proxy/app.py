@@ -64,6 +64,8 @@ def create_app(
     metrics = Metrics()
     events = Events((MetricsHook(metrics), LogHook()))
     stores = stores or build_stores(settings)
+    if stores.watch is not None:  # shared mode: every backend call timed and counted
+        stores.watch.attach(events)
     registry = build_registry(
         settings, build_providers(settings) if providers is None else providers
     )
@@ -89,8 +91,9 @@ def create_app(
     app.router.add_routes(openapi.routes)
     setup_ab(app)
     app[SWEEPER] = ReservationSweeper(
-        stores.ledger, stores.holds, service.router, clock, service.accounts.owner
-    )
+        stores.ledger, stores.holds, service.router, clock, service.accounts.owner,
+        interval=stores.sweep_seconds, lease=stores.lease_seconds,
+    )  # fmt: skip
     app.cleanup_ctx.append(_lifetime(service, registry))
     lag_every = settings.server.loop_lag_interval_seconds
     app.cleanup_ctx.append(watch_loop_lag(metrics.loop_lag, lag_every))

@@ -12,6 +12,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from policies.errors import (
+    BackendDown,
     GatewayError,
     InvalidRequest,
     MethodNotAllowed,
@@ -23,6 +24,7 @@ from policies.errors import (
 from proxy.app_keys import CACHE_OUTCOME, LOG_FIELDS, METRICS, REQUEST_ID
 from proxy.connection_guard import ClientBodyTimeout
 from proxy.observability.logging import info_line
+from proxy.stores.backend_errors import BackendUnavailable
 
 __all__ = ["CLIENT_CLOSED", "error_response", "rate_limit_headers", "request_middleware"]
 
@@ -84,6 +86,8 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
     error: GatewayError
     if isinstance(exc, GatewayError):
         error = exc
+    elif isinstance(exc, BackendUnavailable):  # a shared store is down: 503, retry later
+        error = BackendDown(exc.backend, exc.detail)
     elif isinstance(exc, web.HTTPRequestEntityTooLarge):
         error = PayloadTooLarge("The request body is too large for this gateway.")
     elif isinstance(exc, web.HTTPNotFound):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
 __all__ = [
+    "BackendCalled",
     "BackendFailed",
     "CacheLookedUp",
     "Charged",
@@ -153,6 +154,18 @@ class BackendFailed:
     error: str
 
 
+@dataclass(frozen=True, slots=True)
+class BackendCalled:
+    """One call to a shared-mode backend ("redis", "postgres", "s3"): which port method
+    (`operation`, e.g. "entries.get"), how long it took, and whether the backend answered
+    (`ok` False: it could not be reached, `BackendUnavailable`)."""
+
+    backend: str
+    operation: str
+    seconds: float
+    ok: bool
+
+
 Event = (
     RequestCompleted
     | CacheLookedUp
@@ -166,6 +179,7 @@ Event = (
     | ReservationOrphaned
     | StoreFailed
     | BackendFailed
+    | BackendCalled
 )
 
 

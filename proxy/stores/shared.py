@@ -1,0 +1,191 @@
+"""Shared mode's stores (DESIGN.md §2 and §6): Redis for entries, rate limits and flights,
+PostgreSQL for keys, the ledger, circuit holds and experiments, S3 for blobs behind a
+memory tier.
+
+`open_shared_stores` connects to and pings every backend, and migrates PostgreSQL (under an
+advisory lock: replicas may start together), in that order. A backend it cannot reach
+raises `CannotStart`, whose text is the one line `imagegate serve` prints before it exits
+non-zero (the backend, its host and port, never a password).
+
+Each replica owns its reservations under an id unique to its process (host, pid and a
+random part: two containers may share a pid and a host name), heartbeats it every
+`sweep_seconds` and settles the reservations of replicas silent for `[storage]
+lease_seconds` (`proxy.reservation_sweeper`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from proxy.config import Settings
+from proxy.memory import BytesLRU
+from proxy.ports import BlobStore
+from proxy.stores.backend_errors import BackendUnavailable, CannotStart
+from proxy.stores.backend_watch import BackendWatch
+from proxy.stores.blob_memory import MemoryTierBlobStore
+from proxy.stores.build import Closer, Stores
+from proxy.stores.owners import process_owner
+from proxy.stores.postgres import PgStores, open_postgres
+from proxy.stores.redis_connection import redis_unavailable
+from proxy.stores.redis_flights import DEFAULT_LEASE
+from proxy.stores.redis_stores import RedisStores, open_redis_stores
+from proxy.stores.s3_blobs import S3BlobStore, open_s3_blobs
+from proxy.stores.s3_client import S3Settings
+
+__all__ = ["SpendGate", "open_shared_stores", "postgres_where", "redis_where"]
+
+_T = TypeVar("_T")
+_SWEEP_AT_MOST: Final = 5.0  # seconds between sweeps: a dead replica settles in lease + 5 s
+_PING_KEPT: Final = 1.0  # seconds a successful check before spending is trusted
+
+
+def redis_where(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+
+
+def postgres_where(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("postgres", "postgresql") or not parts.netloc:
+        return "the [postgres] dsn"
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+
+
+async def _open(backend: str, where: str, opening: Awaitable[_T]) -> _T:
+    try:
+        return await opening
+    except BackendUnavailable as exc:
+        raise CannotStart(backend, where, exc.detail) from None
+    except asyncpg.PostgresError as exc:  # reached, but refused: no such database, bad login
+        raise CannotStart(backend, where, f"{type(exc).__name__}: {exc}") from None
+
+
+async def open_shared_stores(settings: Settings) -> Stores:
+    """Every store on the shared backends of `settings`, each reached and checked."""
+    lease = settings.storage.lease_seconds
+    redis_url = settings.redis.url.reveal()
+    s3 = _s3_settings(settings)
+    closers: list[Callable[[], Awaitable[None]]] = []
+    try:
+        redis = await _open(
+            "redis",
+            redis_where(redis_url),
+            open_redis_stores(redis_url, settings.redis.prefix, lease=min(DEFAULT_LEASE, lease)),
+        )
+        closers.append(redis.aclose)
+        dsn = settings.postgres.dsn.reveal()
+        pg = await _open("postgres", postgres_where(dsn), open_postgres(dsn))
+        closers.append(pg.close)
+        blobs = await _open("s3", s3.where, open_s3_blobs(s3))
+        closers.append(blobs.aclose)
+    except BaseException:
+        for close in reversed(closers):
+            await close()
+        raise
+    memory = settings.cache.memory_mb * 1024 * 1024 // 4  # as the app's blob memory
+    return _stores(redis, pg, blobs, BytesLRU(memory), lease, tuple(closers))
+
+
+def _stores(
+    redis: RedisStores,
+    pg: PgStores,
+    s3: S3BlobStore,
+    memory: BytesLRU,
+    lease: float,
+    closers: tuple[Closer, ...],
+) -> Stores:
+    watch = BackendWatch()
+    blobs = MemoryTierBlobStore(watch.timed(s3, "s3", "blobs"), memory)
+    return Stores(
+        entries=watch.timed(redis.entries, "redis", "entries"),
+        blobs=blobs,
+        keys=watch.timed(pg.keys, "postgres", "keys"),
+        ledger=watch.timed(pg.ledger, "postgres", "ledger"),
+        reports=watch.timed(pg.reports, "postgres", "reports"),
+        holds=watch.timed(pg.holds, "postgres", "holds"),
+        limits=watch.timed(redis.limits, "redis", "limits"),
+        flights=watch.timed(redis.flights, "redis", "flights"),
+        experiments=watch.timed(pg.experiments, "postgres", "experiments"),
+        closers=closers,
+        owner=f"{process_owner()}:{secrets.token_hex(4)}",
+        lease_seconds=lease,
+        sweep_seconds=min(_SWEEP_AT_MOST, max(0.5, lease / 4)),
+        backends=(
+            ("redis", _timed_ping(watch, "redis", lambda: _ping_redis(redis))),
+            ("postgres", _timed_ping(watch, "postgres", lambda: _ping_postgres(pg))),
+            ("s3", _timed_ping(watch, "s3", s3.ping)),
+        ),
+        before_spending=SpendGate(blobs.inner).check,
+        watch=watch,
+    )
+
+
+def _timed_ping(
+    watch: BackendWatch, backend: str, ping: Callable[[], Awaitable[None]]
+) -> Callable[[], Awaitable[None]]:
+    async def timed() -> None:
+        await watch.call(backend, "ping", ping)
+
+    return timed
+
+
+async def _ping_redis(redis: RedisStores) -> None:
+    with redis_unavailable(redis.client):
+        await redis.client.ping()
+
+
+async def _ping_postgres(pg: PgStores) -> None:
+    async with pg.db.connection() as conn:
+        await conn.fetchval("SELECT 1")
+
+
+class SpendGate:
+    """Before a miss reserves money: can the blob store take the images it will pay for?
+
+    A miss pays upstream first and writes its images to S3 after, so an S3 that is down
+    would turn every miss into money spent on images that cannot be kept. The gate pings S3
+    (one HeadBucket, far cheaper than a generation) at most once a second per replica and
+    refuses the miss with `BackendUnavailable` while it fails. (Redis and PostgreSQL need no
+    such check: the flight lock and the reservation themselves reach them before any
+    spending.) S3 failing between the check and the write still costs that one call."""
+
+    def __init__(self, blobs: BlobStore, clock: Callable[[], float] = time.monotonic) -> None:
+        self._blobs = blobs
+        self._clock = clock
+        self._checked = -_PING_KEPT
+        self._failure: BackendUnavailable | None = None
+        self._lock = asyncio.Lock()
+
+    async def check(self) -> None:
+        if self._clock() - self._checked >= _PING_KEPT:
+            async with self._lock:  # one ping at a time; the others reuse its answer
+                if self._clock() - self._checked >= _PING_KEPT:
+                    try:
+                        await self._blobs.ping()
+                        self._failure = None
+                    except BackendUnavailable as exc:
+                        self._failure = exc
+                    self._checked = self._clock()
+        if self._failure is not None:
+            raise BackendUnavailable(self._failure.backend, self._failure.detail)
+
+
+def _s3_settings(settings: Settings) -> S3Settings:
+    s3 = settings.s3
+    return S3Settings(
+        bucket=s3.bucket,
+        endpoint_url=s3.endpoint_url,
+        prefix=s3.prefix,
+        region=s3.region,
+        access_key_id=s3.access_key_id.reveal(),
+        secret_access_key=s3.secret_access_key.reveal(),
+    )
