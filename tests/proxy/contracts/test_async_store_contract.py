@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import hashlib
 import random
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
