@@ -119,7 +119,10 @@ def _lifetime(
             await sweeper.sweep()
         except Exception as exc:
             events.emit(BackendFailed("ledger.sweep", repr(exc)))
-        await accounts.flush_hits()
+        try:  # rows a shared ledger could not take (PostgreSQL down) are lost: said so
+            await accounts.flush_hits()
+        except Exception as exc:
+            events.emit(BackendFailed("ledger.flush", repr(exc)))
         await registry.aclose()
         await app[STORES].aclose()
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from typing import Final, TypeVar
 from urllib.parse import urlsplit
@@ -43,7 +42,6 @@ __all__ = ["SpendGate", "open_shared_stores", "postgres_where", "redis_where"]
 
 _T = TypeVar("_T")
 _SWEEP_AT_MOST: Final = 5.0  # seconds between sweeps: a dead replica settles in lease + 5 s
-_PING_KEPT: Final = 1.0  # seconds a successful check before spending is trusted
 
 
 def redis_where(url: str) -> str:
@@ -152,31 +150,23 @@ class SpendGate:
     """Before a miss reserves money: can the blob store take the images it will pay for?
 
     A miss pays upstream first and writes its images to S3 after, so an S3 that is down
-    would turn every miss into money spent on images that cannot be kept. The gate pings S3
-    (one HeadBucket, far cheaper than a generation) at most once a second per replica and
-    refuses the miss with `BackendUnavailable` while it fails. (Redis and PostgreSQL need no
-    such check: the flight lock and the reservation themselves reach them before any
-    spending.) S3 failing between the check and the write still costs that one call."""
+    would turn every miss into money spent on images that cannot be kept. Each miss waits
+    for a ping of S3 (one HeadBucket, far cheaper than a generation) that started no
+    earlier than it did, or joins the one in flight: a burst of misses costs a few pings,
+    not one each. While S3 fails, misses are refused with `BackendUnavailable` before any
+    spending. (Redis and PostgreSQL need no such check: the flight lock and the
+    reservation reach them before any spending.) S3 failing between the ping and the write
+    still costs that one call: the answer is then 500 storage_failed, and it is charged."""
 
-    def __init__(self, blobs: BlobStore, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, blobs: BlobStore) -> None:
         self._blobs = blobs
-        self._clock = clock
-        self._checked = -_PING_KEPT
-        self._failure: BackendUnavailable | None = None
-        self._lock = asyncio.Lock()
+        self._ping: asyncio.Task[None] | None = None
 
     async def check(self) -> None:
-        if self._clock() - self._checked >= _PING_KEPT:
-            async with self._lock:  # one ping at a time; the others reuse its answer
-                if self._clock() - self._checked >= _PING_KEPT:
-                    try:
-                        await self._blobs.ping()
-                        self._failure = None
-                    except BackendUnavailable as exc:
-                        self._failure = exc
-                    self._checked = self._clock()
-        if self._failure is not None:
-            raise BackendUnavailable(self._failure.backend, self._failure.detail)
+        ping = self._ping
+        if ping is None or ping.done():
+            ping = self._ping = asyncio.create_task(self._blobs.ping())
+        await asyncio.shield(ping)
 
 
 def _s3_settings(settings: Settings) -> S3Settings:

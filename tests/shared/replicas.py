@@ -35,15 +35,18 @@ class Replica:
     name: str
     proc: subprocess.Popen[str]
     base_url: str = ""
-    clients: list[openai.AsyncOpenAI] = field(default_factory=list)
+    clients: dict[str, openai.AsyncOpenAI] = field(default_factory=dict)
 
     @property
     def root(self) -> str:
         return self.base_url.removesuffix("/v1")
 
     def client(self, api_key: str = SECRET) -> openai.AsyncOpenAI:
-        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=api_key, max_retries=0)
-        self.clients.append(client)
+        """One SDK client per key (its connection pool reused), made on first use."""
+        client = self.clients.get(api_key)
+        if client is None:
+            client = openai.AsyncOpenAI(base_url=self.base_url, api_key=api_key, max_retries=0)
+            self.clients[api_key] = client
         return client
 
     def kill(self) -> None:
@@ -95,7 +98,7 @@ async def start_replicas(config: Path, tmp_path: Path, count: int = 3) -> list[R
 
 async def stop_replicas(replicas: Sequence[Replica]) -> None:
     for replica in replicas:
-        for client in replica.clients:
+        for client in replica.clients.values():
             await client.close()
         if replica.proc.poll() is None:
             replica.proc.send_signal(signal.SIGTERM)

@@ -32,6 +32,10 @@ class TcpProxy:
     async def __aexit__(self, *exc: object) -> None:
         await self.cut()
 
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
+
     async def restore(self) -> None:
         """Listen (again, on the same port once one was chosen)."""
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
