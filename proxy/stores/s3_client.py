@@ -26,12 +26,12 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import (
     ClientError,
-    ConnectionError,
     CredentialRetrievalError,
     HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from proxy.stores.backend_errors import BackendUnavailable
 
@@ -127,7 +127,7 @@ def s3_unavailable(settings: S3Settings) -> Iterator[None]:
             "secret_access_key, or the AWS_* environment"
         )
         raise BackendUnavailable("s3", detail) from exc
-    except (ConnectionError, HTTPClientError, aiohttp.ClientError, TimeoutError) as exc:
+    except (BotoConnectionError, HTTPClientError, aiohttp.ClientError, TimeoutError) as exc:
         detail = f"S3 at {where} did not answer ({type(exc).__name__}: {exc}); is it running?"
         raise BackendUnavailable("s3", detail) from exc
     except ClientError as exc:
