@@ -30,7 +30,7 @@ from proxy.ports import BlobFile, StoreStats
 from proxy.stores.backend_errors import BackendUnavailable
 from proxy.stores.s3_client import (
     DEFAULT_TIMEOUT,
-    S3Settings,
+    S3Location,
     error_code,
     missing_bucket,
     open_s3_client,
@@ -55,7 +55,7 @@ async def _sha256(data: bytes) -> str:
 
 
 class S3BlobStore:
-    """`AsyncBlobStore` on the bucket and prefix of `settings`, through `client`.
+    """`AsyncBlobStore` on the bucket and prefix of `location`, through `client`.
 
     `stats()` lists the prefix, at most `stats_pages` LIST requests (1,000 objects each):
     exact up to that many objects, a lower bound past it (S3 keeps no cheap count; a
@@ -66,20 +66,20 @@ class S3BlobStore:
     def __init__(
         self,
         client: S3Client,
-        settings: S3Settings,
+        location: S3Location,
         *,
         stats_pages: int = _STATS_PAGES,
         stack: AsyncExitStack | None = None,
     ) -> None:
         self._client = client
-        self.settings = settings
+        self.location = location
         self._stats_pages = stats_pages
         self._stack = stack  # what `aclose` closes: the client, when `open_s3_blobs` made it
         self.healed = 0
 
     def name(self, sha256: str) -> str:
         """The object name of a blob: the prefix and the sha256, nothing else."""
-        return self.settings.prefix + sha256
+        return self.location.prefix + sha256
 
     async def put(self, data: bytes) -> str:
         """Store `data` unless its object exists already; return its sha256 hex."""
@@ -87,10 +87,10 @@ class S3BlobStore:
         kind = sniff(data)
         content_type = CONTENT_TYPES.get(kind, "application/octet-stream")
         for attempt in range(1, _CONFLICT_TRIES + 1):
-            with s3_unavailable(self.settings):
+            with s3_unavailable(self.location):
                 try:
                     await self._client.put_object(
-                        Bucket=self.settings.bucket,
+                        Bucket=self.location.bucket,
                         Key=self.name(sha),
                         Body=data,
                         ContentType=content_type,
@@ -109,10 +109,10 @@ class S3BlobStore:
         """The verified bytes of `sha256`, or None (missing, or corrupt and now deleted)."""
         if _SHA.fullmatch(sha256) is None:
             return None
-        with s3_unavailable(self.settings):
+        with s3_unavailable(self.location):
             try:
                 answer = await self._client.get_object(
-                    Bucket=self.settings.bucket, Key=self.name(sha256)
+                    Bucket=self.location.bucket, Key=self.name(sha256)
                 )
             except ClientError as exc:
                 if error_code(exc) == "NoSuchKey":
@@ -132,24 +132,24 @@ class S3BlobStore:
     async def ping(self) -> None:
         """HeadBucket: raises `BackendUnavailable` naming the bucket when it is missing,
         refused or unreachable."""
-        with s3_unavailable(self.settings):
+        with s3_unavailable(self.location):
             try:
-                await self._client.head_bucket(Bucket=self.settings.bucket)
+                await self._client.head_bucket(Bucket=self.location.bucket)
             except ClientError as exc:
                 if error_code(exc) in ("404", "NoSuchBucket"):
-                    raise BackendUnavailable("s3", missing_bucket(self.settings)) from exc
+                    raise BackendUnavailable("s3", missing_bucket(self.location)) from exc
                 raise
 
     async def stats(self) -> StoreStats:
         items = size = 0
         paginator = self._client.get_paginator("list_objects_v2")
         pages = paginator.paginate(
-            Bucket=self.settings.bucket,
-            Prefix=self.settings.prefix,
+            Bucket=self.location.bucket,
+            Prefix=self.location.prefix,
             PaginationConfig={"MaxItems": self._stats_pages * 1000, "PageSize": 1000},
         )
-        start = len(self.settings.prefix)
-        with s3_unavailable(self.settings):
+        start = len(self.location.prefix)
+        with s3_unavailable(self.location):
             async for page in pages:
                 for obj in page.get("Contents", []):
                     if _SHA.fullmatch(obj.get("Key", "")[start:]) is not None:
@@ -163,10 +163,10 @@ class S3BlobStore:
 
     async def _heal(self, sha: str, etag: str) -> None:
         """Delete the corrupt object that was read, unless it changed since."""
-        with s3_unavailable(self.settings):
+        with s3_unavailable(self.location):
             try:
                 await self._client.delete_object(
-                    Bucket=self.settings.bucket, Key=self.name(sha), IfMatch=etag
+                    Bucket=self.location.bucket, Key=self.name(sha), IfMatch=etag
                 )
             except ClientError as exc:
                 if error_code(exc) in ("PreconditionFailed", "NoSuchKey"):
@@ -174,20 +174,20 @@ class S3BlobStore:
                 if error_code(exc) != "NotImplemented":
                     raise
                 # A server without conditional deletes: delete it as it is.
-                await self._client.delete_object(Bucket=self.settings.bucket, Key=self.name(sha))
+                await self._client.delete_object(Bucket=self.location.bucket, Key=self.name(sha))
         self.healed += 1
 
 
 async def open_s3_blobs(
-    settings: S3Settings, *, reply_timeout: float = DEFAULT_TIMEOUT, stats_pages: int = _STATS_PAGES
+    location: S3Location, *, reply_timeout: float = DEFAULT_TIMEOUT, stats_pages: int = _STATS_PAGES
 ) -> S3BlobStore:
-    """The blob store of `settings`, its bucket checked (HeadBucket): a missing bucket,
+    """The blob store at `location`, its bucket checked (HeadBucket): a missing bucket,
     refused credentials or an unreachable endpoint raise `BackendUnavailable` naming it, so
     a replica fails at start with one line. `aclose()` closes the client."""
     stack = AsyncExitStack()
     try:
-        client = await open_s3_client(settings, stack, reply_timeout=reply_timeout)
-        store = S3BlobStore(client, settings, stats_pages=stats_pages, stack=stack)
+        client = await open_s3_client(location, stack, reply_timeout=reply_timeout)
+        store = S3BlobStore(client, location, stats_pages=stats_pages, stack=stack)
         await store.ping()
     except BaseException:
         await stack.aclose()

@@ -26,12 +26,12 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import (
     ClientError,
-    ConnectionError,
     CredentialRetrievalError,
     HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
 )
+from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from proxy.stores.backend_errors import BackendUnavailable
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TIMEOUT",
-    "S3Settings",
+    "S3Location",
     "error_code",
     "missing_bucket",
     "open_s3_client",
@@ -61,9 +61,10 @@ _BUSY: Final = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "Re
 
 
 @dataclass(frozen=True, slots=True)
-class S3Settings:
-    """The `[s3]` table of DESIGN.md §6. Empty credentials: botocore's own chain (the
-    `AWS_*` environment, `~/.aws`, an instance or pod role)."""
+class S3Location:
+    """Where the blobs live and the keys to them: the `[s3]` table of DESIGN.md §6 with its
+    secrets revealed (the config's settings keep them wrapped in `Secret`). Empty
+    credentials: botocore's own chain (the `AWS_*` environment, `~/.aws`, a pod's role)."""
 
     bucket: str
     endpoint_url: str = ""  # empty: AWS itself
@@ -81,9 +82,9 @@ class S3Settings:
 
 
 async def open_s3_client(
-    settings: S3Settings, stack: AsyncExitStack, *, reply_timeout: float = DEFAULT_TIMEOUT
+    location: S3Location, stack: AsyncExitStack, *, reply_timeout: float = DEFAULT_TIMEOUT
 ) -> S3Client:
-    """A client for `settings`' endpoint, closed when `stack` closes. It connects on first
+    """A client for `location`'s endpoint, closed when `stack` closes. It connects on first
     use: nothing here touches the network."""
     config = AioConfig(
         connect_timeout=min(_CONNECT_TIMEOUT, reply_timeout),
@@ -95,10 +96,10 @@ async def open_s3_client(
     )
     creator = get_session().create_client(
         "s3",
-        endpoint_url=settings.endpoint_url or None,
-        region_name=settings.region or None,
-        aws_access_key_id=settings.access_key_id or None,
-        aws_secret_access_key=settings.secret_access_key or None,
+        endpoint_url=location.endpoint_url or None,
+        region_name=location.region or None,
+        aws_access_key_id=location.access_key_id or None,
+        aws_secret_access_key=location.secret_access_key or None,
         config=config,
     )
     return await stack.enter_async_context(creator)
@@ -114,11 +115,11 @@ def _status(exc: ClientError) -> int:
 
 
 @contextmanager
-def s3_unavailable(settings: S3Settings) -> Iterator[None]:
+def s3_unavailable(location: S3Location) -> Iterator[None]:
     """Map what means "S3 cannot serve us" to `BackendUnavailable("s3", ...)`: no answer,
     no usable credentials, a refused key, a missing bucket, a 5xx or throttle that outlived
     the retry. Any other error (a bug of ours) propagates as it is."""
-    where, bucket = settings.where, settings.bucket
+    where, bucket = location.where, location.bucket
     try:
         yield
     except (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError) as exc:
@@ -127,13 +128,13 @@ def s3_unavailable(settings: S3Settings) -> Iterator[None]:
             "secret_access_key, or the AWS_* environment"
         )
         raise BackendUnavailable("s3", detail) from exc
-    except (ConnectionError, HTTPClientError, aiohttp.ClientError, TimeoutError) as exc:
+    except (BotoConnectionError, HTTPClientError, aiohttp.ClientError, TimeoutError) as exc:
         detail = f"S3 at {where} did not answer ({type(exc).__name__}: {exc}); is it running?"
         raise BackendUnavailable("s3", detail) from exc
     except ClientError as exc:
         code, status = error_code(exc), _status(exc)
         if code == "NoSuchBucket":
-            raise BackendUnavailable("s3", missing_bucket(settings)) from exc
+            raise BackendUnavailable("s3", missing_bucket(location)) from exc
         if code in _REFUSED:
             detail = (
                 f"S3 at {where} refused access to bucket '{bucket}' ({code}); check [s3] "
@@ -146,9 +147,9 @@ def s3_unavailable(settings: S3Settings) -> Iterator[None]:
         raise
 
 
-def missing_bucket(settings: S3Settings) -> str:
+def missing_bucket(location: S3Location) -> str:
     """The one-line complaint about a bucket that is not there (at start or later)."""
     return (
-        f"bucket '{settings.bucket}' does not exist at {settings.where}; create it (imagegate "
+        f"bucket '{location.bucket}' does not exist at {location.where}; create it (imagegate "
         "checks it at start and never creates it), or set [s3] bucket to one that exists"
     )

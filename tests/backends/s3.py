@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from proxy.stores.s3_client import S3Settings
+    from proxy.stores.s3_client import S3Location
 
 __all__ = ["ACCESS_KEY", "SECRET_KEY", "moto_s3", "s3_admin", "s3_settings"]
 
@@ -99,13 +99,13 @@ def s3_admin(moto_s3: str) -> Any:
 
 
 @pytest.fixture
-def s3_settings(moto_s3: str, s3_admin: Any) -> Iterator[S3Settings]:
+def s3_settings(moto_s3: str, s3_admin: Any) -> Iterator[S3Location]:
     """`[s3]` settings on a bucket of this test's own, emptied and deleted after it."""
-    from proxy.stores.s3_client import S3Settings
+    from proxy.stores.s3_client import S3Location
 
     bucket = f"imagegate-test-{uuid.uuid4().hex[:16]}"
     s3_admin.create_bucket(Bucket=bucket)
-    yield S3Settings(
+    yield S3Location(
         bucket=bucket,
         endpoint_url=moto_s3,
         prefix="blobs/",

@@ -53,7 +53,7 @@ async def test_replicas_reserving_at_once_get_exactly_what_fits(
     ledgers = [PgLedger(db) for db in replicas]
 
     def budgets(i: int) -> list[BudgetSpec]:  # both orders: locks must not deadlock
-        key = KEYS[i % 4]
+        key = KEYS[(i // 2) % 4]  # each key in both orders
         return [key, TEAM, GLOBAL] if i % 2 else [GLOBAL, key]
 
     stop, seen = asyncio.Event(), list[int]()
@@ -77,6 +77,42 @@ async def test_replicas_reserving_at_once_get_exactly_what_fits(
     (usage,) = await ledgers[2].budget_left([GLOBAL], NOW)
     assert (usage.spent_micros, usage.reserved_micros) == (FITS * QUOTE, 0)
     assert isinstance(await ledgers[3].reserve([GLOBAL], 1, NOW, "replica-3"), Denied)
+
+
+async def test_settling_while_others_reserve_neither_deadlocks_nor_overspends(
+    replicas: list[PgDatabase],
+) -> None:
+    ledgers = [PgLedger(db) for db in replicas]
+
+    def budgets(i: int) -> list[BudgetSpec]:
+        key = KEYS[(i // 2) % 4]
+        return [key, TEAM, GLOBAL] if i % 2 else [GLOBAL, key]
+
+    async def reserve(i: int) -> tuple[int, str | Denied]:
+        return i, await ledgers[i % 4].reserve(budgets(i), QUOTE, NOW, f"replica-{i % 4}")
+
+    first = [
+        (i, r) for i, r in await asyncio.gather(*map(reserve, range(80))) if isinstance(r, str)
+    ]
+    assert len(first) == FITS
+
+    async def settle(i: int, rid: str) -> None:  # spends on every window of its key and team
+        key = budgets(i)[0 if i % 2 else 1].name
+        await ledgers[(i + 1) % 4].settle(rid, _row(QUOTE // 2, key=key, rid=rid))
+
+    stop, seen = asyncio.Event(), list[int]()
+    watcher = asyncio.create_task(_watch(ledgers[0], stop, seen))
+    both = await asyncio.gather(
+        *(settle(i, rid) for i, rid in first), *map(reserve, range(80, 200))
+    )
+    stop.set()
+    await watcher
+    later = [r for r in both[len(first) :] if r is not None and isinstance(r[1], str)]
+    (usage,) = await ledgers[1].budget_left([GLOBAL], NOW)
+    assert usage.spent_micros == FITS * QUOTE // 2
+    assert usage.reserved_micros == len(later) * QUOTE
+    assert usage.used_micros <= GLOBAL.limit_micros
+    assert max(seen) <= GLOBAL.limit_micros
 
 
 async def test_a_dead_replicas_reservations_are_settled_once_by_two_live_ones(

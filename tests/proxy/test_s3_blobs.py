@@ -18,7 +18,7 @@ import pytest
 
 from proxy.stores.backend_errors import BackendUnavailable
 from proxy.stores.s3_blobs import S3BlobStore, open_s3_blobs
-from proxy.stores.s3_client import S3Settings
+from proxy.stores.s3_client import S3Location
 from tests.fakes.images import make_png
 
 FAIL_FAST = 5.0  # seconds: an unreachable S3 must fail a request in seconds, not minutes
@@ -30,7 +30,7 @@ def _keys(admin: Any, bucket: str, prefix: str = "") -> list[str]:
 
 
 @pytest.fixture
-async def store(s3_settings: S3Settings) -> Any:
+async def store(s3_settings: S3Location) -> Any:
     opened = await open_s3_blobs(s3_settings)
     yield opened
     await opened.aclose()
@@ -60,7 +60,7 @@ async def test_twenty_replicas_storing_the_same_image_leave_one_object(
     shas = await asyncio.gather(*(store.put(png) for _ in range(20)))
     sha = hashlib.sha256(png).hexdigest()
     assert set(shas) == {sha}
-    bucket = store.settings.bucket
+    bucket = store.location.bucket
     assert _keys(s3_admin, bucket) == [f"blobs/{sha}"]  # prefix + sha256, nothing else
     head = s3_admin.head_object(Bucket=bucket, Key=f"blobs/{sha}")
     assert head["ContentType"] == "image/png"
@@ -73,7 +73,7 @@ async def test_a_corrupt_object_is_deleted_reported_missing_and_can_be_stored_ag
 ) -> None:
     png = make_png(32, 32)
     sha = await store.put(png)
-    bucket, name = store.settings.bucket, store.name(sha)
+    bucket, name = store.location.bucket, store.name(sha)
     s3_admin.put_object(Bucket=bucket, Key=name, Body=png[:-1] + b"\x00")  # bit rot
     assert await store.get(sha) is None
     assert _keys(s3_admin, bucket) == []
@@ -88,7 +88,7 @@ async def test_a_two_megabyte_blob_round_trips_as_bytes(store: S3BlobStore, s3_a
     sha = await store.put(data)
     assert sha == hashlib.sha256(data).hexdigest()
     assert await store.get(sha) == data
-    head = s3_admin.head_object(Bucket=store.settings.bucket, Key=store.name(sha))
+    head = s3_admin.head_object(Bucket=store.location.bucket, Key=store.name(sha))
     assert head["ContentType"] == "application/octet-stream"  # not an image format we know
     stats = await store.stats()
     assert (stats.items, stats.bytes) == (1, len(data))
@@ -99,7 +99,7 @@ async def test_stats_count_only_blob_names_under_the_prefix(
 ) -> None:
     await store.put(b"one")
     await store.put(b"two!")
-    bucket = store.settings.bucket
+    bucket = store.location.bucket
     s3_admin.put_object(Bucket=bucket, Key="blobs/README", Body=b"not a blob")
     s3_admin.put_object(Bucket=bucket, Key="elsewhere/" + "0" * 64, Body=b"another prefix")
     stats = await store.stats()
@@ -112,7 +112,7 @@ async def test_an_address_that_is_not_a_sha256_is_missing(store: S3BlobStore) ->
     assert await store.get(hashlib.sha256(b"x").hexdigest().upper()) is None
 
 
-async def test_a_missing_bucket_at_start_is_named(s3_settings: S3Settings) -> None:
+async def test_a_missing_bucket_at_start_is_named(s3_settings: S3Location) -> None:
     bucket = f"imagegate-missing-{uuid.uuid4().hex[:12]}"
     with pytest.raises(BackendUnavailable) as raised:
         await open_s3_blobs(dataclasses.replace(s3_settings, bucket=bucket))
@@ -122,7 +122,7 @@ async def test_a_missing_bucket_at_start_is_named(s3_settings: S3Settings) -> No
 
 
 async def test_a_bucket_deleted_while_running_is_unavailable_not_a_miss(
-    s3_settings: S3Settings, s3_admin: Any
+    s3_settings: S3Location, s3_admin: Any
 ) -> None:
     bucket = f"imagegate-gone-{uuid.uuid4().hex[:12]}"
     s3_admin.create_bucket(Bucket=bucket)
@@ -138,7 +138,7 @@ async def test_a_bucket_deleted_while_running_is_unavailable_not_a_miss(
 
 
 async def test_a_dead_endpoint_fails_within_seconds(closed_port: int) -> None:
-    settings = S3Settings(
+    settings = S3Location(
         bucket="imagegate",
         endpoint_url=f"http://127.0.0.1:{closed_port}",
         access_key_id="k",
@@ -152,7 +152,7 @@ async def test_a_dead_endpoint_fails_within_seconds(closed_port: int) -> None:
 
 
 async def test_an_endpoint_that_never_answers_times_out(silent_port: int) -> None:
-    settings = S3Settings(
+    settings = S3Location(
         bucket="imagegate",
         endpoint_url=f"http://127.0.0.1:{silent_port}",
         access_key_id="k",
@@ -164,7 +164,7 @@ async def test_an_endpoint_that_never_answers_times_out(silent_port: int) -> Non
 
 
 async def test_no_credentials_anywhere_is_named(
-    s3_settings: S3Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    s3_settings: S3Location, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                  "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
@@ -183,7 +183,7 @@ async def test_a_name_is_written_once(store: S3BlobStore, s3_admin: Any) -> None
     success): the object there is the one a later `get` verifies, and heals if bad."""
     png = make_png(16, 16)
     sha = await store.put(png)
-    bucket, name = store.settings.bucket, store.name(sha)
+    bucket, name = store.location.bucket, store.name(sha)
     s3_admin.put_object(Bucket=bucket, Key=name, Body=b"what another writer left")
     assert await store.put(png) == sha
     assert (

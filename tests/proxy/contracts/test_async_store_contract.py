@@ -1,6 +1,6 @@
 """The AsyncBlobStore and AsyncEntryStore contracts, over the async adapters of every
-synchronous store, over the Redis entry store and over the S3 blob store (moto's server, a
-bucket per test). The synchronous stores' own suite, with healing, eviction and crashes, is
+synchronous store, over the Redis entry store and over the S3 blob store (moto's server,
+a bucket per test). The synchronous stores' own suite, with healing, eviction and crashes, is
 tests/proxy/test_store_contract.py; S3's own is tests/proxy/test_s3_blobs.py."""
 
 from __future__ import annotations
