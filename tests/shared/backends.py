@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from proxy.config import Settings, load_settings
-from proxy.stores.s3_client import S3Settings
+from proxy.stores.s3_client import S3Location
 from tests.backends.postgres import postgres_database
 from tests.backends.redis import open_redis_backend
 
@@ -51,7 +51,7 @@ class SharedBackends:
     redis_url: str
     redis_prefix: str
     dsn: str
-    s3: S3Settings
+    s3: S3Location
 
     def moved(self, *, redis: int | None = None, postgres: int | None = None,
               s3: int | None = None) -> SharedBackends:  # fmt: skip
@@ -95,7 +95,7 @@ secret_access_key = "{s3.secret_access_key}"
 
 @pytest.fixture
 async def shared(
-    request: pytest.FixtureRequest, s3_settings: S3Settings
+    request: pytest.FixtureRequest, s3_settings: S3Location
 ) -> AsyncIterator[SharedBackends]:
     redis = open_redis_backend(request)
     async with postgres_database() as dsn:
