@@ -143,7 +143,10 @@ async def metrics(request: web.Request) -> web.Response:
     await _may_scrape(request)
     # The ledger and the stores are read through their ports first; the collectors then
     # read that snapshot and the worker processes' metric files, off the event loop.
-    await request.app[LEDGER_METRICS].refresh()
+    try:
+        await request.app[LEDGER_METRICS].refresh()
+    except BackendUnavailable:
+        pass  # shared mode: the last snapshot stands; the backend metrics say what is down
     body = await asyncio.to_thread(generate_latest, request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -107,6 +107,7 @@ async def test_postgres_down_refuses_misses_before_spending_and_serves_hits(
     assert await probe(gw, "/healthz") == (200, {"status": "ok"})
     status, body = await probe(gw, "/readyz")
     assert status == 503 and set(body["stores"]) == {"postgres"}
+    assert errors_of(await scrape(gw), "postgres") >= 1  # /metrics answers meanwhile
     await cut.postgres.restore()
     assert await wait_for_rows(shared.dsn, "SELECT SUM(requests) FROM ledger WHERE cache = 'HIT'")
     assert (await probe(gw, "/readyz"))[0] == 200
