@@ -931,6 +931,7 @@ def test_shared_compose_runs_replicas_of_the_image_behind_the_load_balancer():
     assert command[command.index("--host") + 1] == "0.0.0.0"  # noqa: S104 (in a container)
     assert served_config(command, gateway) == DEPLOY / "config.shared.toml"
     assert gateway["read_only"] is True and gateway["cap_drop"] == ["ALL"]
+    assert image_env()["IMAGEGATE_DATA_DIR"] in gateway["tmpfs"]  # nothing kept per replica
     lb = services["lb"]
     assert bind_mounts(lb) == {"/usr/local/etc/haproxy/haproxy.cfg": HAPROXY}
     assert any(p.endswith(f":{haproxy_bind('imagegate')}") for p in lb["ports"])
