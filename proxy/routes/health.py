@@ -9,6 +9,7 @@ in it. While the gateway is open (no keys) both are open, unless a metrics key i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from collections.abc import Awaitable, Callable
 
@@ -143,10 +144,9 @@ async def metrics(request: web.Request) -> web.Response:
     await _may_scrape(request)
     # The ledger and the stores are read through their ports first; the collectors then
     # read that snapshot and the worker processes' metric files, off the event loop.
-    try:
+    # Shared mode with a backend down: the last snapshot stands; the backend metrics say why.
+    with contextlib.suppress(BackendUnavailable):
         await request.app[LEDGER_METRICS].refresh()
-    except BackendUnavailable:
-        pass  # shared mode: the last snapshot stands; the backend metrics say what is down
     body = await asyncio.to_thread(generate_latest, request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
