@@ -1,9 +1,10 @@
 """Every store the gateway uses, built in one place: `build_stores(settings) -> Stores`.
 
 The app and the service take a `Stores` (ports only, `proxy.ports`), never a concrete
-class, so a new backend is one more branch here. Building is synchronous: the embedded
-adapters open their files at once, and network adapters connect on first use, so
-`create_app` stays synchronous; `Stores.aclose` ends them all.
+class, so a new backend is one more branch here. Building is synchronous, so `create_app`
+stays synchronous: the embedded adapters open their files at once; a network adapter that
+must connect before use puts its connect step in `starters` (awaited by `Stores.start`
+when the app starts, before any request). `Stores.aclose` ends them all.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from proxy.stores.ledger import SqliteLedger
 __all__ = ["Stores", "build_stores"]
 
 Closer = Callable[[], Awaitable[None] | None]
+Starter = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,12 @@ class Stores:
     flights: FlightLock
     experiments: ExperimentStore
     closers: tuple[Closer, ...] = field(default=(), repr=False)
+    starters: tuple[Starter, ...] = field(default=(), repr=False)
+
+    async def start(self) -> None:
+        """Connect what must be connected before the first request (in build order)."""
+        for start in self.starters:
+            await start()
 
     async def aclose(self) -> None:
         """Close every store, last built first (each may be sync or async)."""
