@@ -106,6 +106,7 @@ def _lifetime(
     @asynccontextmanager
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         auth, accounts, events = app[AUTH], app[ACCOUNTS], app[EVENTS]
+        await app[STORES].start()
         await auth.sync_config(config_keys(app[SETTINGS], auth.clock()))
         sweeper = app[SWEEPER]
         await sweeper.sweep()  # a restart settles what the dead process left reserved

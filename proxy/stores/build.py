@@ -2,11 +2,13 @@
 or `await open_stores(settings)`, which also opens shared mode's.
 
 The app and the service take a `Stores` (ports only, `proxy.ports`), never a concrete
-class, so a new backend is one more branch here. The embedded stores are built
-synchronously (they open their files at once), so `create_app` stays synchronous; shared
-mode's (`proxy.stores.shared`: Redis, PostgreSQL, S3) are opened by `open_stores` before
-the app is made, since each is connected, pinged and (PostgreSQL) migrated at start.
-`Stores.aclose` ends them all.
+class, so a new backend is one more branch here. Building is synchronous, so `create_app`
+stays synchronous: the embedded adapters open their files at once; a network adapter that
+must connect before use puts its connect step in `starters` (awaited by `Stores.start`
+when the app starts, before any request). Shared mode's stores (`proxy.stores.shared`:
+Redis, PostgreSQL, S3) are opened by `open_stores` before the app is made instead, since
+each is connected, pinged and (PostgreSQL) migrated at start, and one that cannot be
+reached must stop `imagegate serve` with one line. `Stores.aclose` ends them all.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from proxy.stores.owners import process_owner
 __all__ = ["Stores", "build_stores", "open_stores"]
 
 Closer = Callable[[], Awaitable[None] | None]
+Starter = Callable[[], Awaitable[None]]
 Ping = Callable[[], Awaitable[None]]
 
 
@@ -68,6 +71,7 @@ class Stores:
     flights: FlightLock
     experiments: ExperimentStore
     closers: tuple[Closer, ...] = field(default=(), repr=False)
+    starters: tuple[Starter, ...] = field(default=(), repr=False)
     # Shared mode sets the rest. `owner`: this process as the owner of its reservations;
     # `lease_seconds`: how long a silent owner's reservations stay open; `sweep_seconds`:
     # how often the sweeper heartbeats and settles them; `backends`: (name, ping) for
@@ -79,6 +83,11 @@ class Stores:
     backends: tuple[tuple[str, Ping], ...] = field(default=(), repr=False)
     before_spending: Ping = field(default=_nothing_to_check, repr=False)
     watch: BackendWatch | None = field(default=None, repr=False)
+
+    async def start(self) -> None:
+        """Connect what must be connected before the first request (in build order)."""
+        for start in self.starters:
+            await start()
 
     async def aclose(self) -> None:
         """Close every store, last built first (each may be sync or async)."""
