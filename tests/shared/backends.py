@@ -1,7 +1,8 @@
 """The three real backends of one shared-mode test, and the config that names them.
 
-`shared` (an async fixture): a PostgreSQL database, a Redis prefix and an S3 bucket (moto's
-server) of this test's own, each cleaned up after it. `SharedBackends.toml(...)` writes the
+`shared` (an async fixture): a PostgreSQL database (empty: the gateway under test migrates
+it at start), a Redis prefix and an S3 bucket (moto's server) of this test's own, each
+cleaned up after it. `SharedBackends.toml(...)` writes the
 `[storage]`, `[redis]`, `[postgres]` and `[s3]` tables of DESIGN.md §6 for them (a backend
 may be moved to another port: a `TcpProxy` in front of it, or a closed one), plus whatever
 else the test's config holds.
@@ -98,5 +99,6 @@ async def shared(
     request: pytest.FixtureRequest, s3_settings: S3Location
 ) -> AsyncIterator[SharedBackends]:
     redis = open_redis_backend(request)
-    async with postgres_database() as dsn:
+    # An empty database: the gateway (three replicas at once, in the suite) migrates it.
+    async with postgres_database(migrated=False) as dsn:
         yield SharedBackends(redis.url, redis.prefix, dsn, s3_settings)
