@@ -32,6 +32,8 @@ from proxy.generation import Generator
 from proxy.hot import HotAnswers
 from proxy.memory import B64Cache, BytesLRU
 from proxy.middlewares import request_middleware
+from proxy.observability.events import Events
+from proxy.observability.hooks import LogHook, MetricsHook
 from proxy.observability.ledger_metrics import LedgerCollector
 from proxy.observability.metrics import Metrics, StoreCollector, watch_loop_lag
 from proxy.ports import BlobStore, EntryStore, Provider
@@ -73,12 +75,13 @@ def create_app(
     entries: EntryStore | None = None,
     blobs_store: BlobStore | None = None,
 ) -> web.Application:
+    metrics = Metrics()
+    events = Events((MetricsHook(metrics), LogHook()))
     app = web.Application(
-        middlewares=[request_middleware],
+        middlewares=[request_middleware(events)],
         client_max_size=settings.server.max_body_mb * 1024 * 1024,
     )
     catalog = catalog or settings.catalog
-    metrics = Metrics()
     data_dir = settings.data_dir
     entry_store = entries or DiskEntryStore(data_dir / "entries")
     blob_store = blobs_store or DiskBlobStore(
@@ -88,7 +91,7 @@ def create_app(
     registry = build_registry(
         settings, build_providers(settings) if providers is None else providers
     )
-    router = _router(settings, catalog, registry, metrics, clock)
+    router = _router(settings, catalog, registry, events, clock)
     gate = Gatekeeper(
         ledger=SqliteLedger(data_dir / "ledger.sqlite3"),
         cost=settings.cost,
@@ -104,7 +107,7 @@ def create_app(
         router=router,
         generator=Generator(
             router,
-            metrics,
+            events,
             max_attempts=settings.routing.max_attempts,
             limiter=_upstream_limits(settings),
         ),
@@ -129,7 +132,7 @@ def create_app(
         app.router.add_routes(table)
     app.router.add_routes(openapi.routes)
     setup_ab(app, data_dir)
-    app[SWEEPER] = ReservationSweeper(gate, router)
+    app[SWEEPER] = ReservationSweeper(gate, router, events)
     app.cleanup_ctx.append(_lifetime(service, registry, gate, (entry_store, blob_store)))
     lag_every = settings.server.loop_lag_interval_seconds
     app.cleanup_ctx.append(watch_loop_lag(metrics.loop_lag, lag_every))
@@ -149,14 +152,14 @@ def _router(
     settings: Settings,
     catalog: Catalog,
     registry: ProviderRegistry,
-    metrics: Metrics,
+    events: Events,
     clock: Callable[[], float],
 ) -> Router:
     routing = settings.routing
     return Router(
         catalog=catalog,
         registry=registry,
-        metrics=metrics,
+        events=events,
         clock=clock,
         breaker=Breaker(
             threshold=routing.breaker_failures, cooldown=routing.breaker_cooldown_seconds

@@ -16,22 +16,19 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-import structlog
-
-from policies.budget import format_usd
 from policies.ledger_models import LedgerRow
 from proxy.access import Gatekeeper
+from proxy.observability.events import BackendFailed, Events, ReservationOrphaned
 from proxy.router import Router
 
 __all__ = ["ReservationSweeper"]
-
-log = structlog.get_logger("imagegate.ledger")
 
 
 @dataclass
 class ReservationSweeper:
     gate: Gatekeeper
     router: Router
+    events: Events
     interval: float = 10.0
     lease: float = 40.0
 
@@ -47,13 +44,10 @@ class ReservationSweeper:
         orphans, holds = await asyncio.to_thread(work)
         self.router.sync_holds(holds, version)
         for row in orphans:
-            log.warning(
-                "budget.reservation_orphaned",
-                key=row.key_name,
-                model=row.model,
-                provider=row.provider,
-                charged_usd=format_usd(row.cost_micros),
-                request_id=row.request_id,
+            self.events.emit(
+                ReservationOrphaned(
+                    row.model, row.key_name, row.cost_micros, row.provider, row.request_id
+                )
             )
         return orphans
 
@@ -63,5 +57,5 @@ class ReservationSweeper:
             await asyncio.sleep(self.interval)
             try:
                 await self.sweep()
-            except Exception:  # a locked or full disk must not stop the upkeep
-                log.exception("ledger.sweep_failed")
+            except Exception as exc:  # a locked or full disk must not stop the upkeep
+                self.events.emit(BackendFailed("ledger.sweep", str(exc), exc))

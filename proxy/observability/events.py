@@ -19,7 +19,10 @@ __all__ = [
     "CacheLookedUp",
     "Charged",
     "CircuitChanged",
+    "ClientDisconnected",
+    "ClientTimedOut",
     "Denied",
+    "ErrorAnswered",
     "Event",
     "Events",
     "FellBack",
@@ -28,6 +31,7 @@ __all__ = [
     "OverQuoted",
     "ProviderCalled",
     "RequestCompleted",
+    "RequestFailed",
     "ReservationOrphaned",
     "Saved",
     "StoreFailed",
@@ -133,6 +137,8 @@ class ReservationOrphaned:
     model: str
     key_name: str | None
     cost_micros: int = 0
+    provider: str = ""
+    request_id: str | None = None  # the request whose call was cut off, when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +157,45 @@ class BackendFailed:
 
     what: str
     error: str
+    exception: BaseException | None = None  # its traceback goes into the log line
+
+
+# -- the HTTP edge and the connection guard (kept together; other kinds go above) --
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorAnswered:
+    """A request answered with an error envelope (any status: hooks choose what to keep)."""
+
+    status: int
+    code: str | None
+    error: str  # the message the client was sent
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed:
+    """An unexpected exception inside a handler, answered as a 500 (a bug, or a store down)."""
+
+    path: str  # cut to 100 characters
+    exception: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class ClientDisconnected:
+    """The client closed its connection before the answer (counted as status 499)."""
+
+    path: str  # cut to 100 characters
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTimedOut:
+    """A connection closed by the guard: its headers (`phase="header"`) or its body
+    (`phase="body"`, `received` bytes so far) stopped arriving for `seconds`."""
+
+    phase: Literal["header", "body"]
+    seconds: float
+    received: int = 0
 
 
 Event = (
@@ -166,6 +211,10 @@ Event = (
     | ReservationOrphaned
     | StoreFailed
     | BackendFailed
+    | ErrorAnswered
+    | RequestFailed
+    | ClientDisconnected
+    | ClientTimedOut
 )
 
 

@@ -18,12 +18,16 @@ from proxy.observability.events import (
     CacheLookedUp,
     Charged,
     CircuitChanged,
+    ClientDisconnected,
+    ClientTimedOut,
     Denied,
+    ErrorAnswered,
     Event,
     FellBack,
     OverQuoted,
     ProviderCalled,
     RequestCompleted,
+    RequestFailed,
     ReservationOrphaned,
     Saved,
     StoreFailed,
@@ -94,10 +98,18 @@ class MetricsHook:
 
 class LogHook:
     """Events -> structlog lines: one per request (`http.request_completed`, image routes
-    only), one per upstream call, and a warning or error for what an operator must see."""
+    only), one per upstream call, and a warning or error for what an operator must see.
 
-    def __init__(self, logger: Any = None) -> None:
+    `sample_hits` below 1.0 keeps that share of the request lines of answered hits (0.1:
+    the 1st, 11th, 21st...; 0: none), each kept line saying `sample_rate`; every other
+    line (misses, errors, upstream calls) is always written."""
+
+    def __init__(self, logger: Any = None, *, sample_hits: float = 1.0) -> None:
+        if not 0.0 <= sample_hits <= 1.0:
+            raise ValueError(f"sample_hits must be 0.0-1.0, not {sample_hits}")
         self.log = logger if logger is not None else structlog.get_logger("imagegate")
+        self._sample = sample_hits
+        self._credit = 1.0 - sample_hits  # the first hit is written, then one in 1/rate
         self._on: dict[type[Any], Callable[[Any], None]] = {
             RequestCompleted: self._request,
             ProviderCalled: self._provider,
@@ -105,6 +117,10 @@ class LogHook:
             ReservationOrphaned: self._orphaned,
             StoreFailed: self._store_failed,
             BackendFailed: self._backend_failed,
+            ErrorAnswered: self._error,
+            RequestFailed: self._request_failed,
+            ClientDisconnected: self._client_left,
+            ClientTimedOut: self._timed_out,
         }
 
     def __call__(self, event: Event) -> None:
@@ -124,6 +140,12 @@ class LogHook:
             **e.fields,
             "request_id": e.request_id,
         }
+        if self._sample < 1.0 and e.cache == "hit" and e.status < 400:
+            self._credit += self._sample
+            if self._credit < 0.999_999:  # not 1.0: ten additions of 0.1 come to 0.99...9
+                return
+            self._credit -= 1.0
+            fields["sample_rate"] = self._sample
         info_line(self.log, "http.request_completed", fields)
 
     def _provider(self, e: ProviderCalled) -> None:
@@ -160,13 +182,34 @@ class LogHook:
     def _orphaned(self, e: ReservationOrphaned) -> None:
         self.log.warning(
             "budget.reservation_orphaned",
-            model=e.model,
             key=e.key_name,
-            cost_usd=format_usd(e.cost_micros),
+            model=e.model,
+            provider=e.provider,
+            charged_usd=format_usd(e.cost_micros),
+            request_id=e.request_id,
         )
 
     def _store_failed(self, e: StoreFailed) -> None:
         self.log.error("cache.store_failed", key=e.request_key[:12], model=e.model, error=e.error)
 
     def _backend_failed(self, e: BackendFailed) -> None:
-        self.log.error(f"{e.what}_failed", error=e.error)
+        if e.exception is None:
+            self.log.error(f"{e.what}_failed", error=e.error)
+        else:
+            self.log.error(f"{e.what}_failed", error=e.error, exc_info=e.exception)
+
+    def _error(self, e: ErrorAnswered) -> None:
+        if e.status >= 500:  # a client's mistakes are in the request line, not a warning
+            self.log.warning("http.error", status=e.status, code=e.code, error=e.error)
+
+    def _request_failed(self, e: RequestFailed) -> None:
+        self.log.error("http.request_failed", path=e.path, exc_info=e.exception)
+
+    def _client_left(self, e: ClientDisconnected) -> None:
+        self.log.info("http.client_disconnected", path=e.path, detail=e.detail)
+
+    def _timed_out(self, e: ClientTimedOut) -> None:
+        if e.phase == "header":
+            self.log.info("http.header_timeout", seconds=e.seconds)
+        else:
+            self.log.info("http.body_timeout", seconds=e.seconds, received=e.received)
