@@ -10,9 +10,9 @@ that prints it, and no event carries a prompt or a secret.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 __all__ = [
     "BackendFailed",
@@ -26,6 +26,7 @@ __all__ = [
     "Event",
     "Events",
     "FellBack",
+    "Handlers",
     "Hook",
     "ListHook",
     "OverQuoted",
@@ -224,17 +225,48 @@ class Hook(Protocol):
     def __call__(self, event: Event) -> None: ...
 
 
-class Events:
-    """Emits each event to every hook, in order."""
+class Handlers(Protocol):
+    """A hook that says which kinds it keeps, one handler each (fixed once built): `Events`
+    calls those directly and never calls the hook for other kinds."""
 
-    __slots__ = ("hooks",)
+    def handlers(self) -> Mapping[type[Any], Callable[[Any], None]]: ...
+
+
+class Events:
+    """Emits each event to every hook, in order.
+
+    The handlers for each kind are looked up once, the first time it is emitted: a hook with
+    `handlers()` gets only its kinds, straight to the handler; any other hook gets every
+    event. An emit then costs one dict lookup and one call per interested hook (measured:
+    bench/events_micro.py)."""
+
+    __slots__ = ("_route", "hooks")
 
     def __init__(self, hooks: Iterable[Hook] = ()) -> None:
         self.hooks: tuple[Hook, ...] = tuple(hooks)
+        self._route: dict[type[Any], tuple[Callable[[Any], None], ...]] = {}
 
     def emit(self, event: Event) -> None:
+        handlers = self._route.get(type(event))
+        if handlers is None:
+            handlers = self._route[type(event)] = self._handlers_of(type(event))
+        for handle in handlers:
+            handle(event)
+
+    def _handlers_of(self, kind: type[Any]) -> tuple[Callable[[Any], None], ...]:
+        found: list[Callable[[Any], None]] = []
         for hook in self.hooks:
-            hook(event)
+            table = hook.handlers() if isinstance(hook, _HasHandlers) else None
+            if table is None:
+                found.append(hook)
+            elif (handle := table.get(kind)) is not None:
+                found.append(handle)
+        return tuple(found)
+
+
+@runtime_checkable
+class _HasHandlers(Handlers, Protocol):
+    pass
 
 
 _E = TypeVar("_E")

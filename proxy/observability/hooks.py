@@ -7,7 +7,7 @@ a few dict lookups per event.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -43,6 +43,10 @@ class MetricsHook:
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        # The hit path's children, one lookup per event: (route, method, status, cache) ->
+        # (request counter, duration histogram), and outcome -> lookup counter.
+        self._per_request: dict[tuple[str, str, int, str], tuple[Any, Any]] = {}
+        self._per_lookup: dict[str, Any] = {}
         self._on: dict[type[Any], Callable[[Any], None]] = {
             RequestCompleted: self._request,
             CacheLookedUp: self._lookup,
@@ -59,13 +63,27 @@ class MetricsHook:
         if handle is not None:
             handle(event)
 
+    def handlers(self) -> Mapping[type[Any], Callable[[Any], None]]:
+        return self._on
+
     def _request(self, e: RequestCompleted) -> None:
-        m = self.metrics
-        m.child(m.requests, e.route, e.method, str(e.status)).inc()
-        m.child(m.request_seconds, e.route, e.cache).observe(e.seconds)
+        key = (e.route, e.method, e.status, e.cache)
+        children = self._per_request.get(key)
+        if children is None:
+            m = self.metrics
+            children = self._per_request[key] = (
+                m.child(m.requests, e.route, e.method, str(e.status)),
+                m.child(m.request_seconds, e.route, e.cache),
+            )
+        children[0].inc()
+        children[1].observe(e.seconds)
 
     def _lookup(self, e: CacheLookedUp) -> None:
-        self.metrics.child(self.metrics.cache_lookups, e.outcome).inc()
+        counter = self._per_lookup.get(e.outcome)
+        if counter is None:
+            m = self.metrics
+            counter = self._per_lookup[e.outcome] = m.child(m.cache_lookups, e.outcome)
+        counter.inc()
 
     def _provider(self, e: ProviderCalled) -> None:
         m = self.metrics
@@ -128,9 +146,18 @@ class LogHook:
         if handle is not None:
             handle(event)
 
+    def handlers(self) -> Mapping[type[Any], Callable[[Any], None]]:
+        return self._on
+
     def _request(self, e: RequestCompleted) -> None:
         if not e.route.startswith("/v1/images"):
             return
+        sampled = self._sample < 1.0 and e.cache == "hit" and e.status < 400
+        if sampled:
+            self._credit += self._sample
+            if self._credit < 0.999_999:  # not 1.0: ten additions of 0.1 come to 0.99...9
+                return
+            self._credit -= 1.0
         fields: dict[str, object] = {
             "method": e.method,
             "route": e.route,
@@ -140,11 +167,7 @@ class LogHook:
             **e.fields,
             "request_id": e.request_id,
         }
-        if self._sample < 1.0 and e.cache == "hit" and e.status < 400:
-            self._credit += self._sample
-            if self._credit < 0.999_999:  # not 1.0: ten additions of 0.1 come to 0.99...9
-                return
-            self._credit -= 1.0
+        if sampled:
             fields["sample_rate"] = self._sample
         info_line(self.log, "http.request_completed", fields)
 
