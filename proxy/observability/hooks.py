@@ -127,7 +127,8 @@ class LogHook:
             raise ValueError(f"sample_hits must be 0.0-1.0, not {sample_hits}")
         self.log = logger if logger is not None else structlog.get_logger("imagegate")
         self._sample = sample_hits
-        self._credit = 1.0 - sample_hits  # the first hit is written, then one in 1/rate
+        # The first hit is written, then one in 1/rate; at 0 none is.
+        self._credit = 1.0 - sample_hits if sample_hits else 0.0
         self._on: dict[type[Any], Callable[[Any], None]] = {
             RequestCompleted: self._request,
             ProviderCalled: self._provider,
