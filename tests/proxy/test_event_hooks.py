@@ -9,7 +9,6 @@ import json
 from collections.abc import Iterator
 
 import pytest
-import structlog
 from structlog.testing import capture_logs
 
 from proxy.observability.events import (
@@ -34,7 +33,7 @@ from proxy.observability.events import (
     StoreFailed,
 )
 from proxy.observability.hooks import LogHook, MetricsHook
-from proxy.observability.logging import configure_logging
+from proxy.observability.logging import configure_logging, reset_logging
 from proxy.observability.metrics import Metrics
 from tests.proxy.test_log_lines import Recorder
 
@@ -124,9 +123,8 @@ def json_lines() -> Iterator[Recorder]:
     configure_logging("info", "json", stream=stream, flush_ms=0)
     try:
         yield out
-    finally:  # back to structlog's defaults, and the request line back through them
-        configure_logging("info", "console", stream=io.StringIO())
-        structlog.reset_defaults()
+    finally:
+        reset_logging()
 
 
 def lines(out: Recorder) -> list[dict[str, object]]:
