@@ -161,7 +161,7 @@ class BackendFailed:
     exception: BaseException | None = None  # its traceback goes into the log line
 
 
-# -- the HTTP edge and the connection guard (kept together; other kinds go above) --
+# -- what the HTTP edge and the connection guard see --
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +225,7 @@ class Hook(Protocol):
     def __call__(self, event: Event) -> None: ...
 
 
+@runtime_checkable
 class Handlers(Protocol):
     """A hook that says which kinds it keeps, one handler each (fixed once built): `Events`
     calls those directly and never calls the hook for other kinds."""
@@ -256,17 +257,12 @@ class Events:
     def _handlers_of(self, kind: type[Any]) -> tuple[Callable[[Any], None], ...]:
         found: list[Callable[[Any], None]] = []
         for hook in self.hooks:
-            table = hook.handlers() if isinstance(hook, _HasHandlers) else None
+            table = hook.handlers() if isinstance(hook, Handlers) else None
             if table is None:
                 found.append(hook)
             elif (handle := table.get(kind)) is not None:
                 found.append(handle)
         return tuple(found)
-
-
-@runtime_checkable
-class _HasHandlers(Handlers, Protocol):
-    pass
 
 
 _E = TypeVar("_E")

@@ -1,8 +1,10 @@
 """The two hooks every gateway runs: Prometheus metrics and structlog lines.
 
-Each dispatches on the event's type through a dict (one lookup, no isinstance chain) and
-keeps its metric children bound once per label set (`Metrics.child`), so the hit path pays
-a few dict lookups per event.
+Each hands `Events` a table of the kinds it keeps (`handlers()`), so an emit goes straight
+to the handler; called directly, it dispatches through the same table. The hit path's
+speed-ups live here: metric children bound once per label set (`Metrics.child`; the request
+counter and histogram as one pair per request shape) and the request line rendered by
+`info_line` straight into the batched writer. Measured in bench/events_micro.py.
 """
 
 from __future__ import annotations
