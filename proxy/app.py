@@ -57,7 +57,7 @@ def create_app(
     """`stores`: every port (default: the embedded stores under `settings.data_dir`,
     `proxy.stores.build`); the app closes them when it stops."""
     metrics = Metrics()
-    events = Events((MetricsHook(metrics), LogHook()))
+    events = Events((MetricsHook(metrics), LogHook(sample_hits=settings.logging.sample_hits)))
     app = web.Application(
         middlewares=[request_middleware(events)],
         client_max_size=settings.server.max_body_mb * 1024 * 1024,

@@ -313,3 +313,27 @@ def test_events_reach_every_hook_in_order_and_typed_hooks_only_their_kinds() -> 
 
 def test_no_hooks_no_work() -> None:
     Events().emit(CacheLookedUp("hit"))  # nothing listens: nothing happens, nothing fails
+
+
+async def test_logging_sample_hits_zero_keeps_miss_lines_and_drops_hit_lines(
+    settings, provider, clock
+):
+    """`[logging] sample_hits = 0`, end to end: the miss's request line is written, the
+    hits' are not, and the hits are still counted (the metric is not sampled)."""
+    from dataclasses import replace
+
+    from proxy.config_sections import LoggingSettings
+    from tests.conftest import start_gateway
+
+    quiet = replace(settings, logging=LoggingSettings(sample_hits=0.0))
+    gw = await start_gateway(quiet, provider, clock)
+    try:
+        client = gw.client()
+        with capture_logs() as lines:
+            for _ in range(3):
+                await client.images.generate(prompt="a red fox", model="gpt-image-1")
+        caches = [line["cache"] for line in lines if line["event"] == "http.request_completed"]
+        assert caches == ["miss"]
+        assert await gw.metric("imagegate_cache_lookups_total", outcome="hit") == 2
+    finally:
+        await gw.close()
