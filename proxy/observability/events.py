@@ -25,6 +25,8 @@ __all__ = [
     "ErrorAnswered",
     "Event",
     "Events",
+    "ExperimentCreated",
+    "ExperimentImageRestored",
     "FellBack",
     "Handlers",
     "Hook",
@@ -199,6 +201,22 @@ class ClientTimedOut:
     received: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ExperimentCreated:
+    """An A/B experiment defined through the admin API."""
+
+    experiment: str
+    variants: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentImageRestored:
+    """A variant's image the cache had lost, put back from the experiment's own copy."""
+
+    image: str  # sha256; the hook prints 12 characters
+    variant: str
+
+
 Event = (
     RequestCompleted
     | CacheLookedUp
@@ -216,6 +234,8 @@ Event = (
     | RequestFailed
     | ClientDisconnected
     | ClientTimedOut
+    | ExperimentCreated
+    | ExperimentImageRestored
 )
 
 

@@ -25,6 +25,8 @@ from proxy.observability.events import (
     Denied,
     ErrorAnswered,
     Event,
+    ExperimentCreated,
+    ExperimentImageRestored,
     FellBack,
     OverQuoted,
     ProviderCalled,
@@ -142,6 +144,8 @@ class LogHook:
             RequestFailed: self._request_failed,
             ClientDisconnected: self._client_left,
             ClientTimedOut: self._timed_out,
+            ExperimentCreated: self._experiment_created,
+            ExperimentImageRestored: self._image_restored,
         }
 
     def __call__(self, event: Event) -> None:
@@ -239,3 +243,9 @@ class LogHook:
             self.log.info("http.header_timeout", seconds=e.seconds)
         else:
             self.log.info("http.body_timeout", seconds=e.seconds, received=e.received)
+
+    def _experiment_created(self, e: ExperimentCreated) -> None:
+        self.log.info("ab.experiment_created", experiment=e.experiment, variants=e.variants)
+
+    def _image_restored(self, e: ExperimentImageRestored) -> None:
+        self.log.warning("ab.image_restored", image=e.image[:12], variant=e.variant)
