@@ -13,7 +13,7 @@ from aiohttp import web
 from policies.circuit import Breaker
 from policies.errors import ProviderError, ProviderRejected, ProviderUnavailable
 from policies.normalize import parse_generation
-from proxy.app_keys import CACHE_OUTCOME, GATE, LOG_FIELDS, SERVICE
+from proxy.app_keys import CACHE_OUTCOME, LOG_FIELDS, SERVICE, STORES
 from proxy.config import Settings
 from proxy.connection_guard import ConnectionGuard
 from proxy.generation import Generator
@@ -34,7 +34,7 @@ from proxy.observability.events import (
 from proxy.providers.registry import ProviderRegistry
 from proxy.reservation_sweeper import ReservationSweeper
 from proxy.router import Router
-from tests.conftest import CountingProvider, ManualClock, PricedProvider
+from tests.conftest import CountingProvider, ManualClock, PricedProvider, ledger_of
 from tests.proxy.test_orphans import BUDGET, ELSEWHERE, draft
 
 GEN = "/v1/images/generations"
@@ -232,10 +232,14 @@ async def test_a_bug_is_a_500_with_its_exception_emitted(served) -> None:
 
 async def test_an_orphan_settled_by_the_sweeper_is_emitted(gateway, clock) -> None:
     hook = ListHook()
-    gate = gateway.app[GATE]
-    sweeper = ReservationSweeper(gate, gateway.app[SERVICE].router, Events((hook,)))
-    gate.ledger.heartbeat(ELSEWHERE, clock.now)
-    gate.ledger.reserve([BUDGET], 25_000, clock.now, ELSEWHERE, draft(0))
+    stores, service = gateway.app[STORES], gateway.app[SERVICE]
+    sweeper = ReservationSweeper(
+        stores.ledger, stores.holds, service.router, clock, service.accounts.owner,
+        Events((hook,)),
+    )  # fmt: skip
+    ledger = ledger_of(gateway.app)  # another process's reservation, planted in the file
+    ledger.heartbeat(ELSEWHERE, clock.now)
+    ledger.reserve([BUDGET], 25_000, clock.now, ELSEWHERE, draft(0))
     clock.advance(41)  # past the 40 s lease
     [row] = await sweeper.sweep()
     assert hook.events == [
