@@ -124,8 +124,8 @@ class _LineProgress:
 
     def advance(self, step: str, done: int) -> None:
         total = self._totals[step]
-        if done - self._shown < max(1, (total or 0) // 100):
-            return  # at most about a hundred lines per store
+        if done - self._shown < max(1, (total or 0) // 20):
+            return  # about twenty lines per store
         self._shown = done
         shown = f"{done}/{total}" if total is not None else str(done)
         print(f"{_LABELS[step]}: {shown}", file=sys.stderr, flush=True)
