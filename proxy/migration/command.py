@@ -64,6 +64,7 @@ def run_migrate(args: argparse.Namespace) -> int:
         )
         return 1
     _print_summary(done, run, left)
+    _warn_unlisted_keys(source, target)
     return 0
 
 
@@ -132,6 +133,19 @@ class _LineProgress:
 
     def finish(self, step: str, loaded: Loaded) -> None:
         print(f"{_LABELS[step]}: done ({loaded.copied} copied)", file=sys.stderr, flush=True)
+
+
+def _warn_unlisted_keys(source: Settings, target: Settings) -> None:
+    """Config keys are copied like any other, but a gateway revokes at start the config keys
+    its own file does not list: say so before the user finds them revoked."""
+    listed = {key.name for key in target.cost.keys}
+    unlisted = sorted(key.name for key in source.cost.keys if key.name not in listed)
+    if unlisted:
+        print(
+            f"note: [[keys]] {', '.join(unlisted)} are in --from's file and not in --to's: "
+            "a gateway on --to revokes them at start unless you copy them into it",
+            file=sys.stderr,
+        )
 
 
 def _reasons(skipped: Mapping[str, int]) -> str:

@@ -15,7 +15,6 @@ finds the rows it already copied however many stores they passed through. `cost_
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -114,10 +113,10 @@ class Loaded:
         return self.copied + self.present + sum(self.skipped.values())
 
 
-def _stable_fields(row: LedgerRow) -> list[object]:
-    return [row.ts, row.key_name, row.team, row.request_key, row.model, row.provider,
+def _stable_fields(row: LedgerRow) -> tuple[object, ...]:
+    return (row.ts, row.key_name, row.team, row.request_key, row.model, row.provider,
             row.images, row.saved_micros, row.cache, row.request_id, row.requests,
-            row.over_quote_micros]  # fmt: skip
+            row.over_quote_micros)  # fmt: skip
 
 
 class LedgerIdentities:
@@ -131,8 +130,8 @@ class LedgerIdentities:
     def __call__(self, row: LedgerRow) -> str:
         if row.ts != self._ts:
             self._ts, self._seen = row.ts, {}
-        text = json.dumps(_stable_fields(row), separators=(",", ":"))
-        digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+        # repr: exact for floats (shortest round-trip form), and None is not "None"
+        digest = hashlib.sha256(repr(_stable_fields(row)).encode()).hexdigest()[:32]
         ordinal = self._seen.get(digest, 0)
         self._seen[digest] = ordinal + 1
         return f"{digest}#{ordinal}"

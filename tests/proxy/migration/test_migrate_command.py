@@ -304,3 +304,18 @@ def test_a_bad_config_is_named(tmp_path, env):
 
     assert done.returncode == 1
     assert "--to: config error" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_config_keys_the_target_file_does_not_list_are_pointed_out(tmp_path, env):
+    (tmp_path / "old-data").mkdir()
+    key = '[[keys]]\nname = "web-app"\nkey = "sk-config-key-0123456789"\n'
+    (tmp_path / "old.toml").write_text(f'[storage]\ndata_dir = "old-data"\n{key}')
+    _config(tmp_path, "new", "new-data")
+
+    done = migrate(tmp_path, env, "--from", "old.toml", "--to", "new.toml")
+
+    assert done.returncode == 0, done.stderr
+    assert "note: [[keys]] web-app are in --from's file and not in --to's" in done.stderr
+    (tmp_path / "new.toml").write_text(f'[storage]\ndata_dir = "new-data"\n{key}')
+    again = migrate(tmp_path, env, "--from", "old.toml", "--to", "new.toml")
+    assert again.returncode == 0 and "note:" not in again.stderr
