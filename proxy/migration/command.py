@@ -25,6 +25,7 @@ from rich.table import Table
 from proxy.config import ConfigError, Settings, load_settings
 from proxy.migration.copying import STEPS, MigrationRefused, Run, check_run, copy_stores
 from proxy.migration.opening import open_transfer_stores
+from proxy.migration.ports import TransferFailed
 from proxy.migration.records import Loaded
 
 __all__ = ["run_migrate"]
@@ -56,7 +57,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     except (MigrationRefused, ConfigError) as exc:
         print(f"imagegate migrate: {exc}", file=sys.stderr)
         return 1
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, TransferFailed) as exc:
         print(
             f"imagegate migrate: stopped: {exc}; what was copied is kept: fix that and run "
             "the same command again to resume",
@@ -163,5 +164,10 @@ def _print_summary(done: Mapping[str, Loaded], run: Run, left: int) -> None:
         skipped = _reasons(loaded.skipped) or "0"
         table.add_row(_LABELS[step], str(loaded.copied), str(loaded.present), skipped)
     out.print(table)
-    if left:
+    if left and run.write:
         out.print(f"{left} open reservation(s) were left in the source (--force).")
+    elif left:
+        out.print(
+            f"{left} budget reservation(s) are open in the source: migrate refuses to run "
+            "until they are settled (stop the gateway on it), or with --force leaves them."
+        )

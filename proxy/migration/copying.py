@@ -23,7 +23,7 @@ _BATCH: Final[dict[str, int]] = {"entries": 500, "keys": 500, "ledger": 1000, "h
                                  "experiments": 16, "events": 1000}  # fmt: skip
 _BLOB_BATCH: Final = 64
 _GONE: Final = "gone or corrupt in the source"
-_NO_BLOB: Final = "its image is not in the target (gone from the source)"
+_NO_BLOB: Final = "its image is not in the target (see blobs)"
 _NOT_READ: Final = "expired or unreadable in the source"
 R = TypeVar("R")
 
@@ -47,8 +47,8 @@ class Run:
 
 
 async def check_run(source: TransferStores, target: TransferStores, run: Run) -> int:
-    """Refuse a copy onto the same stores, or away from open reservations unless forced;
-    the number of open reservations left behind."""
+    """Refuse a copy onto the same stores, or away from open reservations unless forced (a
+    dry run only counts them); the number of open reservations left behind."""
     mine, theirs = source.locations(), target.locations()
     same = [step for step in STEPS if mine[step] == theirs[step]]
     if same:
@@ -57,7 +57,7 @@ async def check_run(source: TransferStores, target: TransferStores, run: Run) ->
             "new configuration"
         )
     open_now = await source.ledger.open_reservations()
-    if open_now and not run.force:
+    if open_now and run.write and not run.force:
         raise MigrationRefused(
             f"{open_now} budget reservation(s) are open in the source ledger (a gateway on it "
             "is running, or stopped mid-call): stop that gateway, start it once and stop it so "

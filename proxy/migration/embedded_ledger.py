@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
-from typing import Final
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from typing import Any, Final
 
 from policies.ledger_models import LedgerRow
 from proxy.migration.records import HoldRecord, KeyRow, LedgerIdentities, LedgerRecord, Loaded
@@ -37,8 +37,17 @@ _KEY_INSERT: Final = (
 _LEDGER_COLUMNS: Final = 13  # the LedgerRow fields, in `_FULL_ROW` order
 
 
-def _row(raw: Sequence[object]) -> LedgerRow:
-    return LedgerRow(*raw[:_LEDGER_COLUMNS])  # type: ignore[arg-type]  # columns in field order
+_Found = tuple[LedgerRow, int, str | None]  # a row, its refunded_micros and reservation
+
+
+def _valid(found: Iterable[Sequence[Any]]) -> Iterator[tuple[LedgerRow, Sequence[Any]]]:
+    """Each raw row with its `LedgerRow`; a row that is not a valid one (edited by hand) is
+    left out, and so never copied."""
+    for raw in found:
+        try:
+            yield LedgerRow(*raw[:_LEDGER_COLUMNS]), raw
+        except (TypeError, ValueError):
+            continue
 
 
 class LedgerFile(SqliteLedger):
@@ -73,11 +82,13 @@ class LedgerFile(SqliteLedger):
         with self._read() as db:
             return int(db.execute("SELECT COUNT(*) FROM ledger").fetchone()[0])
 
-    def row_page(self, after: tuple[float, int]) -> list[tuple[LedgerRow, int, int, str | None]]:
-        """(row, id, refunded_micros, reservation) after (ts, id), in (ts, id) order."""
+    def row_page(self, after: tuple[float, int]) -> tuple[list[_Found], tuple[float, int]]:
+        """(row, refunded_micros, reservation) after (ts, id) in (ts, id) order, and where
+        the page ends (`after` itself at the end)."""
         with self._read() as db:
             found = db.execute(_ROWS_AFTER, (after[0], after[0], after[1], _PAGE)).fetchall()
-        return [(_row(r), int(r[13]), int(r[14]), r[15]) for r in found]
+        rows = [(row, int(raw[14]), raw[15]) for row, raw in _valid(found)]
+        return rows, ((found[-1][0], int(found[-1][13])) if found else after)
 
     def add_rows(self, records: Sequence[LedgerRecord], write: bool) -> Loaded:
         """Insert the records whose identity the ledger lacks, in one transaction."""
@@ -88,7 +99,7 @@ class LedgerFile(SqliteLedger):
         copied = present = 0
         with self._write() as db:
             name = LedgerIdentities()
-            held = {name(_row(r)) for r in db.execute(_ROWS_BETWEEN, (low, high))}
+            held = {name(row) for row, _ in _valid(db.execute(_ROWS_BETWEEN, (low, high)))}
             for record in records:
                 if record.identity in held or not self._add_row(db, record, write):
                     present += 1
@@ -169,10 +180,13 @@ class SqliteLedgerTransfer:
     async def dump(self) -> AsyncIterator[LedgerRecord]:
         name = LedgerIdentities()
         after = (float("-inf"), 0)
-        while page := await asyncio.to_thread(self._db.row_page, after):
-            for row, _, refunded, reservation in page:
+        while True:
+            rows, end = await asyncio.to_thread(self._db.row_page, after)
+            for row, refunded, reservation in rows:
                 yield LedgerRecord(row, name(row), refunded, reservation)
-            after = (page[-1][0].ts, page[-1][1])
+            if end == after:
+                return
+            after = end
 
     async def load(self, records: Sequence[LedgerRecord], *, write: bool = True) -> Loaded:
         return await asyncio.to_thread(self._db.add_rows, records, write)

@@ -40,10 +40,18 @@ __all__ = [
     "KeyTransfer",
     "LedgerTransfer",
     "Transfer",
+    "TransferFailed",
     "TransferStores",
 ]
 
 R = TypeVar("R")
+
+
+class TransferFailed(Exception):
+    """A store failed mid-copy. A network adapter raises it from its client's errors, once,
+    at its edge (`raise TransferFailed("PostgreSQL at …: …") from exc`), naming the store;
+    the command prints it on one line and exits 1 (what was copied stays: a re-run resumes).
+    """
 
 
 class Transfer(Protocol[R]):

@@ -37,7 +37,7 @@ Factory = Callable[[Path], AbstractAsyncContextManager[TransferStores]]
 FACTORIES: dict[str, Factory] = {
     "embedded": lambda tmp: open_transfer_stores(Settings(data_dir=tmp)),
 }
-RUNS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+RUNS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 names = st.text("abcxyz019-_é", min_size=1, max_size=8)
 maybe_name = st.none() | names

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from dataclasses import replace
@@ -319,3 +320,32 @@ def test_config_keys_the_target_file_does_not_list_are_pointed_out(tmp_path, env
     (tmp_path / "new.toml").write_text(f'[storage]\ndata_dir = "new-data"\n{key}')
     again = migrate(tmp_path, env, "--from", "old.toml", "--to", "new.toml")
     assert again.returncode == 0 and "note:" not in again.stderr
+
+
+def test_a_row_edited_into_nonsense_is_reported_not_copied(tmp_path, env):
+    _config(tmp_path, "old", "old-data")
+    _config(tmp_path, "new", "new-data")
+    path = tmp_path / "old-data/ledger.sqlite3"
+    ledger = SqliteLedger(path)
+    ledger.record_many([LedgerRow(NOW + n, None, None, "k", "m", "p", 1, 5, 0, "MISS")
+                        for n in range(5)])  # fmt: skip
+    ledger.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE ledger SET cost_micros = -5 WHERE id = 2")
+
+    done = migrate(tmp_path, env, "--from", "old.toml", "--to", "new.toml")
+
+    assert done.returncode == 0, done.stderr
+    assert summary(done.stdout)["ledger rows"] == (4, 0, "1 expired or unreadable in the source")
+
+
+def test_a_target_that_cannot_be_opened_is_one_line(tmp_path, env):
+    _config(tmp_path, "old", "old-data")
+    _config(tmp_path, "new", "new-data")
+    _fill_cache(tmp_path / "old-data", 2)
+    (tmp_path / "new-data").write_text("a file where the data directory should be")
+
+    done = migrate(tmp_path, env, "--from", "old.toml", "--to", "new.toml")
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("imagegate migrate: ") and done.stderr.count("\n") == 1
