@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import threading
 from pathlib import Path
@@ -26,6 +25,7 @@ import diskcache
 from policies.models import Entry
 from proxy.lru import ByteLRU
 from proxy.ports import BlobFile, StoreStats
+from proxy.stores.entry_json import dump_entry, load_entry
 
 __all__ = ["DiskBlobStore", "DiskEntryStore"]
 
@@ -236,19 +236,10 @@ class DiskEntryStore:
 
     def get(self, key: str, index: int) -> Entry | None:
         raw = self._cache.get(_entry_key(key, index))
-        if not isinstance(raw, str):
-            return None
-        try:
-            parsed = json.loads(raw)
-            return Entry.from_json(parsed) if isinstance(parsed, dict) else None
-        except (ValueError, KeyError, TypeError, AssertionError):
-            # Unreadable (e.g. written by a newer version sharing the directory): a miss,
-            # left in place; the service's next put for this key overwrites it.
-            return None
+        return load_entry(raw) if isinstance(raw, str) else None  # unreadable: a miss
 
     def put(self, key: str, index: int, entry: Entry, *, ttl: float | None = None) -> None:
-        text = json.dumps(entry.to_json(), separators=(",", ":"), sort_keys=True)
-        self._cache.set(_entry_key(key, index), text, expire=ttl)
+        self._cache.set(_entry_key(key, index), dump_entry(entry), expire=ttl)
 
     def delete(self, key: str, index: int) -> None:
         self._cache.delete(_entry_key(key, index))

@@ -1,6 +1,7 @@
 """The AsyncBlobStore and AsyncEntryStore contracts, over the async adapters of every
-synchronous store (the S3 and Redis adapters will run these too). The synchronous stores'
-own suite, with healing, eviction and crashes, is tests/proxy/test_store_contract.py."""
+synchronous store and over the Redis entry store (the S3 adapter will run these too). The
+synchronous stores' own suite, with healing, eviction and crashes, is
+tests/proxy/test_store_contract.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import dataclasses
 import hashlib
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,9 @@ from proxy.ports import AsyncBlobStore, AsyncEntryStore
 from proxy.stores.async_stores import InlineEntryStore, ThreadedBlobStore
 from proxy.stores.disk import DiskBlobStore, DiskEntryStore
 from proxy.stores.memory import MemoryBlobStore, MemoryEntryStore
+from proxy.stores.redis_connection import redis_client
+from proxy.stores.redis_entries import RedisEntryStore
+from tests.backends.redis import open_redis_backend
 
 ENTRY = Entry("ab" * 32, "png", 1024, 1024, "gpt-image-1", "openai", 42_000, 1.7e9)
 
@@ -43,8 +47,14 @@ def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Asyn
     store.close()
 
 
-@pytest.fixture(params=sorted(ENTRIES))
-def entries(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AsyncEntryStore]:
+@pytest.fixture(params=[*sorted(ENTRIES), "redis"])
+async def entries(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEntryStore]:
+    if request.param == "redis":
+        backend = open_redis_backend(request)
+        client = redis_client(backend.url)
+        yield RedisEntryStore(client, backend.prefix)
+        await client.aclose()
+        return
     store = ENTRIES[request.param](tmp_path)
     yield InlineEntryStore(store)
     store.close()

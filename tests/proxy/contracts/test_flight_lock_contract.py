@@ -11,16 +11,27 @@ import pytest
 
 from proxy.ports import FlightLock
 from proxy.stores.flight_locks import FcntlFlightLock, MemoryFlightLock
+from proxy.stores.redis_connection import redis_client
+from proxy.stores.redis_flights import RedisFlightLock
+from tests.backends.redis import open_redis_backend
 
 REPO = Path(__file__).resolve().parents[3]
 KEY = "ab" * 32
 OTHER = "cd" * 32
 
 
-@pytest.fixture(params=["fcntl", "memory"])
+@pytest.fixture(params=["fcntl", "memory", "redis"])
 async def lock(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[FlightLock]:
     if request.param == "memory":
         yield MemoryFlightLock()
+        return
+    if request.param == "redis":
+        backend = open_redis_backend(request)
+        client = redis_client(backend.url)
+        redis_lock = RedisFlightLock(client, backend.prefix)
+        yield redis_lock
+        await redis_lock.aclose()
+        await client.aclose()
         return
     fcntl_lock = FcntlFlightLock(tmp_path / "flights.lock")
     yield fcntl_lock

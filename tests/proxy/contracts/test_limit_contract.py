@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +19,9 @@ from proxy.ports import LimitStore
 from proxy.stores.buckets import SharedBuckets
 from proxy.stores.embedded import SqliteLimitStore
 from proxy.stores.memory_state import MemoryLimitStore
+from proxy.stores.redis_connection import redis_client
+from proxy.stores.redis_limits import RedisLimitStore
+from tests.backends.redis import open_redis_backend
 from tests.conftest import CountingProvider, start_gateway
 
 NOW = 1_700_000_000.0
@@ -37,8 +40,14 @@ FACTORIES: dict[str, Callable[[Path], tuple[LimitStore, Callable[[], None]]]] = 
 }
 
 
-@pytest.fixture(params=sorted(FACTORIES))
-def limits(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LimitStore]:
+@pytest.fixture(params=[*sorted(FACTORIES), "redis"])
+async def limits(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LimitStore]:
+    if request.param == "redis":
+        backend = open_redis_backend(request)
+        client = redis_client(backend.url)
+        yield RedisLimitStore(client, backend.prefix)
+        await client.aclose()
+        return
     store, close = FACTORIES[request.param](tmp_path)
     yield store
     close()
