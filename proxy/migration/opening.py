@@ -1,7 +1,10 @@
 """Open one configuration's stores for `imagegate migrate`, from its own settings.
 
-Only the embedded backend exists in this build; shared mode adds its branch here (Redis
-entries, S3 blobs, PostgreSQL keys, ledger and experiments), one transfer class per store.
+The config reader does not know `[storage] backend` yet, so every configuration opens the
+embedded stores. Shared mode adds its branch here when it does: entries are
+`RedisEntryTransfer(client, redis.prefix)` (`proxy.migration.redis_entries`, over the
+client of `proxy.stores.redis_stores`); blobs (S3) and keys, ledger, holds, experiments
+and events (PostgreSQL) each need their class (see `proxy.migration.ports`).
 """
 
 from __future__ import annotations

@@ -1,16 +1,21 @@
 """The migration capability (`proxy.migration.ports`) over every backend: what a store dumps,
 loaded into an empty store of the same kind and dumped again, is the same; a second load
-copies nothing. A shared adapter joins by adding its factory to FACTORIES."""
+copies nothing. A shared adapter joins by adding its factory to `backend` and its name to
+the parametrize list of the stores it holds."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import tempfile
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -29,15 +34,45 @@ from proxy.migration.records import (
     LedgerRecord,
     ledger_identities,
 )
+from proxy.migration.redis_entries import RedisEntryTransfer
 from proxy.stores.experiments import Experiment, ImageVariant
+from proxy.stores.redis_connection import redis_client
+from tests.backends.redis import RedisBackend, open_redis_backend
 
 NOW = 1_800_000_000.0
 
 Factory = Callable[[Path], AbstractAsyncContextManager[TransferStores]]
-FACTORIES: dict[str, Factory] = {
-    "embedded": lambda tmp: open_transfer_stores(Settings(data_dir=tmp)),
-}
-RUNS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# The fixture gives a factory of fresh stores: each Hypothesis example makes its own.
+RUNS = settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+EVERY = pytest.mark.parametrize("backend", ["embedded"], indirect=True)
+ENTRY_STORES = pytest.mark.parametrize("backend", ["embedded", "redis"], indirect=True)
+
+
+def _embedded(tmp: Path) -> AbstractAsyncContextManager[TransferStores]:
+    return open_transfer_stores(Settings(data_dir=tmp))
+
+
+@asynccontextmanager
+async def _redis_entries(tmp: Path, redis: RedisBackend) -> AsyncIterator[TransferStores]:
+    async with _embedded(tmp) as stores:
+        client = redis_client(redis.url)
+        prefix = f"{redis.prefix}{uuid.uuid4().hex}:"  # under the test's prefix: deleted after
+        try:
+            yield replace(stores, entries=RedisEntryTransfer(client, prefix))
+        finally:
+            await client.aclose()
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> Factory:
+    if request.param == "redis":
+        return functools.partial(_redis_entries, redis=open_redis_backend(request))
+    return _embedded
+
 
 names = st.text("abcxyz019-_é", min_size=1, max_size=8)
 maybe_name = st.none() | names
@@ -159,6 +194,11 @@ def _close_expiry(a: list[EntryRecord], b: list[EntryRecord]) -> bool:
     )
 
 
+def _address(record: object) -> tuple[str, int]:
+    assert isinstance(record, EntryRecord)
+    return record.key, record.index
+
+
 async def _round_trip(factory: Factory, step: str, records: list[object]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         async with factory(Path(tmp) / "a") as first, factory(Path(tmp) / "b") as second:
@@ -169,7 +209,9 @@ async def _round_trip(factory: Factory, step: str, records: list[object]) -> Non
             again = await b.load(dumped)
             assert again.copied == len(dumped)
             redumped = await _dump(b)
-            if step == "entries":
+            if step == "entries":  # a store may list its entries in any order
+                dumped.sort(key=_address)
+                redumped.sort(key=_address)
                 assert _close_expiry(records, dumped) and _close_expiry(dumped, redumped)
             else:
                 assert dumped == records and redumped == dumped
@@ -177,39 +219,39 @@ async def _round_trip(factory: Factory, step: str, records: list[object]) -> Non
             assert (twice.copied, twice.present) == (0, len(redumped))
 
 
+@ENTRY_STORES
 @RUNS
 @given(found=entries)
-def test_entries_round_trip(found):
-    for factory in FACTORIES.values():
-        asyncio.run(_round_trip(factory, "entries", found))
+def test_entries_round_trip(backend, found):
+    asyncio.run(_round_trip(backend, "entries", found))
 
 
+@EVERY
 @RUNS
 @given(found=keys)
-def test_keys_round_trip_by_secret_hash(found):
-    for factory in FACTORIES.values():
-        asyncio.run(_round_trip(factory, "keys", found))
+def test_keys_round_trip_by_secret_hash(backend, found):
+    asyncio.run(_round_trip(backend, "keys", found))
 
 
+@EVERY
 @RUNS
 @given(found=ledgers())
-def test_ledger_rows_round_trip_with_repeats_and_refunds(found):
-    for factory in FACTORIES.values():
-        asyncio.run(_round_trip(factory, "ledger", found))
+def test_ledger_rows_round_trip_with_repeats_and_refunds(backend, found):
+    asyncio.run(_round_trip(backend, "ledger", found))
 
 
+@EVERY
 @RUNS
 @given(found=holds)
-def test_holds_round_trip(found):
-    for factory in FACTORIES.values():
-        asyncio.run(_round_trip(factory, "holds", found))
+def test_holds_round_trip(backend, found):
+    asyncio.run(_round_trip(backend, "holds", found))
 
 
+@EVERY
 @RUNS
 @given(made=experiments())
-def test_experiments_and_events_round_trip(made):
-    for factory in FACTORIES.values():
-        asyncio.run(_round_trip_experiments(factory, *made))
+def test_experiments_and_events_round_trip(backend, made):
+    asyncio.run(_round_trip_experiments(backend, *made))
 
 
 async def _round_trip_experiments(factory, found, events) -> None:
@@ -224,11 +266,11 @@ async def _round_trip_experiments(factory, found, events) -> None:
             assert (again.copied, again.present) == (0, len(events))
 
 
+@EVERY
 @RUNS
 @given(found=st.lists(st.binary(max_size=64), max_size=8, unique=True))
-def test_blobs_round_trip_by_sha256(found):
-    for factory in FACTORIES.values():
-        asyncio.run(_round_trip_blobs(factory, found))
+def test_blobs_round_trip_by_sha256(backend, found):
+    asyncio.run(_round_trip_blobs(backend, found))
 
 
 async def _round_trip_blobs(factory: Factory, found: list[bytes]) -> None:
