@@ -27,6 +27,7 @@ from proxy.migration.copying import STEPS, MigrationRefused, Run, check_run, cop
 from proxy.migration.opening import open_transfer_stores
 from proxy.migration.ports import TransferFailed
 from proxy.migration.records import Loaded
+from proxy.stores.backend_errors import BackendUnavailable
 
 __all__ = ["run_migrate"]
 
@@ -57,7 +58,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     except (MigrationRefused, ConfigError) as exc:
         print(f"imagegate migrate: {exc}", file=sys.stderr)
         return 1
-    except (OSError, sqlite3.Error, TransferFailed) as exc:
+    except (OSError, sqlite3.Error, TransferFailed, BackendUnavailable) as exc:
         print(
             f"imagegate migrate: stopped: {exc}; what was copied is kept: fix that and run "
             "the same command again to resume",

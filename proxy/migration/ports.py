@@ -48,10 +48,10 @@ R = TypeVar("R")
 
 
 class TransferFailed(Exception):
-    """A store failed mid-copy. A network adapter raises it from its client's errors, once,
-    at its edge (`raise TransferFailed("PostgreSQL at …: …") from exc`), naming the store;
-    the command prints it on one line and exits 1 (what was copied stays: a re-run resumes).
-    """
+    """A store failed mid-copy for a reason other than being unreachable (which adapters
+    report as `proxy.stores.backend_errors.BackendUnavailable`), e.g. a refused write. An
+    adapter raises it from its client's error, once, at its edge, naming the store; the
+    command prints it on one line and exits 1 (what was copied stays: a re-run resumes)."""
 
 
 class Transfer(Protocol[R]):
@@ -64,7 +64,7 @@ class Transfer(Protocol[R]):
         ...
 
     def dump(self) -> AsyncIterator[R]:
-        """Every record, in an order that is the same on every run."""
+        """Every record, in any order (the ledger's: see `LedgerTransfer`)."""
         ...
 
     async def load(self, records: Sequence[R], *, write: bool = True) -> Loaded:
