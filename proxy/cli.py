@@ -58,7 +58,10 @@ def _add_migrate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "each read from its own file ($IMAGEGATE_DATA_DIR does not apply). Copies only "
             "what is missing: run it again to resume or to catch up."
         ),
-        epilog="exit status: 0 done, 1 refused or failed (the message says what to do)",
+        epilog=(
+            "exit status: 0 done, 1 refused or failed (the message says what to do), "
+            "2 usage error, 130 interrupted (run it again to resume)"
+        ),
     )
     migrate.add_argument("--from", dest="from_path", required=True, metavar="OLD.toml")
     migrate.add_argument("--to", dest="to_path", required=True, metavar="NEW.toml")

@@ -3,7 +3,8 @@
 Each side's stores come from its own file (`$IMAGEGATE_DATA_DIR` does not apply: it would
 point both sides at one directory). Progress goes to stderr, as bars on a terminal and as
 one line per batch otherwise (a Kubernetes Job's log); the summary table to stdout.
-Exit status: 0 done, 1 refused or failed (one line says what to do), 2 usage error.
+Exit status: 0 done, 1 refused or failed (one line says what to do), 2 usage error, 130
+interrupted (Ctrl-C: what was copied stays, a re-run resumes).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     try:
         source = _settings(args.from_path, "--from")
         target = _settings(args.to_path, "--to")
-        if not source.data_dir.is_dir():
+        if not source.data_dir.is_dir():  # (embedded: the only backend this build opens)
             raise MigrationRefused(
                 f"--from {args.from_path}: its data directory {source.data_dir} does not exist "
                 "(relative paths are from the current directory): run migrate from the "
@@ -55,9 +56,13 @@ def run_migrate(args: argparse.Namespace) -> int:
             )
         run = Run(write=not args.dry_run, force=args.force)
         done, left = asyncio.run(_migrate(source, target, run, err))
-    except (MigrationRefused, ConfigError) as exc:
+    except MigrationRefused as exc:
         print(f"imagegate migrate: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("imagegate migrate: interrupted; what was copied is kept: run the same "
+              "command again to resume", file=sys.stderr)  # fmt: skip
+        return 130
     except (OSError, sqlite3.Error, TransferFailed, BackendUnavailable) as exc:
         print(
             f"imagegate migrate: stopped: {exc}; what was copied is kept: fix that and run "

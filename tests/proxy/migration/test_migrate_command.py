@@ -349,3 +349,27 @@ def test_a_target_that_cannot_be_opened_is_one_line(tmp_path, env):
 
     assert done.returncode == 1
     assert done.stderr.startswith("imagegate migrate: ") and done.stderr.count("\n") == 1
+
+
+def test_ctrl_c_says_how_to_resume(tmp_path, env):
+    _config(tmp_path, "old", "old-data")
+    _config(tmp_path, "new", "new-data")
+    _fill_cache(tmp_path / "old-data", 1500)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "migrate", "--from", "old.toml", "--to", "new.toml"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("blobs (images): "):
+            break
+    proc.send_signal(signal.SIGINT)
+
+    assert proc.wait(timeout=60) == 130
+    assert proc.stderr.read().splitlines()[-1] == (
+        "imagegate migrate: interrupted; what was copied is kept: run the same command again "
+        "to resume"
+    )
+    proc.stderr.close()
+    resumed = migrate(tmp_path, env, "--from", "old.toml", "--to", "new.toml")
+    assert resumed.returncode == 0 and summary(resumed.stdout)["blobs (images)"][1] > 0
