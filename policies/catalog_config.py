@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from policies.catalog import DEFAULT_FAMILIES, VIRTUAL, Catalog, Family, ModelSpec, Price
+from policies.config_schema import ConfigError, did_you_mean
 
 __all__ = ["CatalogError", "merge_models", "parse_catalog"]
 
@@ -18,11 +19,7 @@ STRENGTHS = frozenset({"text", "photo", "art", "product", "logo", "fast", "budge
 FORMATS = frozenset({"png", "jpeg", "webp", "gif", "svg"})
 
 
-class CatalogError(ValueError):
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path = path
-        self.problem = problem
+CatalogError = ConfigError  # the name older callers catch; one error for every section
 
 
 def merge_models(
@@ -32,7 +29,7 @@ def merge_models(
     merged = {name: dict(table) for name, table in defaults.items()}
     for name, table in overrides.items():
         if not isinstance(table, Mapping):
-            raise CatalogError(f"models.{name}", 'must be a table ([models."<name>"])')
+            raise ConfigError(f"models.{name}", 'must be a table ([models."<name>"])')
         merged.setdefault(name, {}).update(table)
     return merged
 
@@ -76,9 +73,9 @@ def parse_catalog(
     for spec in specs:
         path = f"models.{spec.name}"
         if spec.successor is not None and spec.successor not in catalog.models:
-            raise CatalogError(f"{path}.successor", f"names unknown model {spec.successor!r}")
+            raise ConfigError(f"{path}.successor", f"names unknown model {spec.successor!r}")
         if spec.retired and spec.successor is None:
-            raise CatalogError(path, "a retired model needs a successor")
+            raise ConfigError(path, "a retired model needs a successor")
     return catalog
 
 
@@ -86,27 +83,27 @@ def _model(name: str, table: Mapping[str, Any], families: Mapping[str, Family]) 
     path = f"models.{name}"
     for key in table:
         if key not in _KNOWN:
-            raise CatalogError(f"{path}.{key}", "unknown key")
+            raise ConfigError(f"{path}.{key}", "unknown key" + did_you_mean(key, sorted(_KNOWN)))
     get = _Getter(path, table)
     family = get.string("family", "")
     if family not in families:
-        raise CatalogError(f"{path}.family", f"must be one of {', '.join(families)}")
+        raise ConfigError(f"{path}.family", f"must be one of {', '.join(families)}")
     strengths = get.strings("strengths")
     for item in (*strengths, *get.strings("needs")):
         if item not in STRENGTHS:
-            raise CatalogError(f"{path}.strengths", f"unknown strength {item!r}")
+            raise ConfigError(f"{path}.strengths", f"unknown strength {item!r}")
     formats = get.strings("formats") or ("png",)
     if not set(formats) <= FORMATS:
-        raise CatalogError(f"{path}.formats", f"formats are {', '.join(sorted(FORMATS))}")
+        raise ConfigError(f"{path}.formats", f"formats are {', '.join(sorted(FORMATS))}")
     licence = get.string("licence", "commercial")
     if licence not in ("commercial", "non-commercial"):
-        raise CatalogError(f"{path}.licence", "must be 'commercial' or 'non-commercial'")
+        raise ConfigError(f"{path}.licence", "must be 'commercial' or 'non-commercial'")
     max_per_call = get.integer("max_per_call", 10)
     if max_per_call < 1:
-        raise CatalogError(f"{path}.max_per_call", "must be at least 1")
+        raise ConfigError(f"{path}.max_per_call", "must be at least 1")
     provider = get.string("provider", "")
     if family != VIRTUAL and not provider:
-        raise CatalogError(f"{path}.provider", "is required")
+        raise ConfigError(f"{path}.provider", "is required")
     fidelities = get.strings("input_fidelities")
     return ModelSpec(
         name=name,
@@ -142,7 +139,7 @@ def _price(get: _Getter) -> Price:
     tokens = get.int_map("price_tokens")
     unknown = set(tokens) - {"text_in", "image_in", "image_out"}
     if unknown:
-        raise CatalogError(f"{get.path}.price_tokens", f"unknown keys {sorted(unknown)}")
+        raise ConfigError(f"{get.path}.price_tokens", f"unknown keys {sorted(unknown)}")
     seconds = get.number("gpu_seconds_per_image", 0.0)
     return Price(
         per_image=get.int_map("price_image"),
@@ -160,8 +157,8 @@ class _Getter:
     def __init__(self, path: str, table: Mapping[str, Any]) -> None:
         self.path, self.table = path, table
 
-    def _fail(self, key: str, what: str) -> CatalogError:
-        return CatalogError(f"{self.path}.{key}", f"must be {what}, got {self.table[key]!r}")
+    def _fail(self, key: str, what: str) -> ConfigError:
+        return ConfigError(f"{self.path}.{key}", f"must be {what}, got {self.table[key]!r}")
 
     def string(self, key: str, default: str) -> str:
         value = self.table.get(key, default)

@@ -14,7 +14,8 @@ from dataclasses import replace
 from typing import Any, Literal, cast
 
 from policies.catalog import DEFAULT_FAMILIES, VIRTUAL, Family
-from policies.catalog_config import FORMATS, CatalogError, _Getter
+from policies.catalog_config import FORMATS, _Getter
+from policies.config_schema import ConfigError, did_you_mean
 
 __all__ = ["parse_families"]
 
@@ -54,9 +55,9 @@ def parse_families(raw: Mapping[str, Any]) -> dict[str, Family]:
     for name, table in raw.items():
         path = f"families.{name}"
         if not isinstance(table, Mapping):
-            raise CatalogError(path, 'must be a table ([families."<name>"])')
+            raise ConfigError(path, 'must be a table ([families."<name>"])')
         if name in DEFAULT_FAMILIES:
-            raise CatalogError(path, "is a built-in family; give yours another name")
+            raise ConfigError(path, "is a built-in family; give yours another name")
         families[name] = _family(name, table)
     return families
 
@@ -65,16 +66,16 @@ def _family(name: str, table: Mapping[str, Any]) -> Family:
     path = f"families.{name}"
     for key in table:
         if key not in _KNOWN:
-            raise CatalogError(f"{path}.{key}", "unknown key")
+            raise ConfigError(f"{path}.{key}", "unknown key" + did_you_mean(key, sorted(_KNOWN)))
     get = _Getter(path, table)
     like = get.string("like", "")
     copyable = [n for n in DEFAULT_FAMILIES if n != VIRTUAL]
     if like and like not in copyable:
-        raise CatalogError(f"{path}.like", f"must be one of {', '.join(copyable)}")
+        raise ConfigError(f"{path}.like", f"must be one of {', '.join(copyable)}")
     if not like:
         missing = [key for key in _REQUIRED if key not in table]
         if missing:
-            raise CatalogError(path, f"needs {', '.join(missing)} (or like = <a built-in family>)")
+            raise ConfigError(path, f"needs {', '.join(missing)} (or like = <a built-in family>)")
     changes: dict[str, Any] = {key: get.integer(key, 0) for key in _INTS if key in table}
     changes |= {key: get.boolean(key, False) for key in _BOOLS if key in table}
     changes |= {key: get.string(key, "") for key in _STRINGS if key in table}
@@ -105,7 +106,7 @@ def _blank(name: str) -> Family:
 def _response_format(get: _Getter) -> Literal["url", "b64_json"]:
     value = get.string("default_response_format", "")
     if value not in ("url", "b64_json"):
-        raise CatalogError(f"{get.path}.default_response_format", "must be 'url' or 'b64_json'")
+        raise ConfigError(f"{get.path}.default_response_format", "must be 'url' or 'b64_json'")
     return cast(Literal["url", "b64_json"], value)
 
 
@@ -114,7 +115,7 @@ def _aspect_ratio(get: _Getter) -> float | None:
         return None
     value = get.number("max_aspect_ratio", 0.0)
     if value < 1:
-        raise CatalogError(f"{get.path}.max_aspect_ratio", "must be a number >= 1, or 'any'")
+        raise ConfigError(f"{get.path}.max_aspect_ratio", "must be a number >= 1, or 'any'")
     return value
 
 
@@ -145,7 +146,7 @@ def _checked(path: str, family: Family) -> Family:
     )
     for key, failed, problem in problems:
         if failed:
-            raise CatalogError(f"{path}.{key}", problem)
+            raise ConfigError(f"{path}.{key}", problem)
     return family
 
 

@@ -21,13 +21,16 @@ from policies.pricing import quote
 from policies.sizes import dimensions
 from policies.translate import translate
 
-__all__ = ["Candidate", "RoutePolicy", "plan_route", "with_safety"]
+__all__ = ["Candidate", "RoutePolicy", "Safety", "Substitute", "plan_route", "with_safety"]
+
+Substitute = Literal["never", "equivalent", "cheaper"]  # may the router serve another model?
+Safety = Literal["strict", "moderate", "permissive"]  # the operator's [policy] safety level
 
 
 @dataclass(frozen=True, slots=True)
 class RoutePolicy:
     providers: frozenset[str]  # providers that can take calls (configured with credentials)
-    substitute: Literal["never", "equivalent", "cheaper"] = "never"
+    substitute: Substitute = "never"
     commercial_only: bool = False
     allowed_models: frozenset[str] | None = None  # a key's allow-list
     cheap_only: bool = False  # budget pressure: only models with the `budget` strength
@@ -175,7 +178,7 @@ def _no_route(asked: ModelSpec, reasons: dict[str, str], waiting: list[Blocked])
 _SAFETY_TOLERANCE = {"strict": 1, "moderate": 2, "permissive": 5}
 
 
-def with_safety(candidate: Candidate, level: str) -> Candidate:
+def with_safety(candidate: Candidate, level: Safety) -> Candidate:
     spec, request = candidate.spec, candidate.request
     if spec.safety_param == "safety_tolerance":
         spec = replace(spec, safety_value=_SAFETY_TOLERANCE.get(level, 2))

@@ -376,7 +376,7 @@ async def sync_config_keys(gate: Gatekeeper) -> None:
                 team=key.team,
                 created=now,
                 budget_micros=key.budget_micros,
-                budget_window=key.budget_window,  # type: ignore[arg-type]
+                budget_window=key.budget_window,
                 requests_per_minute=key.requests_per_minute,
                 images_per_minute=key.images_per_minute,
                 models=key.models,

@@ -11,7 +11,6 @@ import structlog
 from aiohttp import web
 
 from policies.catalog import Catalog
-from policies.circuit import Breaker
 from policies.ratelimit import Rate
 from proxy.access import Gatekeeper, sync_config_keys
 from proxy.app_keys import (
@@ -158,9 +157,7 @@ def _router(
         registry=registry,
         metrics=metrics,
         clock=clock,
-        breaker=Breaker(
-            threshold=routing.breaker_failures, cooldown=routing.breaker_cooldown_seconds
-        ),
+        breaker=routing.breaker,
         substitute=routing.substitute,
         commercial_only=routing.commercial_only or settings.cost.policy.commercial_only,
         safety=settings.cost.policy.safety,

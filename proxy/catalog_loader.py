@@ -29,7 +29,6 @@ def default_models() -> dict[str, dict[str, Any]]:
 def load_catalog(
     overrides: Mapping[str, Any] | None = None, families: Mapping[str, Any] | None = None
 ) -> Catalog:
-    """Raises `policies.catalog_config.CatalogError` naming the bad `models.<name>.<key>`
-    (or `families.<name>.<key>`)."""
+    """Raises `ConfigError` naming the bad `models.<name>.<key>` (or `families.<name>.<key>`)."""
     models = merge_models(default_models(), overrides or {})
     return parse_catalog(models, parse_families(families or {}))

@@ -29,51 +29,76 @@ safety = "moderate"             # strict | moderate | permissive
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass, field
 from typing import Any
 
-from policies.budget import MICROS_PER_USD, BudgetSpec
+from policies.budget import BudgetSpec, Window
+from policies.config_schema import ConfigError, read_table, setting
+from policies.config_values import check_patterns, micros_to_usd, usd_to_micros
+from policies.routing import Safety
 
-__all__ = ["CostSettings", "KeySettings", "PolicySettings", "parse_cost"]
+__all__ = [
+    "CostConfigError",
+    "CostSettings",
+    "KeySettings",
+    "PolicySettings",
+    "parse_cost",
+    "usd_to_micros",
+]
 
-_WINDOWS = ("day", "month", "total")
-_MAX_MICROS = 10**15
-_KEY_FIELDS = {
-    "name",
-    "key",
-    "team",
-    "budget_usd",
-    "budget_window",
-    "requests_per_minute",
-    "images_per_minute",
-    "models",
-}
+CostConfigError = ConfigError  # the name older callers catch; one error for every section
+
+
+def _named(name: str, path: str) -> None:
+    if not name:
+        raise ConfigError(path, "is required")
+
+
+def _long_secret(secret: str, path: str) -> None:
+    if len(secret) < 16:
+        raise ConfigError(path, f"is required: {_SECRET_HINT}")
+
+
+_SECRET_HINT = "a secret of at least 16 characters (unset environment variable?)"  # noqa: S105  # words, not a secret
+_DOLLARS: dict[str, Any] = {"read": usd_to_micros, "show": micros_to_usd}
+
+
+def _team(value: Any, path: str) -> str | None:
+    if not isinstance(value, str):
+        raise ConfigError(path, "must be a string")
+    return value or None  # "${TEAM}" of an unset TEAM: no team
 
 
 @dataclass(frozen=True, slots=True)
 class KeySettings:
-    name: str
-    secret: str
-    team: str | None
-    budget_micros: int | None
-    budget_window: str
-    requests_per_minute: int | None
-    images_per_minute: int | None
-    models: tuple[str, ...] | None
+    """One `[[keys]]` entry: an API key declared in config (config wins over the admin API)."""
+
+    name: str = setting(check=_named)
+    secret: str = setting(toml="key", repr=False, problem=_SECRET_HINT, check=_long_secret)
+    team: str | None = setting(None, read=_team)
+    budget_micros: int | None = setting(None, toml="budget_usd", **_DOLLARS)
+    budget_window: Window = "day"
+    requests_per_minute: int | None = setting(
+        None, hint="a positive whole number", low=1, problem="must be a positive whole number"
+    )
+    images_per_minute: int | None = setting(
+        None, hint="a positive whole number", low=1, problem="must be a positive whole number"
+    )
+    models: tuple[str, ...] | None = setting(None, hint="a list of model names")
 
 
 @dataclass(frozen=True, slots=True)
 class PolicySettings:
-    deny_patterns: tuple[str, ...] = ()
+    deny_patterns: tuple[str, ...] = setting(
+        (), hint="a list of regular expressions", check=check_patterns
+    )
     commercial_only: bool = False
-    safety: str = "moderate"
+    safety: Safety = "moderate"
 
 
 @dataclass(frozen=True, slots=True)
 class CostSettings:
-    admin_key: str = ""
+    admin_key: str = field(default="", repr=False)
     keys: tuple[KeySettings, ...] = ()
     global_budget: BudgetSpec | None = None
     team_budgets: tuple[BudgetSpec, ...] = ()
@@ -81,162 +106,67 @@ class CostSettings:
     policy: PolicySettings = PolicySettings()
 
 
-class CostConfigError(ValueError):
-    def __init__(self, path: str, problem: str) -> None:
-        super().__init__(f"{path}: {problem}")
-        self.path, self.problem = path, problem
+@dataclass(frozen=True, slots=True)
+class _Auth:
+    admin_key: str = setting("", repr=False, hint="a secret")
 
 
-def usd_to_micros(value: Any, path: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise CostConfigError(path, f"expected dollars as a number, got {value!r}")
-    try:
-        micros = Decimal(str(value)) * MICROS_PER_USD
-    except InvalidOperation:
-        raise CostConfigError(path, f"not a number: {value!r}") from None
-    if micros.is_nan():  # TOML has `nan`; comparing it would raise InvalidOperation
-        raise CostConfigError(path, f"not a number: {value!r}")
-    if micros < 0 or micros != micros.to_integral_value():
-        raise CostConfigError(path, "must be >= 0 with at most 6 decimals")
-    if micros > _MAX_MICROS:  # SQLite integers are 64-bit
-        raise CostConfigError(path, "must be at most $1,000,000,000")
-    return int(micros)
+@dataclass(frozen=True, slots=True)
+class _Team:
+    usd: int = setting(**_DOLLARS)
+    window: Window = "month"
 
 
-def parse_cost(raw: dict[str, Any]) -> CostSettings:
-    auth = _table(raw, "auth", {"admin_key"})
-    admin_key = auth.get("admin_key", "")
-    if not isinstance(admin_key, str):
-        raise CostConfigError("auth.admin_key", "must be a string")
-    keys_raw = raw.get("keys", [])
-    if not isinstance(keys_raw, list):
-        raise CostConfigError("keys", "must be an array of tables ([[keys]])")
-    keys = tuple(_key(item, i) for i, item in enumerate(keys_raw))
-    names = [k.name for k in keys]
-    if len(set(names)) != len(names):
-        raise CostConfigError("keys", "two keys share a name")
-    budgets = _table(raw, "budgets", {"global_usd", "global_window", "pressure_share", "teams"})
-    return CostSettings(
-        admin_key=admin_key,
-        keys=keys,
-        global_budget=_global(budgets),
-        team_budgets=_teams(budgets.get("teams", {})),
-        pressure_share=_share(budgets.get("pressure_share")),
-        policy=_policy(_table(raw, "policy", {"deny_patterns", "commercial_only", "safety"})),
-    )
-
-
-def _table(raw: dict[str, Any], name: str, known: set[str]) -> dict[str, Any]:
-    table = raw.get(name, {})
-    if not isinstance(table, dict):
-        raise CostConfigError(name, "must be a table")
-    for key in table:
-        if key not in known:
-            raise CostConfigError(
-                f"{name}.{key}", f"unknown key; known: {', '.join(sorted(known))}"
-            )
-    return table
-
-
-def _key(item: Any, index: int) -> KeySettings:
-    path = f"keys[{index}]"
-    if not isinstance(item, dict):
-        raise CostConfigError(path, "must be a table")
-    for field in item:
-        if field not in _KEY_FIELDS:
-            raise CostConfigError(f"{path}.{field}", "unknown key")
-    name, secret = item.get("name"), item.get("key")
-    if not isinstance(name, str) or not name:
-        raise CostConfigError(f"{path}.name", "is required")
-    if not isinstance(secret, str) or len(secret) < 16:
-        raise CostConfigError(
-            f"{path}.key",
-            "is required: a secret of at least 16 characters (unset environment variable?)",
-        )
-    window = item.get("budget_window", "day")
-    if window not in _WINDOWS:
-        raise CostConfigError(f"{path}.budget_window", f"must be one of {', '.join(_WINDOWS)}")
-    models = item.get("models")
-    if models is not None and (
-        not isinstance(models, list) or not all(isinstance(m, str) for m in models)
-    ):
-        raise CostConfigError(f"{path}.models", "must be a list of model names")
-    budget = item.get("budget_usd")
-    return KeySettings(
-        name=name,
-        secret=secret,
-        team=_opt_str(item.get("team"), f"{path}.team"),
-        budget_micros=None if budget is None else usd_to_micros(budget, f"{path}.budget_usd"),
-        budget_window=window,
-        requests_per_minute=_opt_count(
-            item.get("requests_per_minute"), f"{path}.requests_per_minute"
-        ),
-        images_per_minute=_opt_count(item.get("images_per_minute"), f"{path}.images_per_minute"),
-        models=None if models is None else tuple(models),
-    )
-
-
-def _global(budgets: dict[str, Any]) -> BudgetSpec | None:
-    if "global_usd" not in budgets:
-        return None
-    window = budgets.get("global_window", "month")
-    if window not in _WINDOWS:
-        raise CostConfigError("budgets.global_window", f"must be one of {', '.join(_WINDOWS)}")
-    return BudgetSpec(
-        "global", "global", usd_to_micros(budgets["global_usd"], "budgets.global_usd"), window
-    )
-
-
-def _teams(raw: Any) -> tuple[BudgetSpec, ...]:
+def _teams(raw: Any, path: str) -> tuple[BudgetSpec, ...]:
     if not isinstance(raw, dict):
-        raise CostConfigError("budgets.teams", "must be a table of team = { usd, window }")
+        raise ConfigError(path, "must be a table of team = { usd, window }")
     out = []
-    for team, table in raw.items():
-        path = f"budgets.teams.{team}"
+    for name, table in raw.items():
+        where = f"{path}.{name}"
         if not isinstance(table, dict) or "usd" not in table:
-            raise CostConfigError(path, 'must be { usd = <dollars>, window = "day|month|total" }')
-        window = table.get("window", "month")
-        if window not in _WINDOWS:
-            raise CostConfigError(f"{path}.window", f"must be one of {', '.join(_WINDOWS)}")
-        out.append(BudgetSpec("team", team, usd_to_micros(table["usd"], f"{path}.usd"), window))
+            raise ConfigError(where, 'must be { usd = <dollars>, window = "day|month|total" }')
+        team = read_table(_Team, table, where)
+        out.append(BudgetSpec("team", name, team.usd, team.window))
     return tuple(out)
 
 
-def _share(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-        raise CostConfigError("budgets.pressure_share", "must be a share between 0 and 1")
-    return float(value)
+@dataclass(frozen=True, slots=True)
+class _Budgets:
+    global_usd: int | None = setting(None, **_DOLLARS)
+    global_window: Window = "month"
+    pressure_share: float | None = setting(
+        None,
+        above=0,
+        high=1,
+        hint="a share between 0 and 1",
+        problem="must be a share between 0 and 1",
+    )
+    teams: tuple[BudgetSpec, ...] = setting((), read=_teams)
 
 
-def _policy(table: dict[str, Any]) -> PolicySettings:
-    patterns = table.get("deny_patterns", [])
-    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
-        raise CostConfigError("policy.deny_patterns", "must be a list of regular expressions")
-    for i, pattern in enumerate(patterns):
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise CostConfigError(f"policy.deny_patterns[{i}]", f"bad expression: {exc}") from None
-    safety = table.get("safety", "moderate")
-    if safety not in ("strict", "moderate", "permissive"):
-        raise CostConfigError("policy.safety", "must be strict, moderate or permissive")
-    commercial = table.get("commercial_only", False)
-    if not isinstance(commercial, bool):
-        raise CostConfigError("policy.commercial_only", "must be true or false")
-    return PolicySettings(tuple(patterns), commercial, safety)
+def parse_cost(raw: dict[str, Any]) -> CostSettings:
+    """`[auth]`, `[[keys]]`, `[budgets]` and `[policy]` of a config (the rest is ignored)."""
+    budgets = read_table(_Budgets, raw.get("budgets", {}), "budgets")
+    glob = budgets.global_usd
+    return CostSettings(
+        admin_key=read_table(_Auth, raw.get("auth", {}), "auth").admin_key,
+        keys=_keys(raw.get("keys", [])),
+        global_budget=None
+        if glob is None
+        else BudgetSpec("global", "global", glob, budgets.global_window),
+        team_budgets=budgets.teams,
+        pressure_share=budgets.pressure_share,
+        policy=read_table(PolicySettings, raw.get("policy", {}), "policy"),
+    )
 
 
-def _opt_str(value: Any, path: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise CostConfigError(path, "must be a string")
-    return value or None
-
-
-def _opt_count(value: Any, path: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CostConfigError(path, "must be a positive whole number")
-    return value
+def _keys(raw: Any) -> tuple[KeySettings, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("keys", "must be an array of tables ([[keys]])")
+    keys = tuple(read_table(KeySettings, item, f"keys[{i}]") for i, item in enumerate(raw))
+    seen: set[str] = set()
+    for key in keys:
+        if key.name in seen:
+            raise ConfigError("keys", f"two keys share a name: {key.name!r}")
+        seen.add(key.name)
+    return keys

@@ -13,7 +13,7 @@ from policies.catalog import Catalog
 from policies.circuit import Blocked, Breaker, Circuit, blocked_by, record, state_at
 from policies.errors import NoRoute
 from policies.models import ImageRequest
-from policies.routing import Candidate, RoutePolicy, plan_route, with_safety
+from policies.routing import Candidate, RoutePolicy, Safety, Substitute, plan_route, with_safety
 from policies.sizes import parse_size
 from proxy.observability.metrics import Metrics
 from proxy.providers.registry import ProviderRegistry
@@ -30,9 +30,9 @@ class Router:
     metrics: Metrics
     clock: Callable[[], float]
     breaker: Breaker = field(default_factory=Breaker)
-    substitute: str = "never"
+    substitute: Substitute = "never"
     commercial_only: bool = False
-    safety: str = "moderate"  # strict | moderate | permissive: the operator's [policy] safety
+    safety: Safety = "moderate"  # the operator's [policy] safety
     _circuits: dict[str, Circuit] = field(default_factory=dict)
     _backoff_until: dict[str, float] = field(default_factory=dict)
     _held: dict[str, str] = field(default_factory=dict)  # model -> why it is held open
@@ -51,7 +51,7 @@ class Router:
             return self._placeholder_plan(request, images, allowed_models, cheap_only)
         policy = RoutePolicy(
             providers=self.registry.ready(),
-            substitute=self.substitute,  # type: ignore[arg-type]
+            substitute=self.substitute,
             commercial_only=self.commercial_only,
             allowed_models=allowed_models,
             cheap_only=cheap_only,
@@ -71,7 +71,7 @@ class Router:
         placeholder answers for every catalog model name)."""
         policy = RoutePolicy(
             providers=frozenset(spec.provider for spec in self.catalog.models.values()),
-            substitute=self.substitute,  # type: ignore[arg-type]
+            substitute=self.substitute,
             commercial_only=self.commercial_only,
             allowed_models=allowed_models,
             cheap_only=cheap_only,

@@ -18,6 +18,9 @@ from proxy.config import ServerSettings, Settings
 from proxy.ports import ProviderCall, ProviderResult
 from proxy.providers.placeholder import PlaceholderProvider
 
+# Backends started for the tests that ask for them (S3: moto's server, once per session).
+pytest_plugins = ("tests.backends.s3",)
+
 
 class ManualClock:
     def __init__(self, now: float = 1_800_000_000.0) -> None:

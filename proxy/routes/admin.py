@@ -19,11 +19,12 @@ from typing import Any, cast
 from aiohttp import web
 
 from policies.budget import Window, format_usd
+from policies.config_schema import ConfigError
+from policies.config_values import usd_to_micros
 from policies.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
 from policies.ledger_models import KeyRecord
 from proxy.access import Gatekeeper
 from proxy.app_keys import GATE, SERVICE
-from proxy.config_cost import CostConfigError, usd_to_micros
 from proxy.wire import read_json
 
 __all__ = ["require_admin", "routes"]
@@ -243,7 +244,7 @@ def _micros(value: Any, param: str) -> int | None:
         return None
     try:
         return usd_to_micros(value, param)
-    except CostConfigError as exc:
+    except ConfigError as exc:
         raise InvalidRequest(f"Invalid '{param}': {exc.problem}.", param=param) from None
 
 

@@ -1,5 +1,5 @@
 """`proxy.config_cost.parse_cost`: `[auth]`, `[[keys]]`, `[budgets]`, `[policy]`; every
-malformed value is refused with its TOML path."""
+malformed value is refused with its TOML path, as the one `ConfigError`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from proxy.config_cost import CostConfigError, parse_cost, usd_to_micros
+from policies.config_schema import ConfigError
+from policies.config_values import usd_to_micros
+from proxy.config_cost import CostConfigError, KeySettings, parse_cost
 
 SECRET = "k" * 16
 
@@ -67,7 +69,7 @@ def test_a_full_config_parses() -> None:
     ],
 )
 def test_malformed_values_name_their_path(raw: dict[str, Any], path: str) -> None:
-    with pytest.raises(CostConfigError) as caught:
+    with pytest.raises(ConfigError) as caught:
         parse_cost(raw)
     assert caught.value.path == path
 
@@ -83,6 +85,16 @@ def test_malformed_values_name_their_path(raw: dict[str, Any], path: str) -> Non
     ],
 )
 def test_dollars(value: Any, problem: str) -> None:
-    with pytest.raises(CostConfigError, match=problem):
+    with pytest.raises(ConfigError, match=problem):
         usd_to_micros(value, "budgets.global_usd")
     assert usd_to_micros(0.000001, "x") == 1
+
+
+def test_the_old_error_name_is_the_one_error() -> None:
+    assert CostConfigError is ConfigError
+
+
+def test_a_key_secret_never_shows() -> None:
+    cost = parse_cost({"auth": {"admin_key": "adm-" + "z" * 20}, "keys": [key(key="s" * 20)]})
+    assert "zzzz" not in repr(cost) and "ssss" not in repr(cost)
+    assert cost.keys[0] == KeySettings(name="web", secret="s" * 20)  # the rest: defaults

@@ -1,7 +1,7 @@
 """The AsyncBlobStore and AsyncEntryStore contracts, over the async adapters of every
-synchronous store and over the Redis entry store (the S3 adapter will run these too). The
-synchronous stores' own suite, with healing, eviction and crashes, is
-tests/proxy/test_store_contract.py."""
+synchronous store, over the Redis entry store and over the S3 blob store (moto's server,
+a bucket per test). The synchronous stores' own suite, with healing, eviction and crashes, is
+tests/proxy/test_store_contract.py; S3's own is tests/proxy/test_s3_blobs.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import hashlib
 import random
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from proxy.stores.disk import DiskBlobStore, DiskEntryStore
 from proxy.stores.memory import MemoryBlobStore, MemoryEntryStore
 from proxy.stores.redis_connection import redis_client
 from proxy.stores.redis_entries import RedisEntryStore
+from proxy.stores.s3_blobs import open_s3_blobs
 from tests.backends.redis import open_redis_backend
 
 ENTRY = Entry("ab" * 32, "png", 1024, 1024, "gpt-image-1", "openai", 42_000, 1.7e9)
@@ -40,8 +41,15 @@ ENTRIES: dict[str, Callable[[Path], DiskEntryStore | MemoryEntryStore]] = {
 }
 
 
-@pytest.fixture(params=sorted(BLOBS))
-def blobs(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[AsyncBlobStore, bool]]:
+@pytest.fixture(params=[*sorted(BLOBS), "s3"])
+async def blobs(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[AsyncBlobStore, bool]]:
+    if request.param == "s3":  # not file-backed: `open` is always None
+        s3 = await open_s3_blobs(request.getfixturevalue("s3_settings"))
+        yield s3, False
+        await s3.aclose()
+        return
     store, file_backed = BLOBS[request.param](tmp_path)
     yield ThreadedBlobStore(store), file_backed
     store.close()

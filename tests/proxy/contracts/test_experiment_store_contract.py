@@ -13,6 +13,7 @@ from proxy.stores.embedded import SqliteExperiments
 from proxy.stores.experiments import Experiment, ImageVariant
 from proxy.stores.experiments import ExperimentStore as SqliteExperimentDb
 from proxy.stores.memory_state import MemoryExperiments
+from tests.backends.postgres import postgres_stores
 
 NOW = 1_700_000_000.0
 A = ImageVariant(Variant("a", 1, True, "control"), "aa" * 32, "png", "k" * 64, 0)
@@ -32,8 +33,13 @@ FACTORIES: dict[str, Callable[[Path], tuple[ExperimentStore, Callable[[], None]]
 }
 
 
-@pytest.fixture(params=sorted(FACTORIES))
+@pytest.fixture(params=[*sorted(FACTORIES), "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ExperimentStore]:
+    if request.param == "postgres":
+        async with postgres_stores() as stores:
+            assert await stores.experiments.create(HERO, IMAGES)
+            yield stores.experiments
+        return
     made, close = FACTORIES[request.param](tmp_path)
     assert await made.create(HERO, IMAGES)
     yield made

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from proxy.ports import KeyStore
 from proxy.stores.embedded import SqliteKeyStore
 from proxy.stores.ledger import SqliteLedger
 from proxy.stores.memory_state import MemoryKeyStore
+from tests.backends.postgres import postgres_stores
 
 NOW = 1_700_000_000.0
 WEB = KeyRecord("web", "red", NOW, requests_per_minute=60)
@@ -30,8 +31,12 @@ FACTORIES: dict[str, Callable[[Path], tuple[KeyStore, Callable[[], None]]]] = {
 }
 
 
-@pytest.fixture(params=sorted(FACTORIES))
-def keys(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyStore]:
+@pytest.fixture(params=[*sorted(FACTORIES), "postgres"])
+async def keys(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KeyStore]:
+    if request.param == "postgres":
+        async with postgres_stores() as stores:
+            yield stores.keys
+        return
     store, close = FACTORIES[request.param](tmp_path)
     yield store
     close()

@@ -21,6 +21,7 @@ from proxy.stores.embedded import SqliteLedgerPort
 from proxy.stores.ledger import SqliteLedger
 from proxy.stores.memory_ledger import MemoryLedger
 from proxy.stores.owners import OwnerState
+from tests.backends.postgres import postgres_stores
 from tests.conftest import Gateway
 
 NOW = 1_700_000_000.0
@@ -49,8 +50,12 @@ FACTORIES: dict[str, Callable[[Path], tuple[Ledger, Callable[[], None]]]] = {
 }
 
 
-@pytest.fixture(params=sorted(FACTORIES))
+@pytest.fixture(params=[*sorted(FACTORIES), "postgres"])
 async def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Ledger]:
+    if request.param == "postgres":
+        async with postgres_stores(state=_state) as stores:
+            yield stores.ledger
+        return
     port, close = FACTORIES[request.param](tmp_path)
     yield port
     close()
