@@ -48,7 +48,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     try:
         source = _settings(args.from_path, "--from")
         target = _settings(args.to_path, "--to")
-        if not source.data_dir.is_dir():  # (embedded: the only backend this build opens)
+        if source.storage.backend == "embedded" and not source.data_dir.is_dir():
             raise MigrationRefused(
                 f"--from {args.from_path}: its data directory {source.data_dir} does not exist "
                 "(relative paths are from the current directory): run migrate from the "
