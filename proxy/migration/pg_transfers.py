@@ -36,9 +36,12 @@ __all__ = [
 ]
 
 _PAGE: Final = 1000
+# Text orders are by code point (COLLATE "C"), as Python and SQLite sort: the dump order is
+# the same on every backend, and the pages of a dump follow the order they are read in.
 _KEYS: Final = (
     "SELECT name, team, created, revoked, budget_micros, budget_window, requests_per_minute, "
-    "images_per_minute, models::text AS models, source, key_hash FROM api_keys ORDER BY name"
+    "images_per_minute, models::text AS models, source, key_hash FROM api_keys "
+    'ORDER BY name COLLATE "C"'
 )
 _KEY_INSERT: Final = (
     "INSERT INTO api_keys (name, team, created, revoked, budget_micros, budget_window, "
@@ -189,7 +192,9 @@ class PgHoldTransfer:
 
     async def dump(self) -> AsyncIterator[HoldRecord]:
         async with self._db.connection() as conn:
-            found = await conn.fetch("SELECT model, reason, since FROM circuit_holds ORDER BY 1")
+            found = await conn.fetch(
+                'SELECT model, reason, since FROM circuit_holds ORDER BY model COLLATE "C"'
+            )
         for model, reason, since in found:
             yield HoldRecord(model, reason, since)
 
@@ -223,7 +228,10 @@ class PgExperimentTransfer:
 
     async def dump(self) -> AsyncIterator[ExperimentRecord]:
         async with self._db.connection() as conn:
-            names = [r[0] for r in await conn.fetch("SELECT name FROM experiments ORDER BY 1")]
+            names = [
+                r[0]
+                for r in await conn.fetch('SELECT name FROM experiments ORDER BY name COLLATE "C"')
+            ]
         for experiment_name in names:
             experiment = await self._store.get(experiment_name)
             if experiment is None:
@@ -260,7 +268,8 @@ class PgEventTransfer:
             after = ("", "")
             sql = (
                 f"SELECT experiment, subject, variant, ts FROM {_TABLES[kind]} "  # noqa: S608  # fixed names
-                "WHERE (experiment, subject) > ($1, $2) ORDER BY experiment, subject LIMIT $3"
+                'WHERE (experiment COLLATE "C", subject COLLATE "C") > ($1, $2) '
+                'ORDER BY experiment COLLATE "C", subject COLLATE "C" LIMIT $3'
             )
             while True:
                 async with self._db.connection() as conn:

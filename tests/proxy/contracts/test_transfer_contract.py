@@ -11,7 +11,7 @@ import hashlib
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +24,13 @@ from policies.ledger_models import KeyRecord, LedgerRow
 from policies.models import Entry
 from proxy.config import Settings
 from proxy.migration.opening import open_transfer_stores
+from proxy.migration.pg_transfers import (
+    PgEventTransfer,
+    PgExperimentTransfer,
+    PgHoldTransfer,
+    PgKeyTransfer,
+    PgLedgerTransfer,
+)
 from proxy.migration.ports import Transfer, TransferStores
 from proxy.migration.records import (
     EntryRecord,
@@ -35,8 +42,12 @@ from proxy.migration.records import (
     ledger_identities,
 )
 from proxy.migration.redis_entries import RedisEntryTransfer
+from proxy.migration.s3_blobs import S3BlobTransfer
 from proxy.stores.experiments import Experiment, ImageVariant
+from proxy.stores.postgres import open_postgres
 from proxy.stores.redis_connection import redis_client
+from proxy.stores.s3_client import S3Location, open_s3_client
+from tests.backends.postgres import postgres_database
 from tests.backends.redis import RedisBackend, open_redis_backend
 
 NOW = 1_800_000_000.0
@@ -44,12 +55,13 @@ NOW = 1_800_000_000.0
 Factory = Callable[[Path], AbstractAsyncContextManager[TransferStores]]
 # The fixture gives a factory of fresh stores: each Hypothesis example makes its own.
 RUNS = settings(
-    max_examples=15,
+    max_examples=10,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-EVERY = pytest.mark.parametrize("backend", ["embedded"], indirect=True)
 ENTRY_STORES = pytest.mark.parametrize("backend", ["embedded", "redis"], indirect=True)
+BLOB_STORES = pytest.mark.parametrize("backend", ["embedded", "s3"], indirect=True)
+DATABASES = pytest.mark.parametrize("backend", ["embedded", "postgres"], indirect=True)
 
 
 def _embedded(tmp: Path) -> AbstractAsyncContextManager[TransferStores]:
@@ -67,10 +79,39 @@ async def _redis_entries(tmp: Path, redis: RedisBackend) -> AsyncIterator[Transf
             await client.aclose()
 
 
+@asynccontextmanager
+async def _postgres(tmp: Path) -> AsyncIterator[TransferStores]:
+    async with _embedded(tmp) as stores, postgres_database() as dsn:
+        pg = await open_postgres(dsn, max_size=2)
+        try:
+            yield replace(
+                stores,
+                keys=PgKeyTransfer(pg.db, dsn),
+                ledger=PgLedgerTransfer(pg.db, dsn),
+                holds=PgHoldTransfer(pg.db, dsn),
+                experiments=PgExperimentTransfer(pg.db, dsn),
+                events=PgEventTransfer(pg.db, dsn),
+            )
+        finally:
+            await pg.close()
+
+
+@asynccontextmanager
+async def _s3_blobs(tmp: Path, bucket: S3Location) -> AsyncIterator[TransferStores]:
+    where = replace(bucket, prefix=f"blobs-{uuid.uuid4().hex}/")  # the bucket goes after
+    async with _embedded(tmp) as stores, AsyncExitStack() as stack:
+        client = await open_s3_client(where, stack)
+        yield replace(stores, blobs=S3BlobTransfer(client, where))
+
+
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> Factory:
     if request.param == "redis":
         return functools.partial(_redis_entries, redis=open_redis_backend(request))
+    if request.param == "postgres":
+        return _postgres
+    if request.param == "s3":
+        return functools.partial(_s3_blobs, bucket=request.getfixturevalue("s3_settings"))
     return _embedded
 
 
@@ -226,28 +267,28 @@ def test_entries_round_trip(backend, found):
     asyncio.run(_round_trip(backend, "entries", found))
 
 
-@EVERY
+@DATABASES
 @RUNS
 @given(found=keys)
 def test_keys_round_trip_by_secret_hash(backend, found):
     asyncio.run(_round_trip(backend, "keys", found))
 
 
-@EVERY
+@DATABASES
 @RUNS
 @given(found=ledgers())
 def test_ledger_rows_round_trip_with_repeats_and_refunds(backend, found):
     asyncio.run(_round_trip(backend, "ledger", found))
 
 
-@EVERY
+@DATABASES
 @RUNS
 @given(found=holds)
 def test_holds_round_trip(backend, found):
     asyncio.run(_round_trip(backend, "holds", found))
 
 
-@EVERY
+@DATABASES
 @RUNS
 @given(made=experiments())
 def test_experiments_and_events_round_trip(backend, made):
@@ -266,7 +307,7 @@ async def _round_trip_experiments(factory, found, events) -> None:
             assert (again.copied, again.present) == (0, len(events))
 
 
-@EVERY
+@BLOB_STORES
 @RUNS
 @given(found=st.lists(st.binary(max_size=64), max_size=8, unique=True))
 def test_blobs_round_trip_by_sha256(backend, found):
