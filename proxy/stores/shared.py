@@ -36,7 +36,7 @@ from proxy.stores.redis_connection import redis_unavailable
 from proxy.stores.redis_flights import DEFAULT_LEASE
 from proxy.stores.redis_stores import RedisStores, open_redis_stores
 from proxy.stores.s3_blobs import S3BlobStore, open_s3_blobs
-from proxy.stores.s3_client import S3Location
+from proxy.stores.s3_client import s3_location
 
 __all__ = ["SpendGate", "open_shared_stores", "postgres_where", "redis_where"]
 
@@ -71,7 +71,7 @@ async def open_shared_stores(settings: Settings) -> Stores:
     """Every store on the shared backends of `settings`, each reached and checked."""
     lease = settings.storage.lease_seconds
     redis_url = settings.redis.url.reveal()
-    s3 = _s3_location(settings)
+    s3 = s3_location(settings.s3)
     closers: list[Callable[[], Awaitable[None]]] = []
     try:
         redis = await _open(
@@ -167,15 +167,3 @@ class SpendGate:
         if ping is None or ping.done():
             ping = self._ping = asyncio.create_task(self._blobs.ping())
         await asyncio.shield(ping)
-
-
-def _s3_location(settings: Settings) -> S3Location:
-    s3 = settings.s3
-    return S3Location(
-        bucket=s3.bucket,
-        endpoint_url=s3.endpoint_url,
-        prefix=s3.prefix,
-        region=s3.region,
-        access_key_id=s3.access_key_id.reveal(),
-        secret_access_key=s3.secret_access_key.reveal(),
-    )
