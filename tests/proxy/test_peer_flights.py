@@ -54,7 +54,7 @@ class Workers:
         self, plan: LookupPlan, directives: CacheDirectives
     ) -> tuple[tuple[int, int, int], list[Entry]]:
         job = Job(self.key, self.parsed, {}, directives, OPEN, "req-b")
-        images: dict[int, ServedImage] = {}
+        images = {i: ServedImage(entry, None) for i, entry in plan.cached.items()}
         counts = await self.b.misses.fill(job, plan, images, self.b.record)
         return counts, [images[i].entry for i in range(2)]
 
@@ -76,6 +76,23 @@ async def test_a_flight_landed_after_the_lookup_is_taken_not_regenerated(workers
     assert counts == (0, 2, 0)  # (generated, coalesced, cost): both were A's
     assert got == answered
     assert await workers.stored() == answered  # what A's client was answered is still stored
+    assert len(workers.rig.provider.calls) == 1
+
+
+async def test_a_lookup_between_a_peers_two_entry_writes_takes_the_second(workers: Workers):
+    """A peer writes index 0, then index 1: a lookup between the two sees index 0 cached and
+    index 1 missing, so its flight generates index 1 alone (at position 0 of its upstream
+    call: another picture). Once it holds the lock it must take the peer's index 1."""
+    none = parse_cache_control(None)
+    answered = await workers.a_answers(none)
+    plan = plan_lookup([answered[0], None], none, now=workers.clock())  # B, mid-write
+    assert plan.missing == (1,)
+    workers.clock.advance(1)
+
+    counts, _ = await workers.b_fills(plan, none)
+
+    assert counts == (0, 1, 0)
+    assert await workers.stored() == answered
     assert len(workers.rig.provider.calls) == 1
 
 
