@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from policies.errors import InvalidRequest, NotCached
@@ -74,8 +74,12 @@ def parse_cache_control(header: str | None) -> CacheDirectives:
 
 @dataclass(frozen=True, slots=True)
 class LookupPlan:
+    """`stale`: the entries found at missing indexes but too old to serve. A flight that
+    finds another entry there once it holds the key's lock knows a peer made it meanwhile."""
+
     cached: dict[int, Entry]
     missing: tuple[int, ...]
+    stale: dict[int, Entry] = field(default_factory=dict)
 
 
 def plan_lookup(
@@ -95,6 +99,7 @@ def plan_lookup(
     max_age = min(limits) if limits else None
     cached: dict[int, Entry] = {}
     missing: list[int] = []
+    stale: dict[int, Entry] = {}
     for index, entry in enumerate(found):
         usable = entry is not None and not directives.no_cache
         if usable and max_age is not None:
@@ -105,12 +110,14 @@ def plan_lookup(
             cached[index] = entry
         else:
             missing.append(index)
+            if entry is not None:
+                stale[index] = entry
     if missing and directives.only_if_cached:
         raise NotCached(
             f"{len(missing)} of {len(found)} image(s) are not in the cache and the request "
             "said 'Cache-Control: only-if-cached'; send it without that directive to generate.",
         )
-    return LookupPlan(cached=cached, missing=tuple(missing))
+    return LookupPlan(cached=cached, missing=tuple(missing), stale=stale)
 
 
 def outcome_of(

@@ -98,7 +98,8 @@ class Misses:
         if mine:
             # Claim the flights before the first await, so a request arriving meanwhile joins.
             owned = self.flights.take_off(job.key, mine) if not job.directives.no_cache else {}
-            task = asyncio.create_task(self._generate(job, mine, owned))
+            stale = {i: plan.stale[i] for i in mine if i in plan.stale}
+            task = asyncio.create_task(self._generate(job, mine, owned, stale))
             self._tasks.add(task)
             task.add_done_callback(_forget(self._tasks))
             cost, landed, made_here = await asyncio.shield(task)
@@ -116,16 +117,20 @@ class Misses:
         return generated, len(waits) + len(mine) - generated, cost
 
     async def _generate(
-        self, job: Job, indexes: tuple[int, ...], owned: Mapping[int, asyncio.Future[Landed]]
+        self,
+        job: Job,
+        indexes: tuple[int, ...],
+        owned: Mapping[int, asyncio.Future[Landed]],
+        stale: Mapping[int, Entry],
     ) -> tuple[int, dict[int, Landed], frozenset[int]]:
-        """(cost, every index's images, the indexes generated here rather than by a peer)."""
-        since = self.clock()
+        """(cost, every index's images, the indexes generated here rather than by a peer).
+        `stale`: what the lookup found at those indexes (too old to serve)."""
         try:
             hold = await self.stores.flights.acquire(job.key)
             landed_ok = False
             try:
                 no_cache = job.directives.no_cache
-                landed = {} if no_cache else await self._peer_made(job.key, indexes, since)
+                landed = {} if no_cache else await self._peer_made(job.key, indexes, stale)
                 rest = tuple(i for i in indexes if i not in landed)
                 cost, made = await self._charge_and_make(job, rest) if rest else (0, {})
                 landed_ok = True
@@ -141,14 +146,17 @@ class Misses:
         return cost, landed, frozenset(made)
 
     async def _peer_made(
-        self, key: str, indexes: tuple[int, ...], since: float
+        self, key: str, indexes: tuple[int, ...], stale: Mapping[int, Entry]
     ) -> dict[int, Landed]:
-        """Entries another process stored while this one waited for the flight lock (made
-        since this flight took off; an older entry is the stale one it replaces)."""
+        """Entries another process (or an earlier flight of this one) stored since this
+        request's lookup: any entry other than the one the lookup found (none, or `stale`).
+        Not a timestamp: a peer stamps `created` before its write commits, and a lookup can
+        miss a flight that lands before this one takes off; regenerating then would replace
+        images already answered (RELIABILITY.md, crash loops)."""
         found: dict[int, Landed] = {}
         for index in indexes:
             entry = await self.stores.entries.get(key, index)
-            if entry is None or entry.created < since:
+            if entry is None or entry == stale.get(index):
                 continue
             data = await self.stores.blobs.get(entry.blob)
             if data is not None:
