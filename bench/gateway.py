@@ -17,6 +17,7 @@ __all__ = [
     "MODEL",
     "child_env",
     "populate",
+    "populate_plan",
     "request_body",
     "start_gateway",
     "write_config",
@@ -50,18 +51,25 @@ def write_config(
     upstream_base_url: str | None,
     placeholder: bool = False,
     memory_mb: int | None = None,
+    extra: str = "",
+    metrics_key: str | None = None,
+    backend: str | None = None,
 ) -> Path:
-    """Only what the bench changes; everything else stays on the embedded defaults."""
+    """Only what the bench changes; everything else stays on the embedded defaults.
+
+    `extra`: more TOML (whole sections: keys, `[storage] backend`, ...) appended as is."""
     lines = [
         "[server]",
         'host = "127.0.0.1"',
         f"port = {port}",
+        *([f"metrics_key = {json.dumps(metrics_key)}"] if metrics_key else []),
         "",
         "[storage]",
+        *([f"backend = {json.dumps(backend)}"] if backend else []),
         f"data_dir = {json.dumps(str(data_dir))}",
         "",
     ]
-    if memory_mb is not None:
+    if memory_mb is not None and "[cache]" not in extra:
         lines += ["[cache]", f"memory_mb = {memory_mb}", ""]
     if placeholder:
         lines += ["[providers.placeholder]", "enabled = true", ""]
@@ -72,6 +80,8 @@ def write_config(
             f"base_url = {json.dumps(upstream_base_url)}",
             "",
         ]
+    if extra:
+        lines.append(extra)
     path.write_text("\n".join(lines))
     return path
 
@@ -103,11 +113,25 @@ def populate(
     batch: int = 2_000,
 ) -> int:
     """Write one cached entry per prompt (all sharing one blob) straight into the data dir
-    named by `config`, exactly as the gateway would have stored them; returns the count.
+    named by `config`, exactly as the gateway would have stored them; returns the count."""
+    return populate_plan(config, ((p, png, 1) for p in prompts), provider=provider, batch=batch)
 
-    Uses the gateway's own normalization and key function, so a request with
-    `request_body(prompt)` is a HIT. Rows are committed in batches (one sqlite transaction
-    per `batch`), which is what makes 100,000 entries take seconds instead of minutes.
+
+def populate_plan(
+    config: Path,
+    plan: Iterable[tuple[str, bytes, int]],
+    *,
+    provider: str = "openai",
+    batch: int = 2_000,
+    scope: str = "",
+) -> int:
+    """Write the entries of `plan` (prompt, image bytes, images `n`) straight into the data
+    dir named by `config`, exactly as the gateway would have stored them; returns the count.
+
+    Uses the gateway's own normalization, key function and disk adapters, so a request with
+    `request_body(prompt, n=k)` (k <= n) is a HIT for a caller of cache scope `scope`. Each
+    distinct image is one blob; rows are committed in batches (one sqlite transaction per
+    `batch`), which is what makes 100,000 entries take seconds instead of minutes.
     """
     from policies.models import Entry
     from policies.normalize import parse_generation, request_key
@@ -115,28 +139,27 @@ def populate(
     from proxy.stores.disk import DiskBlobStore, DiskEntryStore
 
     settings = load_settings(config, environ={})
-    data_dir = settings.data_dir
-    blobs = DiskBlobStore(data_dir / "blobs")
-    entries = DiskEntryStore(data_dir / "entries")
+    blobs = DiskBlobStore(settings.data_dir / "blobs")
+    entries = DiskEntryStore(settings.data_dir / "entries")
     try:
-        sha = blobs.put(png)
+        shas: dict[bytes, str] = {}
         now = time.time()
         count = 0
-        pending: list[tuple[str, Entry]] = []
+        pending: list[tuple[str, int, Entry]] = []
 
         def flush() -> None:
             with entries._cache.transact():  # one commit per batch; same rows as put()
-                for key, entry in pending:
-                    entries.put(key, 0, entry)
+                for key, index, entry in pending:
+                    entries.put(key, index, entry)
             pending.clear()
 
-        for prompt in prompts:
-            parsed = parse_generation(
+        for prompt, image, n in plan:
+            sha = shas.get(image) or shas.setdefault(image, blobs.put(image))
+            req = parse_generation(
                 json.loads(request_body(prompt)),
                 settings.catalog,
                 default_model=settings.default_model,
-            )
-            req = parsed.request
+            ).request
             entry = Entry(
                 blob=sha,
                 format=req.output_format,
@@ -148,7 +171,8 @@ def populate(
                 created=now,
                 prompt=req.prompt,
             )
-            pending.append((request_key(req, ""), entry))
+            key = request_key(req, scope)
+            pending += [(key, index, entry) for index in range(n)]
             count += 1
             if len(pending) >= batch:
                 flush()
