@@ -1,13 +1,17 @@
 """Where a request's time goes: py-spy samples imagegate while wrk loads one case.
 
-    .venv/bin/python bench/profile_hit.py [--case b64-small|b64-large|url-small|blob-large|miss]
+    .venv/bin/python bench/profile_hit.py [--case b64-small|b64-large|url-small|blob-large|miss|
+                                                 store-small|store-large]
                                          [--seconds 15] [--connections 64] [--out DIR]
+                                         [--entries 100000]
 
 Starts the fake upstream and imagegate (1 worker) like `bench/run.py`, primes the hit
 entries, then records the gateway with `py-spy record --format raw` while wrk runs. Prints
 the top functions by inclusive and by self samples (line numbers folded) and keeps the raw
-stacks in `--out` (a flame graph tool reads them). py-spy comes from PATH, or is installed
-once into ~/.cache/imagegate-bench/tools.
+stacks in `--out` (a flame graph tool reads them). The `store-*` cases fill a data dir with
+`--entries` entries (as scenario 7 does) and run the gateway with `[cache] memory_mb = 0`,
+so every hit goes through the stores. Every case prints the event-loop lag during the run.
+py-spy comes from PATH, or is installed once into ~/.cache/imagegate-bench/tools.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ if str(_REPO) not in sys.path:
 
 from bench.gateway import MODEL  # noqa: E402
 from bench.load import LoadResult, lua_script, run_wrk  # noqa: E402
+from bench.loop_lag import lag_between, scrape_lag  # noqa: E402
 from bench.peer import default_venv  # noqa: E402
 from bench.scenarios import GEN, JSON, BenchConfig, Harness  # noqa: E402
+from bench.store_hits import fill_store, rotation  # noqa: E402
 
 __all__ = ["main", "summarize"]
 
@@ -81,8 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--case",
         default="b64-small",
-        choices=["b64-small", "b64-large", "url-small", "blob-small", "blob-large", "miss"],
+        choices=[
+            "b64-small",
+            "b64-large",
+            "url-small",
+            "blob-small",
+            "blob-large",
+            "miss",
+            "store-small",
+            "store-large",
+        ],
     )
+    parser.add_argument("--entries", type=int, default=100_000, help="store-* cases' entries")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
@@ -104,12 +120,22 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="imagegate-profile-"))
     out = args.out or workdir
     out.mkdir(parents=True, exist_ok=True)
-    h = Harness(BenchConfig(), workdir, None)
+    h = Harness(BenchConfig(entries_big=args.entries), workdir, None)
+    lag0 = None
     try:
         h.start_upstream()
-        gw = h.start_gateway("imagegate", workdir / "data", 1)
-        h.prime_gateway(gw)
-        if args.case == "miss":
+        if args.case.startswith("store-"):
+            data = fill_store(h)
+            gw = h.start_gateway("imagegate", data, 1, memory_mb=0)
+            bodies = rotation(args.entries, args.case.removeprefix("store-"))
+            script = lua_script(method="POST", bodies=bodies, headers=JSON)
+            path = GEN
+        else:
+            gw = h.start_gateway("imagegate", workdir / "data", 1)
+            h.prime_gateway(gw)
+        if args.case.startswith("store-"):
+            pass  # script and path set above
+        elif args.case == "miss":
             prefix = json.dumps({"model": MODEL, "prompt": "profile miss "})[:-2]
             script = lua_script(
                 method="POST",
@@ -123,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             path, body = gw.posts[args.case]
             script = lua_script(method="POST", bodies=[body], headers=JSON)
         run_wrk(gw.url(path), script, connections=args.connections, seconds=2)  # warm-up
+        lag0 = scrape_lag(gw.url(""))
         raw_path = out / f"pyspy-{args.case}.txt"
         result: list[LoadResult] = []
         load = threading.Thread(
@@ -153,9 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             stderr=subprocess.DEVNULL,
         )
         load.join()
+        lag = lag_between(lag0, scrape_lag(gw.url("")))
     finally:
         h.procs.stop_all()
-        shutil.rmtree(workdir / "data", ignore_errors=True)  # keep only logs and stacks
+        for data_dir in ("data", "data-store"):  # keep only logs and stacks
+            shutil.rmtree(workdir / data_dir, ignore_errors=True)
     summary = summarize(raw_path.read_text())
     res = result[0] if result else None
     if res is not None:
@@ -163,10 +192,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.case}, c{args.connections}: {res.rps:,.0f} req/s, p50 {res.p50_ms} ms, "
             f"p99 {res.p99_ms} ms (under py-spy)"
         )
+    print(f"event-loop lag during the run (from /metrics): {lag}")
     for kind in ("inclusive", "self"):
         print(f"\ntop by {kind} samples (% of all samples):")
         for name, pct in summary[kind]:
             print(f"  {pct:5.1f}%  {name}")
+    summary["loop_lag"] = lag  # type: ignore[assignment]
     (out / f"pyspy-{args.case}.json").write_text(json.dumps(summary, indent=2))
     print(f"\nraw stacks: {raw_path}")
     return 0

@@ -18,6 +18,7 @@ from bench.procs import Procs, free_port, wait_http
 __all__ = [
     "ADMIN_DSN",
     "SharedBackends",
+    "reserve_settle_async_commit",
     "reserve_settle_rounds",
     "shared_config",
     "start_backends",
@@ -189,4 +190,14 @@ def reserve_settle_rounds(dsn: str, rounds: int = 1_000) -> dict[str, Any]:
     out = asyncio.run(_rounds(dsn, rounds))
     out["synchronous_commit"] = asyncio.run(_setting("synchronous_commit"))
     out["fsync"] = asyncio.run(_setting("fsync"))
+    return out
+
+
+def reserve_settle_async_commit(b: SharedBackends, rounds: int = 1_000) -> dict[str, Any]:
+    """The same rounds with `synchronous_commit = off` set on the run's throwaway database
+    (not the adapter, not the server): commits no longer wait for the WAL flush, so a crash
+    may lose the last few hundred ms of settled rows (never corrupt them)."""
+    asyncio.run(_admin_sql(f'ALTER DATABASE "{b.database}" SET synchronous_commit = off'))
+    out = asyncio.run(_rounds(b.dsn, rounds))
+    out["synchronous_commit"] = "off (this database only)"
     return out

@@ -22,6 +22,7 @@ from bench.scenarios import GEN, JSON, Harness, Server, _miss_script, _phase, ht
 from bench.shared_backends import (
     SharedBackends,
     redis_keys,
+    reserve_settle_async_commit,
     reserve_settle_rounds,
     shared_config,
     start_backends,
@@ -130,6 +131,9 @@ def phase_shared(h: Harness) -> None:
         h.extra["reserve_settle"] = rounds
         h.log(f"  [9] reserve + settle through PgLedger: {rounds}")
         _replicas(h, b)
+        rounds_off = reserve_settle_async_commit(b, rounds["rounds"])
+        h.extra["reserve_settle_async_commit"] = rounds_off
+        h.log(f"  [9] the same with synchronous_commit = off: {rounds_off}")
     finally:
         stop_backends(b)
 

@@ -162,6 +162,17 @@ def _shared_targets(runs: list[Run], extra: dict[str, Any]) -> list[dict[str, An
                 rs["p99_ms"] <= 3,
             )
         )
+    off = extra.get("reserve_settle_async_commit")
+    if off:
+        out.append(
+            _target(
+                "reserve + settle p99, synchronous_commit=off (informative)",
+                f"{off['rounds']} rounds",
+                off["p99_ms"],
+                "-",
+                None,
+            )
+        )
     return out
 
 
