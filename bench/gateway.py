@@ -93,13 +93,19 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def start_gateway(
-    procs: Procs, config: Path, *, workers: int, name: str = "imagegate", port: int
+    procs: Procs,
+    config: Path,
+    *,
+    workers: int,
+    name: str = "imagegate",
+    port: int,
+    env: Mapping[str, str] | None = None,
 ) -> Child:
     """`imagegate serve --config CONFIG --workers N` (this interpreter's install of it)."""
     argv = [sys.executable, "-m", "proxy", "serve", "--config", str(config)]
     if workers > 1:
         argv += ["--workers", str(workers)]
-    child = procs.start(name, argv, env=child_env(), cwd=config.parent)
+    child = procs.start(name, argv, env=child_env(env), cwd=config.parent)
     wait_http(f"http://127.0.0.1:{port}/readyz", timeout=90, child=child)
     return child
 

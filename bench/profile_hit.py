@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -79,7 +81,27 @@ def summarize(raw: str, top: int = 30) -> dict[str, list[tuple[str, float]]]:
     def pct(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(name, round(100 * n / total, 1)) for name, n in counter.most_common(top)]
 
-    return {"inclusive": pct(inclusive), "self": pct(own), "samples": [("total", float(total))]}
+    candidates = Counter(
+        {f: n for f, n in inclusive.items() if any(w in f.lower() for w in STALL_WORDS)}
+    )
+    return {
+        "inclusive": pct(inclusive),
+        "self": pct(own),
+        "stall_candidates": pct(candidates),
+        "samples": [("total", float(total))],
+    }
+
+
+# Frames that may hold the loop (or the GIL) apart from serving a request: the ledger's
+# hit rows and sqlite commits and checkpoints, log writes, big blob reads.
+STALL_WORDS = ("hit_rows", "hitrows", "tally", "sqlite", "commit", "checkpoint", "log",
+               "blobstore.get", "cache.get", "flush", "write", "read")  # fmt: skip
+
+
+def _gc_env(log: Path) -> dict[str, str]:
+    probe = str(Path(__file__).resolve().parent / "stall_probe")
+    path = os.pathsep.join(p for p in (probe, os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path, "BENCH_GC_LOG": str(log)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     parser.add_argument("--entries", type=int, default=100_000, help="store-* cases' entries")
+    parser.add_argument(
+        "--gc-probe",
+        action="store_true",
+        help="time every garbage collection in the gateway (bench/stall_probe/sitecustomize.py)",
+    )
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
@@ -124,14 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     lag0 = None
     try:
         h.start_upstream()
+        env = _gc_env(out / f"gc-{args.case}.json") if args.gc_probe else None
         if args.case.startswith("store-"):
             data = fill_store(h)
-            gw = h.start_gateway("imagegate", data, 1, memory_mb=0)
+            gw = h.start_gateway("imagegate", data, 1, memory_mb=0, env=env)
             bodies = rotation(args.entries, args.case.removeprefix("store-"))
             script = lua_script(method="POST", bodies=bodies, headers=JSON)
             path = GEN
         else:
-            gw = h.start_gateway("imagegate", workdir / "data", 1)
+            gw = h.start_gateway("imagegate", workdir / "data", 1, env=env)
             h.prime_gateway(gw)
         if args.case.startswith("store-"):
             pass  # script and path set above
@@ -150,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             script = lua_script(method="POST", bodies=[body], headers=JSON)
         run_wrk(gw.url(path), script, connections=args.connections, seconds=2)  # warm-up
         lag0 = scrape_lag(gw.url(""))
+        window = (time.time(), 0.0)
         raw_path = out / f"pyspy-{args.case}.txt"
         result: list[LoadResult] = []
         load = threading.Thread(
@@ -181,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         load.join()
         lag = lag_between(lag0, scrape_lag(gw.url("")))
+        window = (window[0], time.time())
     finally:
         h.procs.stop_all()
         for data_dir in ("data", "data-store"):  # keep only logs and stacks
@@ -193,11 +223,18 @@ def main(argv: list[str] | None = None) -> int:
             f"p99 {res.p99_ms} ms (under py-spy)"
         )
     print(f"event-loop lag during the run (from /metrics): {lag}")
-    for kind in ("inclusive", "self"):
+    for kind in ("inclusive", "self", "stall_candidates"):
         print(f"\ntop by {kind} samples (% of all samples):")
         for name, pct in summary[kind]:
             print(f"  {pct:5.1f}%  {name}")
     summary["loop_lag"] = lag  # type: ignore[assignment]
+    gc_log = out / f"gc-{args.case}.json"
+    if gc_log.exists():
+        gc_stats = json.loads(gc_log.read_text())
+        during = [p for p in gc_stats["pauses"] if window[0] <= p[0] <= window[1]]
+        summary["gc"] = {**gc_stats, "pauses_during_run": during}  # type: ignore[assignment]
+        print(f"\ngarbage collections over the gateway's life: {gc_stats['by_generation']}")
+        print(f"GC pauses >= 5 ms during the profiled run (unix time, generation, ms): {during}")
     (out / f"pyspy-{args.case}.json").write_text(json.dumps(summary, indent=2))
     print(f"\nraw stacks: {raw_path}")
     return 0

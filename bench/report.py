@@ -296,7 +296,7 @@ def render_table(runs: Iterable[Run], *, markdown: bool = False) -> str:
 
 
 def render_lag(runs: Iterable[Run], *, markdown: bool = False) -> str:
-    """The gateway's event-loop lag per 64-connection run, from its own /metrics."""
+    """The gateway's event-loop lag per run, from its own /metrics."""
     headers = ["sc", "case", "w", "samples", "mean ms", "p99 <= ms", "max <= ms", "> 50 ms"]
     rows = []
     for run in runs:

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = frozenset(s.strip() for s in args.scenarios.split(",") if s.strip())
     if not wanted <= set("123456789"):
         raise SystemExit("bench: --scenarios takes numbers 1 to 9")
-    hit_conns = (1, 64)
+    hit_conns: tuple[int, ...] = (1, 64)
     if args.hit_conns:
         hit_conns = tuple(int(c) for c in args.hit_conns.split(","))
     cfg = BenchConfig(

@@ -67,7 +67,7 @@ def shared_config(b: SharedBackends) -> str:
 
 
 def _s3(endpoint: str) -> Any:
-    import boto3  # moto's own dependency; only the bench's setup and cleanup use it
+    import boto3  # type: ignore[import-untyped]  # moto's dependency; setup and cleanup only
 
     return boto3.client(
         "s3",
