@@ -24,6 +24,7 @@ __all__ = [
 ]
 
 MODEL = "gpt-image-1.5"
+LAG_INTERVAL = 0.02
 # Variables that would make the gateway read another config or data dir, or other keys.
 _DROP_ENV = ("IMAGEGATE_", "OPENAI_", "REPLICATE_", "FAL_")
 
@@ -63,6 +64,9 @@ def write_config(
         'host = "127.0.0.1"',
         f"port = {port}",
         *([f"metrics_key = {json.dumps(metrics_key)}"] if metrics_key else []),
+        # The lag probe every 20 ms instead of 100: 50 samples a second of run, so that a
+        # run's p99 is a p99 (the probe is one timer; the default is 0.1).
+        f"loop_lag_interval_seconds = {LAG_INTERVAL}",
         "",
         "[storage]",
         *([f"backend = {json.dumps(backend)}"] if backend else []),
