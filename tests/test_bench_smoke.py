@@ -36,6 +36,7 @@ from bench.mix import (
 )
 from bench.procs import RssSampler, tree_pids
 from bench.report import SCHEMA, Run, check_results, render_table
+from bench.round_two import render as render_round_two
 from bench.run import analyse
 from bench.shared_backends import SharedBackends, shared_config
 from bench.store_hits import rotation, small_count, store_plan
@@ -319,8 +320,13 @@ def test_loop_lag_between_two_scrapes() -> None:
             f'imagegate_event_loop_lag_seconds_bucket{{le="{b}"}} {c}'
             for b, c in zip(bounds, counts, strict=True)
         ]
-        return "\n".join([*lines, f"imagegate_event_loop_lag_seconds_sum {total}",
-                          f"imagegate_event_loop_lag_seconds_count {counts[-1]}"])  # fmt: skip
+        return "\n".join(
+            [
+                *lines,
+                f"imagegate_event_loop_lag_seconds_sum {total}",
+                f"imagegate_event_loop_lag_seconds_count {counts[-1]}",
+            ]
+        )
 
     before = parse_lag(exposition([10, 10, 10, 10, 10], 0.005))
     after = parse_lag(exposition([50, 150, 195, 209, 210], 2.005))
@@ -337,8 +343,16 @@ def test_loop_lag_between_two_scrapes() -> None:
 
 
 def test_round_two_targets() -> None:
-    def run(sc: str, case: str, target: str, rps: float, cpu: float, p50: float, p99: float,
-            conns: int = 64) -> Run:  # fmt: skip
+    def run(
+        sc: str,
+        case: str,
+        target: str,
+        rps: float,
+        cpu: float,
+        p50: float,
+        p99: float,
+        conns: int = 64,
+    ) -> Run:
         return Run(sc, case, target, 1, conns, rps, p50, p99, cpu_ms_per_req=cpu)
 
     runs = [
@@ -389,3 +403,46 @@ def test_shared_config_is_the_design_contract(tmp_path: Path) -> None:
     assert settings.redis.prefix == "imagegate-bench-x:"
     assert settings.postgres.dsn.reveal().endswith("/imagegate_bench_x")
     assert settings.s3.bucket == "b" and settings.s3.endpoint_url == "http://127.0.0.1:1"
+
+
+def test_round_two_tables_render_from_a_results_document() -> None:
+    runs = [
+        Run(
+            "7",
+            "store hit b64 small",
+            "imagegate",
+            1,
+            64,
+            400.0,
+            5.0,
+            30.0,
+            cpu_ms_per_req=0.1,
+            extra={
+                "loop_lag": {
+                    "samples": 9,
+                    "mean_ms": 3.0,
+                    "p99_le_ms": 25.0,
+                    "max_le_ms": 50.0,
+                    "over_50ms": 0,
+                }
+            },
+        ),
+        Run("7", "store hit b64 small", "limit", 1, 64, 1000.0, 2.0, 4.0, cpu_ms_per_req=0.04),
+        Run("8", "mix 80% hits, Zipf, keys", "imagegate", 2, 64, 90.0, 50.0, 800.0),
+    ]
+    doc = {
+        "command": "python bench/run.py",
+        "started": "2026-12-03T15:45:00+00:00",
+        "seconds_total": 1.0,
+        "versions": {"git_commit": "abc1234"},
+        "machine": {"loadavg_start": [1.0, 1.0, 1.0], "loadavg_end": [2.0, 1.0, 1.0]},
+        "config": {"reserve_settle": {"rounds": 5, "p99_ms": 2.0, "synchronous_commit": "on"}},
+        "runs": [r.to_json() for r in runs],
+        "notes": ["shared replicas skipped: why"],
+    }
+    text = render_round_two(doc)
+    assert "| **not met** | store hit req/s >= 0.5 x limit | store hit b64 small" in text
+    assert "| met | reserve + settle p99 on local PostgreSQL |" in text
+    assert "| 7 | store hit b64 small | 1 | 64 | 400.0 | 1,000.0 | 0.40x |" in text
+    assert "| 8 | mix 80% hits, Zipf, keys | imagegate | 2 | 64 |" in text
+    assert "- note: shared replicas skipped: why" in text
