@@ -40,7 +40,7 @@ from bench.peer import default_venv  # noqa: E402
 from bench.scenarios import GEN, JSON, BenchConfig, Harness  # noqa: E402
 from bench.store_hits import fill_store, rotation  # noqa: E402
 
-__all__ = ["main", "summarize"]
+__all__ = ["attribute", "main", "summarize"]
 
 _LINE = re.compile(r":\d+\)")
 
@@ -102,6 +102,52 @@ def _gc_env(log: Path) -> dict[str, str]:
     probe = str(Path(__file__).resolve().parent / "stall_probe")
     path = os.pathsep.join(p for p in (probe, os.environ.get("PYTHONPATH", "")) if p)
     return {"PYTHONPATH": path, "BENCH_GC_LOG": str(log)}
+
+
+# What a sample's time is spent on: the first (pattern, part) whose pattern is in any frame of
+# the stack; the generic ones after them name the deepest frame of the gateway or aiohttp.
+PARTS = (
+    ("_writelines", "sending the response (socket write)"),
+    ("b64encode", "base64 of the image"),
+    ("DiskBlobStore", "blob read (diskcache row, file, signature)"),
+    ("DiskEntryStore", "entry lookup (sqlite rows, JSON)"),
+    ("request_key", "request key (canonical JSON, sha256)"),
+    ("parse_generation", "normalization"),
+    ("read_json", "request body read, JSON parse"),
+    ("images_body", "response JSON"),
+    ("logging.py", "log line"),
+    ("_record", "ledger (hit rows, tally)"),
+    ("ledger_row", "ledger (hit rows, tally)"),
+    ("HitTally", "ledger (hit rows, tally)"),
+    ("flush_hits", "ledger (hit rows, tally)"),
+    ("hit_rows", "ledger (hit rows, tally)"),
+    ("metrics.py", "metrics"),
+    ("access.py", "authentication, rate limits"),
+)
+GENERIC = (
+    ("proxy/", "other gateway code (middleware, handler, headers)"),
+    ("policies/", "other gateway code (middleware, handler, headers)"),
+    ("aiohttp", "aiohttp (HTTP parsing, dispatch, response headers)"),
+)
+
+
+def attribute(raw: str) -> list[tuple[str, float]]:
+    """py-spy raw stacks -> % of samples per part of the request (parts do not overlap)."""
+    parts: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        frames = [_LINE.sub(")", f) for f in stack.split(";")]
+        total += int(count_text)
+        part = next((n for p, n in PARTS if any(p in f for f in frames)), None)
+        for frame in reversed(frames):
+            if part is not None:
+                break
+            part = next((n for p, n in GENERIC if p in frame), None)
+        parts[part or "event loop, other threads, interpreter"] += int(count_text)
+    return [(name, round(100 * n / total, 1)) for name, n in parts.most_common()] if total else []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         for data_dir in ("data", "data-store"):  # keep only logs and stacks
             shutil.rmtree(workdir / data_dir, ignore_errors=True)
     summary = summarize(raw_path.read_text())
+    summary["parts"] = attribute(raw_path.read_text())
     res = result[0] if result else None
     if res is not None:
         print(
@@ -223,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             f"p99 {res.p99_ms} ms (under py-spy)"
         )
     print(f"event-loop lag during the run (from /metrics): {lag}")
-    for kind in ("inclusive", "self", "stall_candidates"):
+    for kind in ("inclusive", "self", "stall_candidates", "parts"):
         print(f"\ntop by {kind} samples (% of all samples):")
         for name, pct in summary[kind]:
             print(f"  {pct:5.1f}%  {name}")

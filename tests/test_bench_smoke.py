@@ -35,6 +35,7 @@ from bench.mix import (
     slot_kind,
 )
 from bench.procs import RssSampler, tree_pids
+from bench.profile_hit import attribute, summarize
 from bench.report import SCHEMA, Run, check_results, render_table
 from bench.round_two import render as render_round_two
 from bench.run import analyse
@@ -446,3 +447,22 @@ def test_round_two_tables_render_from_a_results_document() -> None:
     assert "| 7 | store hit b64 small | 1 | 64 | 400.0 | 1,000.0 | 0.40x |" in text
     assert "| 8 | mix 80% hits, Zipf, keys | imagegate | 2 | 64 |" in text
     assert "- note: shared replicas skipped: why" in text
+
+
+def test_profile_parts_do_not_overlap_and_sum_to_all_samples() -> None:
+    raw = "\n".join(
+        [
+            "run (uvloop/__init__.py:1);_handle_request (aiohttp/web_protocol.py:2);"
+            "request_middleware (proxy/middlewares.py:3);_writelines (aiohttp/http_writer.py:4) 6",
+            "run (uvloop/__init__.py:1);request_middleware (proxy/middlewares.py:3);"
+            "request_key (policies/normalize.py:9);asdict (dataclasses.py:7) 3",
+            "run (uvloop/__init__.py:1);_handle_request (aiohttp/web_protocol.py:2) 1",
+        ]
+    )
+    parts = dict(attribute(raw))
+    assert parts == {
+        "sending the response (socket write)": 60.0,
+        "request key (canonical JSON, sha256)": 30.0,
+        "aiohttp (HTTP parsing, dispatch, response headers)": 10.0,
+    }
+    assert dict(summarize(raw)["self"])["asdict (dataclasses.py)"] == 30.0
