@@ -15,7 +15,7 @@ from typing import Literal
 
 from policies.catalog import Catalog, ModelSpec
 from policies.circuit import Blocked
-from policies.errors import InvalidRequest, NoRoute
+from policies.errors import NoRoute
 from policies.models import ImageRequest
 from policies.pricing import quote
 from policies.sizes import dimensions
@@ -32,7 +32,6 @@ class RoutePolicy:
     providers: frozenset[str]  # providers that can take calls (configured with credentials)
     substitute: Substitute = "never"
     commercial_only: bool = False
-    allowed_models: frozenset[str] | None = None  # a key's allow-list
     cheap_only: bool = False  # budget pressure: only models with the `budget` strength
 
 
@@ -56,7 +55,7 @@ def plan_route(
     """Every model that can serve `request`, in the order to try them. Raises `NoRoute`;
     with `retry_after` when a fit model is only waiting (see `policies.circuit.blocked_by`)."""
     asked = catalog.resolve(request.model)
-    _check_allowed(asked, policy)
+    _check_available(asked)
     reasons: dict[str, str] = {}
     waiting: list[Blocked] = []
     found: list[Candidate] = []
@@ -80,14 +79,9 @@ def plan_route(
     return tuple(found)
 
 
-def _check_allowed(asked: ModelSpec, policy: RoutePolicy) -> None:
-    if policy.allowed_models is not None and asked.name not in policy.allowed_models:
-        allowed = ", ".join(sorted(policy.allowed_models))
-        raise InvalidRequest(
-            f"This API key may not use the model '{asked.name}'. Allowed: {allowed}.",
-            param="model",
-            code="model_not_allowed",
-        )
+def _check_available(asked: ModelSpec) -> None:
+    """A model the catalog lists but no API serves. (A key's allow-list is admission's,
+    `policies.admission`, checked before any lookup.)"""
     if not asked.available:
         raise NoRoute(
             f"The model '{asked.name}' is not available: {asked.unavailable_reason}",

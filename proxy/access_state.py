@@ -1,19 +1,18 @@
-"""What start-up says about who may call: the keys table (config keys and issued keys alike)
-and whether an admin key is configured."""
+"""What start-up says about who may call: the keys (config keys and issued keys alike) and
+whether an admin key is configured."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
-from proxy.access import Gatekeeper
+from proxy.authentication import Authenticator
 
 __all__ = ["AccessState", "access_state"]
 
 
 @dataclass(frozen=True, slots=True)
 class AccessState:
-    """Who may call, as the ledger's keys table says (config keys and issued keys alike)."""
+    """Who may call, as the key store says (config keys and issued keys alike)."""
 
     configured: int  # active keys from [[keys]]
     issued: int  # active keys issued through the admin API (`imagegate keys create`)
@@ -26,13 +25,13 @@ class AccessState:
         return not (self.configured or self.issued or self.revoked)
 
 
-async def access_state(gate: Gatekeeper) -> AccessState:
-    keys = await asyncio.to_thread(gate.ledger.list_keys)
+async def access_state(auth: Authenticator) -> AccessState:
+    keys = await auth.keys.list()
     active = [k for k in keys if k.active]
     configured = sum(1 for k in active if k.source == "config")
     return AccessState(
         configured=configured,
         issued=len(active) - configured,
         revoked=len(keys) - len(active),
-        admin_key=bool(gate.cost.admin_key),
+        admin_key=bool(auth.admin_key),
     )

@@ -4,7 +4,8 @@ A request body that was answered from the cache once is answered again from memo
 same raw bytes, from the same cache scope, at the same base URL, normalize to the same key
 and the same images, so parsing, normalization, hashing, both store reads and the JSON
 build would only repeat themselves. What a hit must still do per request (authentication,
-the key's model list, rate limits, the ledger row, metrics, the log line) the route does.
+the key's model list, the rate limit, the hit row, the lookup event) the driver does, as
+for any other hit (`proxy.service.ImageService.handle`: the memo is one of its steps).
 
 Entries are immutable: only a TTL can end one (`expires`, from `policies.cache.fresh_until`).
 The map is a `proxy.lru.ByteLRU`: bounded by bytes, the least recently used answer dropped

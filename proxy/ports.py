@@ -2,30 +2,29 @@
 
 Every method that a network store (Redis, PostgreSQL, S3) may sit behind is `async`; what
 must be atomic across replicas is one method (`LimitStore.take_all`, `Ledger.reserve`).
-The embedded adapters are `proxy.stores.embedded` (SQLite, fcntl; blocking work through
-`asyncio.to_thread`) and the memory ones `proxy.stores.memory_*`; the contract suites are
-`tests/proxy/contracts/`.
+`proxy.stores.build.build_stores(settings) -> Stores` builds one adapter per port; the app
+and the driver hold only the `Stores`. The embedded adapters are `proxy.stores.embedded`
+(the ledger's database, the rate-limit table and the experiments, blocking work through
+`asyncio.to_thread`), `proxy.stores.async_stores` (diskcache entries and blobs, read
+inline) and `proxy.stores.flight_locks` (fcntl); the memory ones are `proxy.stores.memory*`
+and `MemoryFlightLock`. The contract suites are `tests/proxy/contracts/`.
 
-Wired so far: rate limits (`Gatekeeper._take` -> `LimitStore`). Still synchronous until the
-service is rewired: `EntryStore` and `BlobStore` (the hit path; `AsyncEntryStore` /
-`AsyncBlobStore`, adapted by `proxy.stores.async_stores`, are what they become). Left, in order:
-1. Gatekeeper's ledger calls (`reserve`/`settle`/`release`/`abandon`, `under_pressure`,
-   the hit-row flush's thread fallback) -> `Ledger`;
-   `ReservationSweeper` -> `Ledger.resolve_orphans`; `service.py` `hold_model`, the admin
-   circuit reset and the sweeper's `holds()` -> `CircuitHolds`.
-2. routes/admin.py (`spend_report`, orphans, refund), routes/quote.py, routes/dashboard.py,
-   observability/ledger_metrics.py -> `LedgerReports` + `Ledger.budget_left` +
-   `KeyStore.list`; `access_state`, `sync_config_keys`, `_find_key`/`has_keys` and the admin
-   key routes -> `KeyStore` (`has_keys` is `bool(await list())`).
-3. `ProcessLocks.hold` in service.py -> `FlightLock` (acquire / release(landed)); note the
-   fcntl adapter also serializes two flights of one key inside a process, which today share
-   the record lock (e.g. n=2 and n=3 of one prompt at once).
-4. routes/ab.py -> `ExperimentStore`.
-5. Split `Gatekeeper` into authentication (KeyStore + key cache), admission (LimitStore,
-   prompt and model checks) and accounts (Ledger), each its own AppKey; nothing outside
-   `proxy/stores/` imports `sqlite3` then.
-6. EntryStore and BlobStore go async: service.py, hot.py, routes/blobs.py,
-   routes/dashboard.py (`_gallery`), routes/ab.py, and `imagegate migrate` when it comes.
+Wired:
+- `EntryStore`, `BlobStore`: the driver's lookup and store steps (`proxy.service`,
+  `proxy.misses`), /images, the dashboard's gallery, the A/B routes, /readyz, /metrics.
+- `KeyStore`: `proxy.authentication.Authenticator` (the key cache, `keys_exist` as
+  `bool(await list())`, the config's keys at start), the admin key routes, start-up's
+  access summary, the budget gauges.
+- `LimitStore`: `proxy.admission.Admission` (requests and images per minute).
+- `Ledger`: `proxy.accounts.Accounts` (reserve, settle, release, abandon, `budget_left`,
+  the hit rows' `record`), the reservation sweeper (`resolve_orphans`).
+- `LedgerReports`: the admin spend, orphan and refund routes, the dashboard, the ledger
+  gauges (`proxy.observability.ledger_metrics`, read before each scrape).
+- `CircuitHolds`: an over-quote bill's hold (`proxy.misses`), the admin circuit reset, the
+  sweeper's load of the holds.
+- `FlightLock`: single-flight across processes in `proxy.misses` (acquire, then release
+  with `landed`).
+- `ExperimentStore`: the A/B routes.
 """
 
 from __future__ import annotations
@@ -90,55 +89,28 @@ class StoreStats:
 
 class BlobStore(Protocol):
     """sha256 -> image bytes. Immutable, deduplicated; never returns bytes that don't hash
-    to their address (a corrupt blob is deleted and reported as missing)."""
+    to their address (a corrupt blob is deleted and reported as missing). Async: S3 may sit
+    behind it (the disk adapter reads a page-cached file inline, `proxy.stores.async_stores`)."""
 
-    def put(self, data: bytes) -> str:
+    async def put(self, data: bytes) -> str:
         """Store `data`; return its sha256 hex. Idempotent and atomic."""
         ...
 
-    def get(self, sha256: str) -> bytes | None: ...
+    async def get(self, sha256: str) -> bytes | None: ...
 
-    def open(self, sha256: str) -> BlobFile | None:
+    async def open(self, sha256: str) -> BlobFile | None:
         """A verified file for `sha256`, or None (missing, corrupt, or not file-backed)."""
         ...
 
-    def ping(self) -> None:
+    async def ping(self) -> None:
         """Raise if the store is unreachable."""
         ...
-
-    def stats(self) -> StoreStats: ...
-
-
-class EntryStore(Protocol):
-    """(request key, index) -> Entry."""
-
-    def get(self, key: str, index: int) -> Entry | None: ...
-
-    def put(self, key: str, index: int, entry: Entry, *, ttl: float | None = None) -> None: ...
-
-    def delete(self, key: str, index: int) -> None: ...
-
-    def ping(self) -> None: ...
-
-    def stats(self) -> StoreStats: ...
-
-
-class AsyncBlobStore(Protocol):
-    """`BlobStore` as a network store (S3) can serve it."""
-
-    async def put(self, data: bytes) -> str: ...
-
-    async def get(self, sha256: str) -> bytes | None: ...
-
-    async def open(self, sha256: str) -> BlobFile | None: ...
-
-    async def ping(self) -> None: ...
 
     async def stats(self) -> StoreStats: ...
 
 
-class AsyncEntryStore(Protocol):
-    """`EntryStore` as a network store (Redis) can serve it."""
+class EntryStore(Protocol):
+    """(request key, index) -> Entry. Async: Redis may sit behind it."""
 
     async def get(self, key: str, index: int) -> Entry | None: ...
 
@@ -151,6 +123,11 @@ class AsyncEntryStore(Protocol):
     async def ping(self) -> None: ...
 
     async def stats(self) -> StoreStats: ...
+
+
+# The names the contract suites were written against, before these became the ports.
+AsyncBlobStore = BlobStore
+AsyncEntryStore = EntryStore
 
 
 class KeyStore(Protocol):
@@ -304,6 +281,10 @@ class ExperimentStore(Protocol):
         ...
 
     async def get(self, name: str) -> Experiment | None: ...
+
+    async def experiments(self) -> list[Experiment]:
+        """Every experiment, oldest first (then by name)."""
+        ...
 
     async def delete(self, name: str) -> bool:
         """Drop it with its events and the image copies no other experiment shows."""

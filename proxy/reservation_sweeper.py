@@ -14,13 +14,14 @@ within 50 s elsewhere (DESIGN.md §6 asks for 60 s).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
 from policies.budget import format_usd
 from policies.ledger_models import LedgerRow
-from proxy.access import Gatekeeper
+from proxy.ports import CircuitHolds, Ledger
 from proxy.router import Router
 
 __all__ = ["ReservationSweeper"]
@@ -30,22 +31,19 @@ log = structlog.get_logger("imagegate.ledger")
 
 @dataclass
 class ReservationSweeper:
-    gate: Gatekeeper
+    ledger: Ledger
+    holds: CircuitHolds
     router: Router
+    clock: Callable[[], float]
+    owner: str  # this process, as the owner of its reservations
     interval: float = 10.0
     lease: float = 40.0
 
     async def sweep(self) -> list[LedgerRow]:
         """One round; the rows the orphaned reservations were settled as."""
-        ledger, now, owner = self.gate.ledger, self.gate.clock(), self.gate.owner
         version = self.router.hold_version
-
-        def work() -> tuple[list[LedgerRow], dict[str, str]]:
-            ledger.heartbeat(owner, now)
-            return ledger.resolve_orphans(now, self.lease), ledger.holds()
-
-        orphans, holds = await asyncio.to_thread(work)
-        self.router.sync_holds(holds, version)
+        orphans = await self.ledger.resolve_orphans(self.owner, self.clock(), self.lease)
+        self.router.sync_holds(await self.holds.holds(), version)
         for row in orphans:
             log.warning(
                 "budget.reservation_orphaned",

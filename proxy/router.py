@@ -44,16 +44,14 @@ class Router:
         request: ImageRequest,
         *,
         images: int,
-        allowed_models: frozenset[str] | None = None,
         cheap_only: bool = False,
     ) -> tuple[Candidate, ...]:
         if self.registry.placeholder_only:
-            return self._placeholder_plan(request, images, allowed_models, cheap_only)
+            return self._placeholder_plan(request, images, cheap_only)
         policy = RoutePolicy(
             providers=self.registry.ready(),
             substitute=self.substitute,
             commercial_only=self.commercial_only,
-            allowed_models=allowed_models,
             cheap_only=cheap_only,
         )
         found = plan_route(request, self.catalog, policy, images=images, blocked=self.blocked)
@@ -63,7 +61,6 @@ class Router:
         self,
         request: ImageRequest,
         images: int,
-        allowed_models: frozenset[str] | None,
         cheap_only: bool,
     ) -> tuple[Candidate, ...]:
         """Offline: the model the router would choose were every catalog provider configured,
@@ -73,7 +70,6 @@ class Router:
             providers=frozenset(spec.provider for spec in self.catalog.models.values()),
             substitute=self.substitute,
             commercial_only=self.commercial_only,
-            allowed_models=allowed_models,
             cheap_only=cheap_only,
         )
         target = parse_size(request.size)

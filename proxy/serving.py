@@ -35,7 +35,7 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from proxy.access_state import AccessState, access_state
 from proxy.app import create_app
-from proxy.app_keys import GATE, SERVICE
+from proxy.app_keys import AUTH, SERVICE
 from proxy.config import ConfigError, Settings, find_config, load_settings
 from proxy.connection_guard import ConnectionGuard
 from proxy.observability.logging import configure_logging
@@ -89,7 +89,7 @@ async def serve_forever(
         registry = app[SERVICE].router.registry
         offline = ["placeholder (offline, $0)"]
         providers = offline if registry.placeholder_only else sorted(registry.ready())
-        access = await access_state(app[GATE])
+        access = await access_state(app[AUTH])
         log.info(
             "server.started",
             config=settings.source,

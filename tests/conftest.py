@@ -9,14 +9,17 @@ from pathlib import Path
 
 import openai
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from policies.errors import ProviderError
 from proxy.app import create_app
-from proxy.app_keys import BLOBS, ENTRIES, METRICS
+from proxy.app_keys import LEDGER_METRICS, METRICS, SETTINGS, STORES
 from proxy.config import ServerSettings, Settings
 from proxy.ports import ProviderCall, ProviderResult
 from proxy.providers.placeholder import PlaceholderProvider
+from proxy.stores.async_stores import InlineEntryStore, ThreadedBlobStore
+from proxy.stores.ledger import SqliteLedger
 
 # Backends started for the tests that ask for them (S3: moto's server, once per session).
 pytest_plugins = ("tests.backends.s3",)
@@ -106,17 +109,24 @@ class Gateway:
                 client.close()
         await self.server.close()
 
-    def metric(self, name: str, **labels: str) -> float:
+    async def metric(self, name: str, **labels: str) -> float:
+        """As a scrape reads it: the ledger and store figures are read first (/metrics)."""
+        await self.app[LEDGER_METRICS].refresh()
         value = self.app[METRICS].registry.get_sample_value(name, labels)
         return value or 0.0
 
     @property
     def blobs(self):
-        return self.app[BLOBS]
+        """The disk store behind the BlobStore port (tests put and damage files directly)."""
+        port = self.app[STORES].blobs
+        assert isinstance(port, ThreadedBlobStore)
+        return port.sync
 
     @property
     def entries(self):
-        return self.app[ENTRIES]
+        port = self.app[STORES].entries
+        assert isinstance(port, InlineEntryStore)
+        return port.sync
 
 
 @pytest.fixture
@@ -132,6 +142,12 @@ def clock() -> ManualClock:
 @pytest.fixture
 def provider() -> CountingProvider:
     return CountingProvider()
+
+
+def ledger_of(app: web.Application) -> SqliteLedger:
+    """The app's ledger file, opened beside its own adapter, as another process would:
+    tests read its rows and plant reservations there (the app holds only the ports)."""
+    return SqliteLedger(app[SETTINGS].data_dir / "ledger.sqlite3")
 
 
 async def start_gateway(
@@ -158,6 +174,7 @@ __all__ = [
     "ManualClock",
     "PricedProvider",
     "ProviderError",
+    "ledger_of",
     "replace",
     "start_gateway",
 ]

@@ -60,3 +60,27 @@ def test_every_policies_module_declares_all():
         assert exported is not None, info.name
         for name in exported:
             assert hasattr(module, name), f"policies.{info.name}.{name}"
+
+
+def _sqlite_outside_stores(proxy: Path) -> list[str]:
+    """What `grep -rln sqlite3 <proxy>` finds outside <proxy>/stores/."""
+    stores = proxy / "stores"
+    return sorted(
+        str(path.relative_to(proxy))
+        for path in proxy.rglob("*.py")
+        if "sqlite3" in path.read_text() and stores not in path.parents
+    )
+
+
+def test_only_the_store_adapters_touch_sqlite():
+    """The service, the routes and the observability code reach every store through a port
+    (proxy/ports.py); only the adapters under proxy/stores/ know SQLite."""
+    assert _sqlite_outside_stores(Path(policies.__file__).parent.parent / "proxy") == []
+
+
+def test_the_sqlite_rule_finds_a_mention_outside_the_adapters(tmp_path):
+    (tmp_path / "stores").mkdir()
+    (tmp_path / "stores" / "ledger.py").write_text("import sqlite3\n")
+    (tmp_path / "routes").mkdir()
+    (tmp_path / "routes" / "admin.py").write_text('PATH = "ledger.sqlite3"\n')
+    assert _sqlite_outside_stores(tmp_path) == ["routes/admin.py"]

@@ -12,7 +12,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from proxy.config import load_settings
+from proxy.config import ConfigError, load_settings
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (add pyyaml to the test extras)")
 
@@ -199,8 +201,11 @@ def image_uid() -> int:
     return int(user.split(":")[0])
 
 
-def compose() -> dict[str, Any]:
-    data: dict[str, Any] = load_yaml(DEPLOY / "compose.yaml")
+COMPOSE_FILES = ["compose.yaml", "compose.shared.yaml"]
+
+
+def compose(name: str = "compose.yaml") -> dict[str, Any]:
+    data: dict[str, Any] = load_yaml(DEPLOY / name)
     return data
 
 
@@ -357,12 +362,13 @@ def test_prometheus_sends_the_metrics_key_compose_gives_it():
     assert 'metrics_key = "${IMAGEGATE_METRICS_KEY:?' in text
 
 
-def test_promtool_check_config(tmp_path):
+@pytest.mark.parametrize("name", ["prometheus.yml", "prometheus.shared.yml"])
+def test_promtool_check_config(tmp_path, name):
     """The whole config, its rule file and credentials file included (the secret's path is
     pointed at a temporary file: /run/secrets exists only in the container)."""
     token = tmp_path / "imagegate_metrics_key"
     token.write_text("x" * 32)
-    text = (PROMETHEUS / "prometheus.yml").read_text(encoding="utf-8")
+    text = (PROMETHEUS / name).read_text(encoding="utf-8")
     assert METRICS_KEY_FILE in text
     shutil.copy(PROMETHEUS / "alerts.yml", tmp_path / "alerts.yml")
     (tmp_path / "prometheus.yml").write_text(text.replace(METRICS_KEY_FILE, str(token)))
@@ -735,12 +741,13 @@ def test_compose_and_k8s_pass_every_credential_the_configs_read():
     assert all(refs[name].get("optional") is True for name in read - set(KEYS))
 
 
-def test_compose_requires_the_admin_key_and_publishes_on_loopback_by_default():
-    gateway = compose()["services"]["gateway"]
+@pytest.mark.parametrize("which", COMPOSE_FILES)
+def test_compose_requires_the_admin_key_and_publishes_on_loopback_by_default(which):
+    gateway = compose(which)["services"]["gateway"]
     # ${VAR:?message}: `docker compose up` stops and prints the message when VAR is unset
     for name in KEYS:
         assert gateway["environment"][name].startswith(f"${{{name}:?"), name
-    for service in compose()["services"].values():
+    for service in compose(which)["services"].values():
         for port in service.get("ports", []):
             address = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", port).rsplit(":", 2)[0]
             assert address == "127.0.0.1", port
@@ -861,3 +868,534 @@ def test_kustomize_builds():
         pytest.skip("kubectl is not on PATH")
     built = list(yaml.safe_load_all(run([kubectl, "kustomize", str(K8S)])))
     assert {doc["kind"] for doc in built} == set(k8s_docs())
+
+
+# ---- shared mode: compose ---------------------------------------------------------------------
+
+SHARED = "compose.shared.yaml"
+K8S_SHARED = DEPLOY / "k8s-shared"
+K8S_MIGRATE = DEPLOY / "k8s-migrate"
+HAPROXY = DEPLOY / "haproxy" / "haproxy.cfg"
+SHARED_CONFIGS = [DEPLOY / "config.shared.toml", K8S_SHARED / "config.toml"]
+_COMPOSE_VAR = re.compile(r"\$\{(\w+)(?::?[-?][^}]*)?\}")
+_CONFIG_VAR = re.compile(r"\$\{([A-Za-z_]\w*)(?::([-?])[^}]*)?\}")
+
+
+def shared_services() -> dict[str, Any]:
+    services: dict[str, Any] = compose(SHARED)["services"]
+    return services
+
+
+def compose_value(text: str) -> str:
+    """A compose environment value with every ${VAR...} replaced by <VAR>."""
+    return _COMPOSE_VAR.sub(lambda m: f"<{m[1]}>", text)
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string inside parsed TOML."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict | list):
+        for item in value.values() if isinstance(value, dict) else value:
+            yield from strings(item)
+
+
+def config_variables(text: str) -> dict[str, bool]:
+    """Variable -> required (`${VAR:?...}`) for every ${VAR} a config's values read."""
+    found: dict[str, bool] = {}
+    for value in strings(tomllib.loads(text)):
+        for match in _CONFIG_VAR.finditer(value):
+            found[match[1]] = found.get(match[1], False) or match[2] == "?"
+    return found
+
+
+def raw_toml(path: Path) -> dict[str, Any]:
+    return tomllib.loads(path.read_text(encoding="utf-8"))
+
+
+def served_config(command: list[str], service: dict[str, Any]) -> Path:
+    """The host file a compose service's `--config` path is bind-mounted from."""
+    return bind_mounts(service)[command[command.index("--config") + 1]]
+
+
+def test_shared_compose_runs_replicas_of_the_image_behind_the_load_balancer():
+    services, port = shared_services(), instructions("EXPOSE", "final")[0]
+    gateway = services["gateway"]
+    assert gateway["build"] == compose()["services"]["gateway"]["build"]  # the same image
+    assert gateway["image"] == compose()["services"]["gateway"]["image"]
+    assert gateway["deploy"]["replicas"] >= 2
+    assert "ports" not in gateway and "container_name" not in gateway  # replicas cannot share
+    command = gateway["command"]
+    assert command[:3] == ["imagegate", "serve", "--config"]
+    assert command[command.index("--port") + 1] == port
+    assert command[command.index("--host") + 1] == "0.0.0.0"  # noqa: S104 (in a container)
+    assert served_config(command, gateway) == DEPLOY / "config.shared.toml"
+    assert gateway["read_only"] is True and gateway["cap_drop"] == ["ALL"]
+    assert image_env()["IMAGEGATE_DATA_DIR"] in gateway["tmpfs"]  # nothing kept per replica
+    lb = services["lb"]
+    assert bind_mounts(lb) == {"/usr/local/etc/haproxy/haproxy.cfg": HAPROXY}
+    assert any(p.endswith(f":{haproxy_bind('imagegate')}") for p in lb["ports"])
+    assert "gateway" in lb["depends_on"]
+
+
+def test_shared_compose_references_files_that_exist():
+    for name, service in shared_services().items():
+        for target, source in bind_mounts(service).items():
+            assert source.exists(), f"{name}: {source} (for {target}) does not exist"
+    assert bind_mounts(shared_services()["prometheus"]) == {
+        "/etc/prometheus/prometheus.yml": PROMETHEUS / "prometheus.shared.yml",
+        "/etc/prometheus/alerts.yml": PROMETHEUS / "alerts.yml",
+    }
+
+
+def test_shared_compose_backends_are_health_checked_before_the_gateway_starts():
+    services = shared_services()
+    assert services["gateway"]["depends_on"] == {
+        "redis": {"condition": "service_healthy"},
+        "postgres": {"condition": "service_healthy"},
+        "minio-init": {"condition": "service_completed_successfully"},
+    }
+    assert services["minio-init"]["depends_on"] == {"minio": {"condition": "service_healthy"}}
+    assert services["minio-init"]["restart"] == "no"
+    for name in ("redis", "postgres", "minio"):
+        assert services[name]["healthcheck"]["test"][0] in {"CMD", "CMD-SHELL"}, name
+    postgres = services["postgres"]
+    check = postgres["healthcheck"]["test"]
+    assert check[:2] == ["CMD", "pg_isready"]
+    assert check[check.index("-d") + 1] == postgres["environment"]["POSTGRES_DB"] == "imagegate"
+    assert check[check.index("-U") + 1] == postgres["environment"]["POSTGRES_USER"]
+    assert "redis-cli ping" in services["redis"]["healthcheck"]["test"][1]
+    assert services["minio"]["healthcheck"]["test"] == ["CMD", "mc", "ready", "local"]
+    for name in ("redis", "postgres", "minio", "prometheus"):
+        named = [v.split(":")[0] for v in services[name]["volumes"] if not v.startswith(".")]
+        assert named and set(named) <= set(compose(SHARED)["volumes"]), name
+
+
+def test_shared_compose_gateway_reaches_the_backends_compose_runs():
+    """The URLs the gateway gets name the compose services, their ports, the database postgres
+    creates, the bucket minio-init creates, and the credentials those services were given."""
+    services = shared_services()
+    env = {k: compose_value(v) for k, v in services["gateway"]["environment"].items()}
+    redis = urllib.parse.urlsplit(env["IMAGEGATE_REDIS_URL"])
+    assert (redis.scheme, redis.hostname, redis.port) == ("redis", "redis", 6379)
+    assert redis.password == compose_value(services["redis"]["environment"]["REDIS_PASSWORD"])
+    assert "$$REDIS_PASSWORD" in " ".join(services["redis"]["command"])
+    dsn = urllib.parse.urlsplit(env["IMAGEGATE_POSTGRES_DSN"])
+    postgres = {k: compose_value(v) for k, v in services["postgres"]["environment"].items()}
+    assert (dsn.scheme, dsn.hostname, dsn.port) == ("postgresql", "postgres", 5432)
+    assert (dsn.username, dsn.password) == (
+        postgres["POSTGRES_USER"],
+        postgres["POSTGRES_PASSWORD"],
+    )
+    assert dsn.path == "/" + postgres["POSTGRES_DB"]
+    s3 = raw_toml(DEPLOY / "config.shared.toml")["s3"]
+    endpoint = urllib.parse.urlsplit(s3["endpoint_url"])
+    assert (endpoint.hostname, endpoint.port) == ("minio", 9000)
+    minio = {k: compose_value(v) for k, v in services["minio"]["environment"].items()}
+    assert env["AWS_ACCESS_KEY_ID"] == minio["MINIO_ROOT_USER"]
+    assert env["AWS_SECRET_ACCESS_KEY"] == minio["MINIO_ROOT_PASSWORD"]
+    script = services["minio-init"]["command"][0]
+    alias = re.search(r"mc alias set (\S+) (\S+) ", script)
+    assert alias and alias[2] == s3["endpoint_url"]
+    assert f"mc mb --ignore-existing {alias[1]}/{s3['bucket']}" in script
+
+
+def test_shared_compose_passes_every_variable_the_shared_config_reads():
+    environment = shared_services()["gateway"]["environment"]
+    read = config_variables((DEPLOY / "config.shared.toml").read_text())
+    assert set(read) <= set(environment)
+    for name, required in read.items():
+        # a required variable is required by compose as well, or built from required ones
+        if required:
+            assert re.search(r"\$\{\w+:\?", environment[name]), name
+
+
+def test_shared_compose_migrate_copies_the_embedded_stack_into_the_shared_stores():
+    services, volumes = shared_services(), compose(SHARED)["volumes"]
+    migrate, gateway = services["migrate"], services["gateway"]
+    assert migrate["profiles"] == ["migrate"]  # not started by `up`
+    assert migrate["image"] == gateway["image"] and migrate["environment"] == gateway["environment"]
+    command = migrate["command"]
+    assert command[:2] == ["imagegate", "migrate"]
+    source, target = command[command.index("--from") + 1], command[command.index("--to") + 1]
+    mounts = bind_mounts(migrate)
+    assert mounts[source] == DEPLOY / "config.toml"  # what compose.yaml's gateway serves
+    assert mounts[target] == served_config(gateway["command"], gateway)
+    named = dict(v.split(":")[::-1][-2:] for v in migrate["volumes"] if not v.startswith("."))
+    data_dir = raw_toml(DEPLOY / "config.toml")["storage"]["data_dir"]
+    embedded = compose()["services"]["gateway"]["volumes"]
+    [embedded_volume] = [v.split(":")[0] for v in embedded if v.endswith(":" + data_dir)]
+    volume = volumes[named[data_dir]]
+    # compose names a project's volumes <project>_<volume>
+    assert volume == {"external": True, "name": f"{compose()['name']}_{embedded_volume}"}
+
+
+def test_shared_prometheus_scrapes_every_replica_by_dns():
+    config = load_yaml(PROMETHEUS / "prometheus.shared.yml")
+    for rule_file in config["rule_files"]:
+        assert (PROMETHEUS / rule_file).is_file()
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    [sd] = jobs["imagegate"]["dns_sd_configs"]  # ImagegateDown watches job="imagegate"
+    assert sd["names"] == ["gateway"] and sd["type"] == "A"
+    assert str(sd["port"]) == instructions("EXPOSE", "final")[0]
+    assert jobs["imagegate"]["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": METRICS_KEY_FILE,
+    }
+    assert METRICS_KEY_FILE.rsplit("/", 1)[1] in shared_services()["prometheus"]["secrets"]
+    assert compose(SHARED)["secrets"] == compose()["secrets"]
+    [target] = jobs["haproxy"]["static_configs"][0]["targets"]
+    assert target == f"lb:{haproxy_bind('stats')}"
+
+
+# ---- shared mode: the load balancer -----------------------------------------------------------
+
+
+def haproxy_sections() -> dict[str, list[list[str]]]:
+    """ "kind name" (or "global", "defaults") -> its lines, split into words, comments dropped."""
+    sections: dict[str, list[list[str]]] = {}
+    current: list[list[str]] = []
+    for raw in HAPROXY.read_text(encoding="utf-8").splitlines():
+        words = raw.split("#", 1)[0].split()
+        if not words:
+            continue
+        if not raw[0].isspace():
+            current = sections.setdefault(" ".join(words), [])
+        else:
+            current.append(words)
+    return sections
+
+
+def haproxy_lines(section: str, keyword: str) -> list[list[str]]:
+    return [words[1:] for words in haproxy_sections()[section] if words[0] == keyword]
+
+
+def haproxy_bind(frontend: str) -> str:
+    [[address]] = haproxy_lines(f"frontend {frontend}", "bind")
+    return address.rsplit(":", 1)[1]
+
+
+def seconds(value: str) -> float:
+    """An HAProxy time ("400s", "5m"; a bare number is milliseconds) in seconds."""
+    match = re.fullmatch(r"(\d+)(ms|s|m|h)?", value)
+    assert match, value
+    return int(match[1]) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match[2] or "ms"]
+
+
+def test_haproxy_balances_over_every_replica_and_checks_readyz():
+    [[backend]] = haproxy_lines("frontend imagegate", "default_backend")
+    section = f"backend {backend}"
+    assert haproxy_lines(section, "balance") == [["roundrobin"]]
+    assert haproxy_lines(section, "http-check")[0][1:] == ["meth", "GET", "uri", "/readyz"]
+    assert ["expect", "status", "200"] in haproxy_lines(section, "http-check")
+    [defaults] = haproxy_lines(section, "default-server")
+    assert "check" in defaults
+    resolvers = defaults[defaults.index("resolvers") + 1]
+    assert haproxy_lines(f"resolvers {resolvers}", "nameserver") == [["dns", "127.0.0.11:53"]]
+    templates = {words[0]: words[1:] for words in haproxy_lines(section, "server-template")}
+    gateway = shared_services()["gateway"]
+    port = instructions("EXPOSE", "final")[0]
+    ready, fallback = templates["gateway"], templates["degraded"]
+    # enough slots for every replica, at the service's name (one A record per replica)
+    assert int(ready[0]) >= gateway["deploy"]["replicas"]
+    assert ready[1] == fallback[1] == f"gateway:{port}"
+    assert fallback[2:] == ["backup", "no-check"]  # only when no replica is ready
+    assert haproxy_bind("imagegate") == port
+
+
+def test_haproxy_waits_for_a_slow_generation():
+    """No byte moves while a provider generates: HAProxy's inactivity timeouts must outlast
+    the gateway's own worst case (every attempt at its provider timeout), or the client gets
+    HAProxy's 504 for an image the gateway is still paying for."""
+    settings = load_settings(DEPLOY / "config.toml", KEYS)
+    worst = settings.routing.max_attempts * max(
+        p.timeout_seconds for p in settings.providers.values()
+    )
+    timeouts = {words[0]: seconds(words[1]) for words in haproxy_lines("defaults", "timeout")}
+    assert timeouts["server"] > worst and timeouts["client"] > worst
+    assert timeouts["http-keep-alive"] < settings.server.keepalive_timeout_seconds
+
+
+def test_haproxy_accepts_its_config():
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        pytest.skip("haproxy is not on PATH (Debian: apt-get install haproxy)")
+    assert "Configuration file is valid" in run([haproxy, "-c", "-f", str(HAPROXY)])
+
+
+# ---- shared mode: the configs -----------------------------------------------------------------
+
+SHARED_ENVIRON = {
+    **KEYS,
+    "IMAGEGATE_REDIS_URL": "redis://:redis-secret@redis:6379/0",
+    "IMAGEGATE_POSTGRES_DSN": "postgresql://imagegate:pg-secret@postgres:5432/imagegate",
+    "AWS_ACCESS_KEY_ID": "deploy-test-access-key",
+    "AWS_SECRET_ACCESS_KEY": "deploy-test-secret-key",
+    "OPENAI_API_KEY": "sk-deploy-test",
+}
+
+
+@pytest.mark.parametrize("path", SHARED_CONFIGS, ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_shared_configs_load_with_the_gateway_loader(path):
+    settings = load_settings(path, SHARED_ENVIRON)
+    assert settings.storage.backend == "shared"
+    assert settings.redis.url.reveal() == SHARED_ENVIRON["IMAGEGATE_REDIS_URL"]
+    assert settings.redis.prefix == "imagegate:"
+    assert settings.postgres.dsn.reveal() == SHARED_ENVIRON["IMAGEGATE_POSTGRES_DSN"]
+    assert settings.s3.bucket == "imagegate" and settings.s3.prefix == "blobs/"
+    assert settings.s3.access_key_id.reveal() == SHARED_ENVIRON["AWS_ACCESS_KEY_ID"]
+    assert settings.s3.secret_access_key.reveal() == SHARED_ENVIRON["AWS_SECRET_ACCESS_KEY"]
+    assert settings.cost.admin_key == ADMIN_KEY
+    assert settings.server.metrics_key.reveal() == METRICS_KEY
+    assert settings.server.port == 8080 and settings.logging.format == "json"
+    assert settings.providers["openai"].api_key.reveal() == SHARED_ENVIRON["OPENAI_API_KEY"]
+
+
+@pytest.mark.parametrize("path", SHARED_CONFIGS, ids=lambda p: str(p.relative_to(DEPLOY)))
+@pytest.mark.parametrize("variable", ["IMAGEGATE_REDIS_URL", "IMAGEGATE_POSTGRES_DSN"])
+def test_shared_configs_refuse_to_load_without_a_backend(path, variable):
+    environ = {k: v for k, v in SHARED_ENVIRON.items() if k != variable}
+    with pytest.raises(ConfigError, match=rf"\${variable} is required"):
+        load_settings(path, environ)
+
+
+def test_shared_configs_differ_only_in_where_s3_lives():
+    """The compose file and the Kubernetes one are the same gateway; compose's S3 is MinIO."""
+    compose_config, k8s_config = (raw_toml(path) for path in SHARED_CONFIGS)
+    assert compose_config["s3"].pop("endpoint_url") == "http://minio:9000"
+    assert k8s_config["s3"].pop("endpoint_url") == ""  # AWS S3 itself
+    assert compose_config == k8s_config
+    embedded = raw_toml(DEPLOY / "config.toml")
+    for section in ("providers", "auth", "logging"):  # only where the stores live changes
+        assert compose_config[section] == embedded[section], section
+
+
+# ---- shared mode: Kubernetes ------------------------------------------------------------------
+
+
+def kustomization(folder: Path) -> dict[str, Any]:
+    data: dict[str, Any] = load_yaml(folder / "kustomization.yaml")
+    return data
+
+
+def patches(folder: Path) -> list[dict[str, Any]]:
+    """Every patch of a kustomization, from its file or inline."""
+    found = []
+    for patch in kustomization(folder).get("patches", []):
+        text = (folder / patch["path"]).read_text() if "path" in patch else patch["patch"]
+        found.append(yaml.safe_load(text))
+    return found
+
+
+def patch_of(folder: Path, kind: str) -> dict[str, Any]:
+    [patch] = [p for p in patches(folder) if p["kind"] == kind and "$patch" not in p]
+    return patch
+
+
+def shared_container() -> dict[str, Any]:
+    [main] = patch_of(K8S_SHARED, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert isinstance(main, dict)
+    return main
+
+
+def migrate_job() -> dict[str, Any]:
+    job: dict[str, Any] = load_yaml(K8S_MIGRATE / "job.yaml")
+    return job
+
+
+def secret_refs(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+
+
+def mounted_from(pod: dict[str, Any], main: dict[str, Any], path: str) -> dict[str, Any]:
+    """The pod volume a container mounts at the directory holding `path` (or at `path`)."""
+    mounts = {m["mountPath"]: m["name"] for m in main["volumeMounts"]}
+    name = mounts.get(path) or mounts[str(Path(path).parent)]
+    [volume] = [v for v in pod["volumes"] if v["name"] == name]
+    assert isinstance(volume, dict)
+    return volume
+
+
+@pytest.mark.parametrize("folder", [K8S_SHARED, K8S_MIGRATE], ids=lambda p: p.name)
+def test_k8s_overlay_resources_exist(folder):
+    spec = kustomization(folder)
+    assert spec["namespace"] == "imagegate"
+    for entry in spec["resources"]:
+        target = folder / entry
+        assert target.is_file() or (target / "kustomization.yaml").is_file(), entry
+    for patch in spec.get("patches", []):
+        assert "path" not in patch or (folder / patch["path"]).is_file(), patch
+    for generator in spec.get("configMapGenerator", []):
+        assert all((folder / name).is_file() for name in generator["files"])
+    names = {(d["kind"], d["metadata"]["name"]) for d in k8s_docs().values()}
+    for patch in patches(folder):  # every patch targets a manifest of the base
+        assert (patch["kind"], patch["metadata"]["name"]) in names, patch["metadata"]
+
+
+def test_k8s_shared_leaves_out_the_embedded_volume_and_config():
+    deleted = {p["kind"]: p["metadata"]["name"] for p in patches(K8S_SHARED) if "$patch" in p}
+    docs = k8s_docs()
+    assert deleted == {
+        "PersistentVolumeClaim": docs["PersistentVolumeClaim"]["metadata"]["name"],
+        "ConfigMap": docs["ConfigMap"]["metadata"]["name"],
+    }
+
+
+def test_k8s_shared_deployment_rolls_and_keeps_nothing_on_disk():
+    spec = patch_of(K8S_SHARED, "Deployment")["spec"]
+    assert "replicas" in spec and spec["replicas"] is None  # removed: the HPA owns the count
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod, main = spec["template"]["spec"], shared_container()
+    assert main["name"] == container()["name"]  # merged into the base's container
+    command = main["command"]
+    assert command[:3] == ["imagegate", "serve", "--config"]
+    assert command[command.index("--port") + 1] == str(container()["ports"][0]["containerPort"])
+    config_path = command[command.index("--config") + 1]
+    # the base's mount at that directory, now fed by the generated ConfigMap of config.toml
+    volume = mounted_from(pod_spec(), container(), config_path)
+    [patched] = [v for v in pod["volumes"] if v["name"] == volume["name"]]
+    [generator] = kustomization(K8S_SHARED)["configMapGenerator"]
+    assert patched["configMap"]["name"] == generator["name"]
+    assert Path(config_path).name in generator["files"]
+    data = {v["name"]: v for v in pod["volumes"]}["data"]
+    assert data["persistentVolumeClaim"] is None and "emptyDir" in data
+
+
+def test_k8s_shared_hpa_really_scales_the_deployment():
+    hpa = patch_of(K8S_SHARED, "HorizontalPodAutoscaler")["spec"]
+    assert hpa["minReplicas"] >= 2 and hpa["maxReplicas"] > hpa["minReplicas"]
+    base = k8s_docs()["HorizontalPodAutoscaler"]["spec"]
+    assert base["scaleTargetRef"]["name"] == k8s_docs()["Deployment"]["metadata"]["name"]
+    [metric] = base["metrics"]  # Utilization is a share of the container's CPU request
+    assert metric["resource"]["name"] == "cpu" and "cpu" in container()["resources"]["requests"]
+    pdb = k8s_docs()["PodDisruptionBudget"]["spec"]
+    assert pdb["maxUnavailable"] < hpa["minReplicas"]  # a drain leaves a replica serving
+
+
+def test_k8s_shared_secret_example_holds_the_keys_the_pods_read():
+    secret = load_yaml(K8S_SHARED / "secret.example.yaml")
+    assert secret["kind"] == "Secret" and "data" not in secret
+    values = secret["stringData"]
+    assert all(v.startswith("<") and v.endswith(">") for v in values.values())
+    name = secret["metadata"]["name"]
+    assert name != load_yaml(K8S / "secret.example.yaml")["metadata"]["name"]
+    base_refs = {**secret_refs(container())}
+    for main in (shared_container(), migrate_job()["spec"]["template"]["spec"]["containers"][0]):
+        refs = {k: r for k, r in secret_refs(main).items() if r["name"] == name}
+        assert {r["key"] for r in refs.values()} == set(values)
+        base_refs.update(refs)
+    # every variable the shared config reads reaches the replicas; required ones are not optional
+    for variable, required in config_variables((K8S_SHARED / "config.toml").read_text()).items():
+        assert variable in base_refs, variable
+        assert not required or "optional" not in base_refs[variable], variable
+
+
+def test_k8s_migrate_job_runs_the_gateway_image_from_the_embedded_to_the_shared_config():
+    job = migrate_job()
+    pod = job["spec"]["template"]["spec"]
+    [main] = pod["containers"]
+    assert main["image"] == container()["image"]
+    assert kustomization(K8S_MIGRATE)["images"] == kustomization(K8S)["images"]
+    command = main["command"]
+    assert command[:2] == ["imagegate", "migrate"]
+    source, target = command[command.index("--from") + 1], command[command.index("--to") + 1]
+    docs = k8s_docs()
+    embedded = mounted_from(pod, main, source)["configMap"]["name"]
+    assert embedded == docs["ConfigMap"]["metadata"]["name"]
+    [generator] = kustomization(K8S_SHARED)["configMapGenerator"]
+    assert mounted_from(pod, main, target)["configMap"]["name"] == generator["name"]
+    # the embedded config's data_dir is the embedded PVC
+    data_dir = tomllib.loads(docs["ConfigMap"]["data"]["config.toml"])["storage"]["data_dir"]
+    claim = mounted_from(pod, main, data_dir)["persistentVolumeClaim"]["claimName"]
+    assert claim == docs["PersistentVolumeClaim"]["metadata"]["name"]
+    # both configs read their credentials from the environment: the Job gets every one
+    read = config_variables((K8S_SHARED / "config.toml").read_text())
+    read |= config_variables(docs["ConfigMap"]["data"]["config.toml"])
+    assert set(read) <= set(secret_refs(main))
+    assert pod["securityContext"]["runAsUser"] == image_uid()
+    assert pod["restartPolicy"] == "OnFailure"
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert not docs["Service"]["spec"]["selector"].items() <= labels.items()  # no traffic
+
+
+def test_k8s_migrate_holds_the_replicas_at_zero():
+    """An HPA does not scale a Deployment at 0: nothing serves from half-copied stores."""
+    assert patch_of(K8S_MIGRATE, "Deployment")["spec"] == {"replicas": 0}
+    assert kustomization(K8S_MIGRATE)["resources"] == ["../k8s-shared", "job.yaml"]
+
+
+def kustomize_build(folder: Path) -> dict[str, dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not on PATH")
+    built = {}
+    for doc in yaml.safe_load_all(run([kubectl, "kustomize", str(folder)])):
+        built[doc["kind"]] = doc
+    return built
+
+
+def test_k8s_shared_builds_into_replicas_without_a_volume():
+    built = kustomize_build(K8S_SHARED)
+    assert set(built) == set(k8s_docs()) - {"PersistentVolumeClaim"}
+    deployment = built["Deployment"]["spec"]
+    assert "replicas" not in deployment and deployment["strategy"]["type"] == "RollingUpdate"
+    pod = deployment["template"]["spec"]
+    assert not any("persistentVolumeClaim" in v for v in pod["volumes"])
+    [main] = pod["containers"]
+    readiness, liveness = main["readinessProbe"]["httpGet"], main["livenessProbe"]["httpGet"]
+    [port] = main["ports"]
+    assert (readiness["path"], readiness["port"]) == ("/readyz", port["name"])
+    assert (liveness["path"], liveness["port"]) == ("/healthz", port["name"])
+    assert built["Service"]["spec"]["ports"][0]["targetPort"] == port["name"]
+    config_path = main["command"][main["command"].index("--config") + 1]
+    volume = mounted_from(pod, main, config_path)
+    configmap = built["ConfigMap"]
+    assert volume["configMap"]["name"] == configmap["metadata"]["name"]  # the hashed name
+    text = (K8S_SHARED / "config.toml").read_text(encoding="utf-8")
+    assert configmap["data"][Path(config_path).name] == text
+    hpa = built["HorizontalPodAutoscaler"]["spec"]
+    assert hpa["minReplicas"] >= 2
+    assert hpa["scaleTargetRef"]["name"] == built["Deployment"]["metadata"]["name"]
+    assert all(
+        doc["metadata"]["namespace"] == "imagegate" for k, doc in built.items() if k != "Namespace"
+    )
+
+
+def test_k8s_migrate_builds_into_the_job_beside_idle_replicas():
+    built, shared = kustomize_build(K8S_MIGRATE), kustomize_build(K8S_SHARED)
+    assert set(built) == set(shared) | {"Job"}
+    assert built["Deployment"]["spec"]["replicas"] == 0
+    pod = built["Job"]["spec"]["template"]["spec"]
+    [main] = pod["containers"]
+    assert (
+        main["image"] == built["Deployment"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    )
+    target = main["command"][main["command"].index("--to") + 1]
+    # the same generated ConfigMap the replicas read (kustomize renamed the reference)
+    assert (
+        mounted_from(pod, main, target)["configMap"]["name"]
+        == shared["ConfigMap"]["metadata"]["name"]
+    )
+
+
+# ---- shared mode: the README ------------------------------------------------------------------
+
+
+def readme_section(title: str) -> str:
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    return readme.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_walks_from_embedded_to_shared_mode():
+    section = readme_section("When to switch to shared mode, and how")
+    assert "imagegate migrate --from config.toml --to config.shared.toml" in section
+    assert "/readyz" in section
+    paths = set(re.findall(r"deploy/[\w./-]*[\w/]", section)) - {"deploy/.env"}  # git-ignored
+    assert paths
+    for path in paths:  # the commands name real files
+        assert (ROOT / path).exists(), path
+    for link in re.findall(r"\]\(([\w./-]+)\)", section):
+        assert (DEPLOY / link).exists(), link
+    main = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "deploy/README.md#when-to-switch-to-shared-mode-and-how" in main

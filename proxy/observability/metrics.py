@@ -13,20 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
 
-from proxy.ports import BlobStore, EntryStore
-
-__all__ = ["MULTIPROCESS_ENV", "Metrics", "StoreCollector", "watch_loop_lag"]
+__all__ = ["MULTIPROCESS_ENV", "Metrics", "watch_loop_lag"]
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client reads it at import
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -153,28 +149,3 @@ def watch_loop_lag(
             await asyncio.gather(task, return_exceptions=True)
 
     return lifetime
-
-
-class StoreCollector(Collector):
-    """Reads the stores at scrape time: what they hold, what was evicted and healed."""
-
-    def __init__(self, blobs: BlobStore, entries: EntryStore) -> None:
-        self._blobs, self._entries = blobs, entries
-
-    def collect(self) -> Iterator[Metric]:
-        blobs, entries = self._blobs.stats(), self._entries.stats()
-        yield GaugeMetricFamily(
-            "imagegate_cache_entries", "Cached entries (request key x index)", value=entries.items
-        )
-        yield GaugeMetricFamily("imagegate_cache_blobs", "Stored image blobs", value=blobs.items)
-        yield GaugeMetricFamily(
-            "imagegate_cache_bytes", "Bytes of stored images", value=blobs.bytes
-        )
-        yield CounterMetricFamily(
-            "imagegate_cache_evictions", "Blobs evicted by the size bound", value=blobs.evictions
-        )
-        yield CounterMetricFamily(
-            "imagegate_blobs_healed",
-            "Blobs dropped: their bytes no longer hashed to their address",
-            value=blobs.healed,
-        )

@@ -9,15 +9,13 @@ GET    /ab/{name}/{subject}[?inline=1] assign stickily, record the impression, 3
                                        /images/<sha256>.<ext> (or the bytes with inline=1)
 POST   /ab/{name}/{subject}/convert    count the subject's conversion (409 if never shown)
 
-The public routes need no key: pages and apps embed them. `setup_ab(app, data_dir)` adds it
-all to an app made by `create_app`.
+The public routes need no key: pages and apps embed them. `setup_ab(app)` adds it all to an
+app made by `create_app`; the experiments live in its `ExperimentStore` port.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
-from pathlib import Path
 from typing import Any, Final
 
 import structlog
@@ -26,10 +24,11 @@ from aiohttp import web
 from policies.abtest import ExperimentReport, assign, report
 from policies.errors import Conflict, GatewayError, InvalidRequest, NotFound
 from policies.models import CONTENT_TYPES
-from proxy.app_keys import BLOBS, ENTRIES, GATE, SETTINGS
+from proxy.app_keys import AUTH, SETTINGS, STORES
+from proxy.ports import ExperimentStore
 from proxy.routes.ab_input import parse_alpha, parse_definition, resolve_images
 from proxy.routes.admin import require_admin
-from proxy.stores.experiments import Conversion, Experiment, ExperimentStore, ImageVariant
+from proxy.stores.experiments import Conversion, Experiment, ImageVariant
 from proxy.wire import blob_url, read_json
 
 __all__ = ["EXPERIMENTS", "report_json", "routes", "setup_ab"]
@@ -44,18 +43,12 @@ _NO_STORE: Final = "no-store"
 _INERT: Final = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 
 
-def setup_ab(app: web.Application, data_dir: Path) -> None:
-    """Open `data_dir/experiments.sqlite3`, add the A/B routes, close the store on cleanup.
+def setup_ab(app: web.Application) -> None:
+    """Add the A/B routes over the app's experiment store (closed with the other stores).
     Idempotent: an app that has them already is left as it is."""
     if EXPERIMENTS in app:
         return
-    store = ExperimentStore(data_dir / "experiments.sqlite3")
-    app[EXPERIMENTS] = store
-
-    async def close(_: web.Application) -> None:
-        store.close()
-
-    app.on_cleanup.append(close)
+    app[EXPERIMENTS] = app[STORES].experiments
     app.router.add_routes(routes)
 
 
@@ -64,14 +57,13 @@ def setup_ab(app: web.Application, data_dir: Path) -> None:
 
 @routes.post("/admin/ab")
 async def create_experiment(request: web.Request) -> web.Response:
-    gate = await require_admin(request)
+    auth = await require_admin(request)
     body = await read_json(request)
     name, inputs = parse_definition(body)
     app = request.app
-    variants, data = await asyncio.to_thread(resolve_images, inputs, app[BLOBS], app[ENTRIES])
-    experiment = Experiment(name, gate.clock(), variants)
-    store = app[EXPERIMENTS]
-    if not await asyncio.to_thread(store.create, experiment, data):
+    variants, data = await resolve_images(inputs, app[STORES].blobs, app[STORES].entries)
+    experiment = Experiment(name, auth.clock(), variants)
+    if not await app[EXPERIMENTS].create(experiment, data):
         raise Conflict(
             f"An experiment named '{experiment.name}' exists already; "
             "DELETE /admin/ab/<name> first to redefine it.",
@@ -85,7 +77,7 @@ async def create_experiment(request: web.Request) -> web.Response:
 @routes.get("/admin/ab")
 async def list_experiments(request: web.Request) -> web.Response:
     await require_admin(request)
-    found = await asyncio.to_thread(request.app[EXPERIMENTS].experiments)
+    found = await request.app[EXPERIMENTS].experiments()
     return web.json_response({"object": "list", "data": [_experiment_json(e) for e in found]})
 
 
@@ -94,7 +86,7 @@ async def experiment_report(request: web.Request) -> web.Response:
     await require_admin(request)
     alpha = parse_alpha(request.query.get("alpha"))
     experiment = await _experiment(request)
-    counts = await asyncio.to_thread(request.app[EXPERIMENTS].counts, experiment.name)
+    counts = await request.app[EXPERIMENTS].counts(experiment.name)
     result = report(experiment.assignable, counts, alpha)
     return web.json_response(report_json(experiment, result))
 
@@ -103,7 +95,7 @@ async def experiment_report(request: web.Request) -> web.Response:
 async def delete_experiment(request: web.Request) -> web.Response:
     await require_admin(request)
     name = request.match_info["name"]
-    if not await asyncio.to_thread(request.app[EXPERIMENTS].delete, name):
+    if not await request.app[EXPERIMENTS].delete(name):
         raise NotFound(f"No experiment named '{name[:64]}'.")
     return web.json_response({"name": name, "deleted": True})
 
@@ -116,8 +108,8 @@ async def serve_variant(request: web.Request) -> web.Response:
     subject = _subject(request)
     inline = request.query.get("inline", "") not in ("", "0", "false")
     app, name = request.app, request.match_info["name"]
-    now = None if request.method == "HEAD" else app[GATE].clock()  # a HEAD is no impression
-    variant, data = await asyncio.to_thread(_show, app, name, subject, inline, now)
+    now = None if request.method == "HEAD" else app[AUTH].clock()  # a HEAD is no impression
+    variant, data = await _show(app, name, subject, inline, now)
     headers = {"Cache-Control": _NO_STORE, "X-Imagegate-Variant": variant.variant.id}
     if inline and data is not None:
         headers["X-Content-Type-Options"] = "nosniff"
@@ -128,40 +120,40 @@ async def serve_variant(request: web.Request) -> web.Response:
     return web.Response(status=302, headers=headers)
 
 
-def _show(
+async def _show(
     app: web.Application, name: str, subject: str, inline: bool, now: float | None
 ) -> tuple[ImageVariant, bytes | None]:
     """Assign, make sure the image can be served, record the impression (unless `now` is
-    None): one thread hop. A subject shown a variant before keeps it."""
+    None). A subject shown a variant before keeps it."""
     store = app[EXPERIMENTS]
-    experiment = _found(store.get(name), name)
+    experiment = _found(await store.get(name), name)
     chosen = _variant(experiment, assign(name, subject, experiment.assignable).id)
-    data = _ensure_image(app, chosen, inline)
+    data = await _ensure_image(app, chosen, inline)
     if now is None:
-        shown = store.seen(name, subject) or chosen.variant.id
+        shown = await store.seen(name, subject) or chosen.variant.id
     else:
-        shown = store.record_impression(name, subject, chosen.variant.id, now).variant
+        shown = (await store.impress(name, subject, chosen.variant.id, now)).variant
     if shown == chosen.variant.id:
         return chosen, data
     variant = _variant(experiment, shown)
-    return variant, _ensure_image(app, variant, inline)
+    return variant, await _ensure_image(app, variant, inline)
 
 
 @routes.post("/ab/{name}/{subject}/convert")
 async def convert(request: web.Request) -> web.Response:
     subject = _subject(request)
     app, name = request.app, request.match_info["name"]
-    converted = await asyncio.to_thread(_convert, app, name, subject, app[GATE].clock())
+    converted = await _convert(app, name, subject, app[AUTH].clock())
     return web.json_response(
         {"experiment": name, "subject": subject, "variant": converted.variant,
          "counted": converted.first}
     )  # fmt: skip
 
 
-def _convert(app: web.Application, name: str, subject: str, now: float) -> Conversion:
+async def _convert(app: web.Application, name: str, subject: str, now: float) -> Conversion:
     store = app[EXPERIMENTS]
-    _found(store.get(name), name)
-    converted = store.record_conversion(name, subject, now)
+    _found(await store.get(name), name)
+    converted = await store.convert(name, subject, now)
     if converted.variant is None:
         raise Conflict(
             f"This subject never saw the experiment '{name}': "
@@ -186,7 +178,7 @@ def _subject(request: web.Request) -> str:
 
 async def _experiment(request: web.Request) -> Experiment:
     name = request.match_info["name"]
-    return _found(await asyncio.to_thread(request.app[EXPERIMENTS].get, name), name)
+    return _found(await request.app[EXPERIMENTS].get(name), name)
 
 
 def _found(experiment: Experiment | None, name: str) -> Experiment:
@@ -201,19 +193,21 @@ def _variant(experiment: Experiment, variant_id: str) -> ImageVariant:
     return found
 
 
-def _ensure_image(app: web.Application, variant: ImageVariant, need_bytes: bool) -> bytes | None:
+async def _ensure_image(
+    app: web.Application, variant: ImageVariant, need_bytes: bool
+) -> bytes | None:
     """Make sure the gateway can serve the variant's blob; its bytes when `need_bytes`.
     A blob the cache lost is put back from the experiment's own copy."""
-    blobs = app[BLOBS]
-    if not need_bytes and blobs.open(variant.image) is not None:
+    blobs = app[STORES].blobs
+    if not need_bytes and await blobs.open(variant.image) is not None:
         return None
-    data = blobs.get(variant.image)
+    data = await blobs.get(variant.image)
     if data is not None:
         return data
-    copy = app[EXPERIMENTS].image(variant.image)
+    copy = await app[EXPERIMENTS].image(variant.image)
     if copy is None:
         raise GatewayError(f"The image of variant '{variant.variant.id}' is no longer stored.")
-    blobs.put(copy)
+    await blobs.put(copy)
     log.warning("ab.image_restored", image=variant.image[:12], variant=variant.variant.id)
     return copy
 

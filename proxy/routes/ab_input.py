@@ -113,16 +113,16 @@ def _check_set(inputs: list[VariantInput]) -> None:
         raise InvalidRequest("At least one variant needs a weight above 0.", param="variants")
 
 
-def resolve_images(
+async def resolve_images(
     inputs: tuple[VariantInput, ...], blobs: BlobStore, entries: EntryStore
 ) -> tuple[tuple[ImageVariant, ...], dict[str, bytes]]:
     """Each variant with its image's sha256 and format, and the image bytes by sha256.
-    Synchronous (store reads): call it through `asyncio.to_thread`."""
+    Read through the ports (the disk store reads inline)."""
     variants: list[ImageVariant] = []
     data: dict[str, bytes] = {}
     for item in inputs:
-        sha = item.image or _entry_blob(item, entries)
-        found = data.get(sha) or blobs.get(sha)
+        sha = item.image or await _entry_blob(item, entries)
+        found = data.get(sha) or await blobs.get(sha)
         if found is None:
             raise InvalidRequest(
                 f"'{item.param}': no image with sha256 {sha[:16]}… is in the cache.",
@@ -139,10 +139,10 @@ def resolve_images(
     return tuple(variants), data
 
 
-def _entry_blob(item: VariantInput, entries: EntryStore) -> str:
+async def _entry_blob(item: VariantInput, entries: EntryStore) -> str:
     assert item.request_key is not None
     assert item.index is not None
-    entry = entries.get(item.request_key, item.index)
+    entry = await entries.get(item.request_key, item.index)
     if entry is None:
         raise InvalidRequest(
             f"'{item.param}': no cached image for request key {item.request_key[:16]}… "

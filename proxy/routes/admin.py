@@ -12,7 +12,6 @@ POST   /admin/circuits/{model}/reset close a model's circuit (a hold set by an o
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from typing import Any, cast
 
@@ -23,8 +22,8 @@ from policies.config_schema import ConfigError
 from policies.config_values import usd_to_micros
 from policies.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound
 from policies.ledger_models import KeyRecord
-from proxy.access import Gatekeeper
-from proxy.app_keys import GATE, SERVICE
+from proxy.app_keys import ACCOUNTS, AUTH, SERVICE, STORES
+from proxy.authentication import Authenticator
 from proxy.wire import read_json
 
 __all__ = ["require_admin", "routes"]
@@ -39,18 +38,18 @@ _HOW_TO_SET = (
 )
 
 
-async def require_admin(request: web.Request) -> Gatekeeper:
+async def require_admin(request: web.Request) -> Authenticator:
     """The admin key, or nothing when the gateway is open and has no admin key configured."""
-    gate = request.app[GATE]
+    auth = request.app[AUTH]
     authorization = request.headers.get("Authorization")
-    if gate.is_admin(authorization):
-        return gate
-    if not gate.cost.admin_key and not await gate.keys_exist():
-        return gate
+    if auth.is_admin(authorization):
+        return auth
+    if not auth.admin_key and not await auth.keys_exist():
+        return auth
     raise AuthenticationFailed(
         "This route needs the admin key: 'Authorization: Bearer <[auth] admin_key>' "
         "('imagegate keys' sends $IMAGEGATE_ADMIN_KEY)."
-        if gate.cost.admin_key
+        if auth.admin_key
         else "Admin routes are closed: API keys exist and no admin key is configured. "
         + _HOW_TO_SET
     )
@@ -58,15 +57,15 @@ async def require_admin(request: web.Request) -> Gatekeeper:
 
 @routes.get("/admin/keys")
 async def list_keys(request: web.Request) -> web.Response:
-    gate = await require_admin(request)
-    keys = await asyncio.to_thread(gate.ledger.list_keys)
+    await require_admin(request)
+    keys = await request.app[STORES].keys.list()
     return web.json_response({"object": "list", "data": [_key_json(k) for k in keys]})
 
 
 @routes.post("/admin/keys")
 async def create_key(request: web.Request) -> web.Response:
-    gate = await require_admin(request)
-    if not gate.cost.admin_key:  # the first key would close the gateway and this API for good
+    auth = await require_admin(request)
+    if not auth.admin_key:  # the first key would close the gateway and this API for good
         raise Conflict(
             "No admin key is configured, so no key can be issued here: the first key closes "
             "every image route to callers without a key, and this admin API with them. "
@@ -74,88 +73,87 @@ async def create_key(request: web.Request) -> web.Response:
             code="admin_key_required",
         )
     body = await read_json(request)
-    record = _key_from(body, gate.clock())
+    record = _key_from(body, auth.clock())
     secret = "igk-" + secrets.token_urlsafe(32)
-    await asyncio.to_thread(gate.ledger.create_key, record, secret)
-    gate.forget_key_cache()
+    await request.app[STORES].keys.create(record, secret)
+    auth.forget_key_cache()
     return web.json_response({**_key_json(record), "key": secret}, status=201)
 
 
 @routes.delete("/admin/keys/{name}")
 async def revoke_key(request: web.Request) -> web.Response:
-    gate = await require_admin(request)
+    auth = await require_admin(request)
     name = request.match_info["name"]
-    if not await asyncio.to_thread(gate.ledger.revoke_key, name, gate.clock()):
+    if not await request.app[STORES].keys.revoke(name, auth.clock()):
         raise NotFound(f"No active key named '{name[:64]}'.")
-    gate.forget_key_cache()
+    auth.forget_key_cache()
     return web.json_response({"name": name, "revoked": True})
 
 
 @routes.put("/admin/keys/{name}/budget")
 async def set_budget(request: web.Request) -> web.Response:
-    gate = await require_admin(request)
+    auth = await require_admin(request)
     name = request.match_info["name"]
     body = await read_json(request)
     micros = _micros(body.get("budget_usd"), "budget_usd")
     window = _window(body.get("window", "day"), "window")
-    if not await asyncio.to_thread(gate.ledger.set_budget, name, micros, window):
+    if not await request.app[STORES].keys.set_budget(name, micros, window):
         raise NotFound(f"No key named '{name[:64]}'.")
-    gate.forget_key_cache()  # kept keys carry their budget
+    auth.forget_key_cache()  # kept keys carry their budget
     return web.json_response({"name": name, "budget_usd": _usd(micros), "window": window})
 
 
 @routes.get("/admin/spend")
 async def spend(request: web.Request) -> web.Response:
-    gate = await require_admin(request)
+    await require_admin(request)
     return web.json_response(
-        await spend_report(gate, request.query.get("by", "key"), request.query.get("since"))
+        await spend_report(request.app, request.query.get("by", "key"), request.query.get("since"))
     )
 
 
-async def spend_report(gate: Gatekeeper, by: str, since_text: str | None) -> dict[str, Any]:
+async def spend_report(app: web.Application, by: str, since_text: str | None) -> dict[str, Any]:
+    """Spend grouped `by`, every budget's state, the totals and the latest orphans: read
+    through the ports (`LedgerReports`, `KeyStore`, `Ledger.budget_left`)."""
     if by not in ("key", "team", "model", "day"):
         raise InvalidRequest("'by' must be key, team, model or day.", param="by")
     since = _since(since_text)
-    ledger = gate.ledger
-
-    def read() -> dict[str, Any]:
-        rows = ledger.spend_by(by, since)  # type: ignore[arg-type]
-        budgets = [
-            b for k in ledger.list_keys(include_revoked=False) if (b := k.budget_spec()) is not None
-        ]
-        budgets += [*gate.cost.team_budgets]
-        if gate.cost.global_budget is not None:
-            budgets.append(gate.cost.global_budget)
-        usages = ledger.budget_left(budgets, gate.clock()) if budgets else []
-        return {
-            "by": by,
-            "since": since,
-            "rows": [
-                {
-                    **r,
-                    "spend_usd": format_usd(r["spend_micros"]),
-                    "saved_usd": format_usd(r["saved_micros"]),
-                    "over_quote_usd": format_usd(r["over_quote_micros"]),
-                }
-                for r in rows
-            ],
-            "budgets": [
-                {
-                    "scope": u.spec.scope,
-                    "name": u.spec.name,
-                    "window": u.spec.window,
-                    "limit_usd": format_usd(u.spec.limit_micros),
-                    "left_usd": format_usd(u.left_micros),
-                    "spent_usd": format_usd(u.spent_micros),
-                }
-                for u in usages
-            ],
-            "hit_ratio": ledger.hit_ratio(since),
-            **_totals(ledger.money_totals()),
-            "orphans": [_orphan_json(o) for o in ledger.orphans(limit=20)],
-        }
-
-    return await asyncio.to_thread(read)
+    stores, accounts = app[STORES], app[ACCOUNTS]
+    rows = await stores.reports.spend_by(by, since)  # type: ignore[arg-type]
+    keys = await stores.keys.list(include_revoked=False)
+    budgets = [b for k in keys if (b := k.budget_spec()) is not None]
+    budgets += [*accounts.cost.team_budgets]
+    if accounts.cost.global_budget is not None:
+        budgets.append(accounts.cost.global_budget)
+    usages = await stores.ledger.budget_left(budgets, accounts.clock()) if budgets else []
+    totals = await stores.reports.totals(since)
+    orphans = await stores.reports.orphans(limit=20)
+    return {
+        "by": by,
+        "since": since,
+        "rows": [
+            {
+                **r,
+                "spend_usd": format_usd(r["spend_micros"]),
+                "saved_usd": format_usd(r["saved_micros"]),
+                "over_quote_usd": format_usd(r["over_quote_micros"]),
+            }
+            for r in rows
+        ],
+        "budgets": [
+            {
+                "scope": u.spec.scope,
+                "name": u.spec.name,
+                "window": u.spec.window,
+                "limit_usd": format_usd(u.spec.limit_micros),
+                "left_usd": format_usd(u.left_micros),
+                "spent_usd": format_usd(u.spent_micros),
+            }
+            for u in usages
+        ],
+        "hit_ratio": totals["hit_ratio"],
+        **_totals(totals),
+        "orphans": [_orphan_json(o) for o in orphans],
+    }
 
 
 def _totals(totals: dict[str, int]) -> dict[str, Any]:
@@ -180,18 +178,18 @@ def _orphan_json(row: dict[str, Any]) -> dict[str, Any]:
 
 @routes.get("/admin/orphans")
 async def list_orphans(request: web.Request) -> web.Response:
-    gate = await require_admin(request)
-    found = await asyncio.to_thread(gate.ledger.orphans, 1000)
+    await require_admin(request)
+    found = await request.app[STORES].reports.orphans(1000)
     return web.json_response({"object": "list", "data": [_orphan_json(o) for o in found]})
 
 
 @routes.post("/admin/spend/{row_id}/refund")
 async def refund(request: web.Request) -> web.Response:
-    gate = await require_admin(request)
+    await require_admin(request)
     text = request.match_info["row_id"]
     if not text.isdigit() or len(text) > 18:
         raise InvalidRequest("The row id must be a ledger row number.", param="row_id")
-    done = await asyncio.to_thread(gate.ledger.refund, int(text))
+    done = await request.app[STORES].reports.refund(int(text))
     if done is None:
         raise NotFound(f"No ledger row {text}.")
     amount, now = done
@@ -203,12 +201,12 @@ async def refund(request: web.Request) -> web.Response:
 @routes.post("/admin/circuits/{model}/reset")
 async def reset_circuit(request: web.Request) -> web.Response:
     """Close a model's circuit in every process (each loads the holds within 10 s)."""
-    gate = await require_admin(request)
+    await require_admin(request)
     model = request.match_info["model"]
     router = request.app[SERVICE].router
     if model not in router.catalog.models:
         raise NotFound(f"No model named '{model[:64]}'.")
-    was_held = await asyncio.to_thread(gate.ledger.release_hold, model)
+    was_held = await request.app[STORES].holds.release_hold(model)
     router.reset(model)
     return web.json_response({"model": model, "reset": True, "was_held": was_held})
 

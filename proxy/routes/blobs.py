@@ -10,7 +10,7 @@ from aiohttp import web
 
 from policies.errors import NotFound
 from policies.models import CONTENT_TYPES
-from proxy.app_keys import BLOB_MEMORY, BLOBS
+from proxy.app_keys import BLOB_MEMORY, STORES
 from proxy.imaging import sniff
 
 __all__ = ["routes"]
@@ -44,15 +44,15 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         if sniff(kept) != fmt:
             raise NotFound(f"No image with address {sha[:16]}… in the {ext} format.")
         return web.Response(body=kept, content_type=CONTENT_TYPES[fmt], headers=headers)
-    blobs = request.app[BLOBS]
-    # Store reads stay on the loop (measured cheaper than a thread hand-off); only a large
-    # blob is streamed from its file in chunks read by a thread.
-    blob_file = blobs.open(sha)
+    blobs = request.app[STORES].blobs
+    # The disk store reads on the loop (measured cheaper than a thread hand-off); only a
+    # large blob is streamed from its file in chunks read by a thread.
+    blob_file = await blobs.open(sha)
     if blob_file is not None and etag in _etags(request.headers.get("If-None-Match", "")):
         return web.Response(status=304, headers=headers)
     if blob_file is not None and blob_file.size > _STREAM_ABOVE:
         return await _stream_file(request, blob_file.path, blob_file.size, fmt, headers)
-    data = blobs.get(sha)
+    data = await blobs.get(sha)
     if data is None or sniff(data) != fmt:
         raise NotFound(f"No image with address {sha[:16]}… in the {ext} format.")
     memory.put(sha, data)

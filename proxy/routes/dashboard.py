@@ -6,7 +6,6 @@ Needs the admin key (HTTP Basic password or Bearer), or nothing when the gateway
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from policies.errors import AuthenticationFailed
-from proxy.app_keys import ENTRIES, GATE, SERVICE
+from proxy.app_keys import SERVICE, STORES
 from proxy.observability.dashboard_html import render_dashboard
 from proxy.routes.admin import require_admin, spend_report
 from proxy.wire import blob_url
@@ -31,18 +30,18 @@ async def dashboard(request: web.Request) -> web.Response:
     if basic is not None:
         request = request.clone(headers={**request.headers, "Authorization": f"Bearer {basic}"})
     try:
-        gate = await require_admin(request)
+        auth = await require_admin(request)
     except AuthenticationFailed:
         return web.Response(
             status=401,
             text="The dashboard needs the admin key as password.",
             headers={"WWW-Authenticate": 'Basic realm="imagegate"'},
         )
-    now = gate.clock()
-    reports = {by: await spend_report(gate, by, None) for by in ("key", "team", "model")}
-    days = await spend_report(gate, "day", str(now - _DAYS * 86400))
-    gallery = await asyncio.to_thread(_gallery, request, 24)
-    reservations = await asyncio.to_thread(gate.ledger.open_reservations)
+    now, app = auth.clock(), request.app
+    reports = {by: await spend_report(app, by, None) for by in ("key", "team", "model")}
+    days = await spend_report(app, "day", str(now - _DAYS * 86400))
+    gallery = await _gallery(request, 24)
+    reservations = (await app[STORES].reports.totals())["open_reservations"]
     health = request.app[SERVICE].router.health()
     html = render_dashboard(
         now=now,
@@ -66,15 +65,15 @@ async def dashboard(request: web.Request) -> web.Response:
     )
 
 
-def _gallery(request: web.Request, limit: int) -> list[dict[str, Any]]:
-    ledger, entries = request.app[GATE].ledger, request.app[ENTRIES]
+async def _gallery(request: web.Request, limit: int) -> list[dict[str, Any]]:
+    stores = request.app[STORES]
     seen: set[str] = set()
     items: list[dict[str, Any]] = []
-    for row in ledger.rows(limit=limit * 6):
+    for row in await stores.reports.rows(limit=limit * 6):
         if row.request_key in seen:
             continue
         seen.add(row.request_key)
-        entry = entries.get(row.request_key, 0)
+        entry = await stores.entries.get(row.request_key, 0)
         if entry is None:
             continue
         items.append(

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from policies.catalog import Catalog, ModelSpec
 from policies.errors import AuthenticationFailed
-from proxy.app_keys import BLOBS, CATALOG, ENTRIES, GATE, METRICS, SERVICE, SETTINGS
+from proxy.app_keys import AUTH, CATALOG, LEDGER_METRICS, METRICS, SERVICE, SETTINGS, STORES
 from proxy.providers.registry import ProviderRegistry
 
 __all__ = ["routes"]
@@ -31,12 +31,12 @@ async def list_models(request: web.Request) -> web.Response:
     `provider_configured` whether its own provider has credentials); `created`: when this
     gateway started (it read its catalog then)."""
     authorization = request.headers.get("Authorization")
-    gate = request.app[GATE]
-    if not gate.is_admin(authorization):
-        await gate.authenticate(authorization)  # 401 without a valid key, once keys exist
+    auth = request.app[AUTH]
+    if not auth.is_admin(authorization):
+        await auth.authenticate(authorization)  # 401 without a valid key, once keys exist
     catalog = request.app[CATALOG]
     registry = request.app[SERVICE].router.registry
-    created = int(request.app[GATE].started)
+    created = int(auth.started)
     ready = registry.ready()
     data: list[dict[str, object]] = []
     for spec in catalog.models.values():
@@ -110,9 +110,10 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     problems: dict[str, str] = {}
-    for name, store in (("entries", request.app[ENTRIES]), ("blobs", request.app[BLOBS])):
+    stores = request.app[STORES]
+    for name, store in (("entries", stores.entries), ("blobs", stores.blobs)):
         try:
-            await asyncio.to_thread(store.ping)
+            await store.ping()
         except Exception as exc:  # any failure means not ready; the reason is reported
             problems[name] = type(exc).__name__
     if problems:
@@ -123,23 +124,24 @@ async def readyz(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     await _may_scrape(request)
-    # The collectors read the ledger (SQLite), the stores' stats and the worker processes'
-    # metric files: off the event loop.
+    # The ledger and the stores are read through their ports first; the collectors then
+    # read that snapshot and the worker processes' metric files, off the event loop.
+    await request.app[LEDGER_METRICS].refresh()
     body = await asyncio.to_thread(generate_latest, request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def _may_scrape(request: web.Request) -> None:
-    gate = request.app[GATE]
+    auth = request.app[AUTH]
     metrics_key = request.app[SETTINGS].server.metrics_key
     authorization = request.headers.get("Authorization") or ""
     scheme, _, token = authorization.partition(" ")
     token = token.strip() if scheme.lower() == "bearer" else ""
     if metrics_key and hmac.compare_digest(token.encode(), metrics_key.reveal().encode()):
         return
-    if gate.is_admin(authorization):
+    if auth.is_admin(authorization):
         return
-    if not metrics_key and not await gate.keys_exist():
+    if not metrics_key and not await auth.keys_exist():
         return
     raise AuthenticationFailed(
         "/metrics needs 'Authorization: Bearer <[server] metrics_key>' (or the admin key) "

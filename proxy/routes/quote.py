@@ -10,7 +10,6 @@ called, nothing is reserved, no ledger row is written and no rate-limit token is
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -28,8 +27,9 @@ from policies.models import Entry, ParsedRequest
 from policies.normalize import request_key
 from policies.pricing import quote
 from policies.routing import Candidate
-from proxy.access import Caller, Gatekeeper
-from proxy.app_keys import GATE, LOG_FIELDS, SERVICE
+from proxy.accounts import Accounts
+from proxy.app_keys import ACCOUNTS, LOG_FIELDS, SERVICE, STORES
+from proxy.authentication import Caller
 from proxy.service import ImageService
 
 __all__ = ["DRY_RUN", "dry_run", "wants_dry_run"]
@@ -56,17 +56,16 @@ def wants_dry_run(headers: Any) -> bool:
 async def dry_run(request: web.Request, caller: Caller, parsed: ParsedRequest) -> web.Response:
     """The quote for a request that passed authentication, the allow-list and validation."""
     service = request.app[SERVICE]
-    gate = request.app[GATE]
+    accounts = request.app[ACCOUNTS]
     directives = parse_cache_control(request.headers.get("Cache-Control"))
     n = parsed.delivery.n
     key = request_key(parsed.request, caller.scope)
-    lookup = await asyncio.to_thread(_lookup, service, key, n, directives)
-    route = await _route(service, gate, caller, parsed, len(lookup.missing))
+    lookup = await _lookup(service, key, n, directives)
+    route = await _route(service, accounts, caller, parsed, len(lookup.missing))
     amount = route[0].quote_micros if route else 0
-    budgets = gate.budgets(caller)
-    usages = (
-        await asyncio.to_thread(gate.ledger.budget_left, budgets, gate.clock()) if budgets else []
-    )
+    budgets = accounts.budgets(caller)
+    ledger = request.app[STORES].ledger
+    usages = await ledger.budget_left(budgets, accounts.clock()) if budgets else []
     first_cached = next(iter(lookup.cached.values()), None)
     model, provider = _served(service, route, first_cached)
     body = {
@@ -94,22 +93,25 @@ async def dry_run(request: web.Request, caller: Caller, parsed: ParsedRequest) -
     return web.json_response(body, headers=headers)
 
 
-def _lookup(service: ImageService, key: str, n: int, directives: CacheDirectives) -> LookupPlan:
-    """Blocking, read-only: which indexes the cache would serve (raises NotCached as the
-    real request would under only-if-cached)."""
-    found = [None] * n if directives.no_cache else [service.entries.get(key, i) for i in range(n)]
+async def _lookup(
+    service: ImageService, key: str, n: int, directives: CacheDirectives
+) -> LookupPlan:
+    """Read-only: which indexes the cache would serve (raises NotCached as the real
+    request would under only-if-cached)."""
+    entries = service.stores.entries
+    found = [None] * n if directives.no_cache else [await entries.get(key, i) for i in range(n)]
     return plan_lookup(found, directives, now=service.clock(), ttl=service.ttl_seconds)
 
 
 async def _route(
-    service: ImageService, gate: Gatekeeper, caller: Caller, parsed: ParsedRequest, missing: int
+    service: ImageService, accounts: Accounts, caller: Caller, parsed: ParsedRequest, missing: int
 ) -> tuple[Candidate, ...]:
     """The models the missing images would be tried on, in order (raises NoRoute as the
     real request would); none when the cache serves every image."""
     if not missing:
         return ()
     asked = service.catalog.resolve(parsed.request.model)
-    cheap = asked.virtual and await gate.under_pressure(caller)
+    cheap = asked.virtual and await accounts.under_pressure(caller)
     candidates = service.router.plan(parsed.request, images=missing, cheap_only=cheap)
     return candidates[: service.generator.max_attempts]
 

@@ -4,7 +4,7 @@ A hit's ledger row moves no money (its cost is 0; `saved` is what the cache spar
 does not need what a spend row needs. Its own connection commits with `synchronous=NORMAL`
 (in WAL mode: durable when the process is killed, not always after a power loss) and does
 not wait for SQLite's write lock: when another writer holds it, `begin` says so at once and
-the caller (`Gatekeeper.flush_hits`) writes the batch from a thread instead; when it is free,
+the caller (`SqliteLedgerPort.record`) writes the batch from a thread instead; when it is free,
 the caller inserts in slices, serving requests in between, then commits. Measured in
 bench/: the same batch written by a thread (a GIL hand-off per row) put 50-90 ms pauses
 into the hit path's p99.

@@ -131,6 +131,9 @@ class MemoryExperiments:
     async def get(self, name: str) -> Experiment | None:
         return self._experiments.get(name)
 
+    async def experiments(self) -> builtins.list[Experiment]:
+        return sorted(self._experiments.values(), key=lambda e: (e.created, e.name))
+
     async def delete(self, name: str) -> bool:
         gone = self._experiments.pop(name, None) is not None
         for events in (self._shown, self._converted):

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policies.circuit import Blocked, Breaker, Circuit, record, state_at
-from policies.errors import InvalidRequest, NoRoute
+from policies.errors import NoRoute
 from policies.models import ImageRequest
 from policies.pricing import Usage, quote, settle
 from policies.routing import RoutePolicy, plan_route
@@ -128,9 +128,7 @@ def test_retired_models_go_to_their_successor_with_their_meaning():
     assert small.target_size == (256, 256)
 
 
-def test_allow_list_and_unavailable_models():
-    with pytest.raises(InvalidRequest):
-        names(req("gpt-image-1.5"), allowed_models=frozenset({"auto"}))
+def test_unavailable_models():  # a key's allow-list: tests/policies/test_admission.py
     with pytest.raises(NoRoute) as info:
         names(req("midjourney-v6.1"))
     assert "no official API" in info.value.message

@@ -20,9 +20,11 @@ from PIL import Image
 
 from policies.abtest import two_proportion_test
 from proxy.app import create_app
-from proxy.app_keys import BLOBS
+from proxy.app_keys import STORES
 from proxy.config_cost import parse_cost
 from proxy.routes.ab import EXPERIMENTS, setup_ab
+from proxy.stores.async_stores import ThreadedBlobStore
+from proxy.stores.build import build_stores
 from proxy.stores.memory import MemoryBlobStore
 from tests.conftest import CountingProvider
 
@@ -56,7 +58,7 @@ class AbGateway:
     async def put_image(self, color: str, fmt: str = "PNG") -> str:
         buffer = io.BytesIO()
         Image.new("RGB", (8, 8), color).save(buffer, fmt)
-        return await asyncio.to_thread(self.app[BLOBS].put, buffer.getvalue())
+        return await self.app[STORES].blobs.put(buffer.getvalue())
 
     async def close(self) -> None:
         await self.http.close()
@@ -66,7 +68,7 @@ class AbGateway:
 async def start_ab(settings, clock, **kw: Any) -> AbGateway:
     settings = replace(settings, cost=parse_cost({"auth": {"admin_key": ADMIN}}))
     app = create_app(settings, providers={"placeholder": CountingProvider()}, clock=clock, **kw)
-    setup_ab(app, settings.data_dir)
+    setup_ab(app)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     return AbGateway(server, aiohttp.ClientSession())
@@ -260,7 +262,9 @@ async def test_a_variant_from_a_request_key_and_index(ab):
 
 async def test_a_blob_the_cache_lost_is_served_from_the_experiment_copy(settings, clock):
     blobs = MemoryBlobStore()
-    gw = await start_ab(settings, clock, blobs_store=blobs)
+    gw = await start_ab(
+        settings, clock, stores=build_stores(settings, blobs=ThreadedBlobStore(blobs))
+    )
     try:
         a, b = await hero(gw)
         blobs.discard(a)
@@ -281,11 +285,11 @@ async def test_a_blob_the_cache_lost_is_served_from_the_experiment_copy(settings
 
 async def test_setup_ab_twice_changes_nothing(settings, clock):
     app = create_app(settings, providers={"placeholder": CountingProvider()}, clock=clock)
-    setup_ab(app, settings.data_dir)
+    setup_ab(app)
     store, routes = app[EXPERIMENTS], len(app.router.routes())
-    setup_ab(app, settings.data_dir)  # e.g. create_app already did
+    setup_ab(app)  # e.g. create_app already did
     assert app[EXPERIMENTS] is store and len(app.router.routes()) == routes
-    store.close()
+    await app[STORES].aclose()
 
 
 async def test_admin_routes_need_the_admin_key(ab):
@@ -367,4 +371,4 @@ async def test_list_redefine_and_delete(ab):
     await hero(ab)  # the name is free again, and starts from nothing
     _, fresh = await ab.admin("GET", "/admin/ab/hero")
     assert sum(s["impressions"] for s in fresh["stats"]) == 0
-    assert ab.app[EXPERIMENTS].image(a) is not None
+    assert await ab.app[EXPERIMENTS].image(a) is not None

@@ -279,7 +279,7 @@ async def test_an_evicted_blob_is_a_miss_not_an_error(settings, provider, clock)
         client = gw.client()
         for prompt in ("first", "second", "third", "fourth"):
             await gen(client, prompt, model="gpt-image-1-mini")
-        assert gw.metric("imagegate_cache_evictions_total") >= 1
+        assert await gw.metric("imagegate_cache_evictions_total") >= 1
         headers, body = await gen(client, "first", model="gpt-image-1-mini")
         assert headers["x-cache"] == "MISS" and body.data[0].b64_json
     finally:

@@ -15,7 +15,7 @@ import aiohttp
 import openai
 import pytest
 
-from proxy.app_keys import GATE
+from proxy.app_keys import ACCOUNTS
 from proxy.config_cost import parse_cost
 from tests.conftest import CountingProvider, PricedProvider, start_gateway
 
@@ -53,7 +53,7 @@ async def traffic(gw) -> None:
     for prompt in ("a red kite", "a blue kite", "a <script>alert(1)</script> kite"):
         for _ in range(2):  # a miss, then a hit
             await client.images.generate(model="flux-schnell", prompt=prompt, size="256x256")
-    await gw.app[GATE].flush_hits()
+    await gw.app[ACCOUNTS].flush_hits()
 
 
 @pytest.mark.skipif(
@@ -118,7 +118,7 @@ async def test_nothing_spent_draws_a_zero_axis_in_headless_chromium(settings, cl
         client = openai.AsyncOpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
         gw.clients.append(client)
         await client.images.generate(model="dall-e-2", prompt="a kite", size="256x256")
-        await gw.app[GATE].flush_hits()
+        await gw.app[ACCOUNTS].flush_hits()
         dom = await chromium(gw.root + "/dashboard", tmp_path)
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / "dashboard-zero.png"

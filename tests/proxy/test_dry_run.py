@@ -11,9 +11,9 @@ import aiohttp
 import openai
 import pytest
 
-from proxy.app_keys import GATE
+from proxy.app_keys import ACCOUNTS
 from proxy.config_cost import parse_cost
-from tests.conftest import PricedProvider, start_gateway
+from tests.conftest import PricedProvider, ledger_of, start_gateway
 from tests.fakes.images import make_png
 
 SECRET = "sk-web-app-0123456789abcdef"
@@ -54,7 +54,7 @@ async def quote(sdk: openai.AsyncOpenAI, **kw):
 
 
 def nothing_spent(gw) -> None:
-    ledger = gw.app[GATE].ledger
+    ledger = ledger_of(gw.app)
     assert gw.provider.calls == []
     assert ledger.rows() == []
     with sqlite3.connect(ledger.path) as db:
@@ -80,7 +80,7 @@ async def test_a_quote_names_the_route_and_each_budget_and_spends_nothing(priced
     assert headers["x-imagegate-model"] == "flux-schnell"
     assert headers["x-imagegate-cost-usd"] == "0"
     assert headers["x-imagegate-quote-usd"] == "0.006"
-    await priced.app[GATE].flush_hits()
+    await priced.app[ACCOUNTS].flush_hits()
     nothing_spent(priced)
 
     real = await sdk.images.with_raw_response.generate(

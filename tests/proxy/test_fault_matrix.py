@@ -22,8 +22,8 @@ from aiohttp.test_utils import TestServer
 from PIL import Image
 
 from proxy.app import create_app
-from proxy.app_keys import GATE
 from proxy.config import ProviderSettings, RoutingSettings, Secret, Settings
+from tests.conftest import ledger_of
 from tests.fakes import images
 from tests.fakes.base import FakeServer
 from tests.fakes.fal_server import FakeFal
@@ -71,7 +71,7 @@ class Cell:
         return str(self.gateway.make_url("/v1"))
 
     def spent_micros(self) -> int:
-        rows = self.gateway.app[GATE].ledger.spend_by("model")
+        rows = ledger_of(self.gateway.app).spend_by("model")
         return sum(int(r["spend_micros"]) for r in rows)
 
 
@@ -295,7 +295,7 @@ async def test_a_fallback_serves_and_only_it_is_charged(
             assert raw.headers["x-imagegate-provider"] == "fal"
             cost = round(float(raw.headers["x-imagegate-cost-usd"]) * 1_000_000)
             assert cost > 0 and cell.spent_micros() == cost  # the failed attempt: $0
-            rows = server.app[GATE].ledger.spend_by("model")
+            rows = ledger_of(server.app).spend_by("model")
             assert {r["model"] for r in rows if int(r["spend_micros"])} == {
                 raw.headers["x-imagegate-model"]
             }

@@ -46,8 +46,8 @@ async def test_miss_then_hit_returns_the_same_bytes_for_free(gateway):
     assert Image.open(io.BytesIO(a)).size == (1024, 1024)
     assert r2.output_format == "png" and r2.size == "1024x1024" and r2.usage.total_tokens == 0
     assert len(gateway.provider.calls) == 1
-    assert gateway.metric("imagegate_cache_lookups_total", outcome="hit") == 1
-    assert gateway.metric("imagegate_cache_lookups_total", outcome="miss") == 1
+    assert await gateway.metric("imagegate_cache_lookups_total", outcome="hit") == 1
+    assert await gateway.metric("imagegate_cache_lookups_total", outcome="miss") == 1
 
 
 async def test_sync_client_and_equivalent_bodies_share_an_entry(gateway):
@@ -323,13 +323,13 @@ async def test_store_metrics_count_entries_bytes_and_healed_blobs(gateway):
     client = gateway.client()
     _, r = await generate(client, n=2)
     good = decode(r.data[0].b64_json)
-    assert gateway.metric("imagegate_cache_entries") == 2
-    assert gateway.metric("imagegate_cache_blobs") == 2
-    assert gateway.metric("imagegate_cache_bytes") > len(good)
+    assert await gateway.metric("imagegate_cache_entries") == 2
+    assert await gateway.metric("imagegate_cache_blobs") == 2
+    assert await gateway.metric("imagegate_cache_bytes") > len(good)
     blob_file = gateway.blobs.open(hashlib.sha256(good).hexdigest())
     blob_file.path.write_bytes(b"\x89PNG not really")
     await generate(client, n=2)
-    assert gateway.metric("imagegate_blobs_healed_total") == 1
+    assert await gateway.metric("imagegate_blobs_healed_total") == 1
 
 
 async def test_models_list_says_why_a_model_is_unavailable(gateway):

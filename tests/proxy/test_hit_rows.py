@@ -20,7 +20,7 @@ def ledger(tmp_path):
 
 
 def write(writer: HitRowWriter, rows) -> bool:
-    """What Gatekeeper.flush_hits does on the loop: take the lock if free, insert, commit."""
+    """What SqliteLedgerPort.record does on the loop: take the lock if free, insert, commit."""
     if not writer.begin():
         return False
     writer.insert([row_values(r) for r in rows])

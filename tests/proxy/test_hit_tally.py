@@ -8,10 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.access import Gatekeeper
+from proxy.accounts import Accounts
 from proxy.config_cost import parse_cost
 from proxy.hit_tally import HitTally
+from proxy.observability.events import Events
+from proxy.observability.hooks import MetricsHook
 from proxy.observability.metrics import Metrics
+from proxy.stores.embedded import SqliteLedgerPort
+from proxy.stores.hit_rows import HitRowWriter
 from proxy.stores.ledger import FREE_ROW_INSERT, SqliteLedger, row_values
 
 KEY_A, KEY_B = "a" * 64, "b" * 64
@@ -115,7 +119,9 @@ def test_the_insert_names_every_column_it_fills():
 
 async def test_a_failed_flush_keeps_its_rows_for_the_next(tmp_path):
     ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
-    gate = Gatekeeper(ledger, parse_cost({}), Metrics(), clock=lambda: 100.0)
+    metrics, writer = Metrics(), HitRowWriter(ledger.path)  # the gateway's loop writer
+    port = SqliteLedgerPort(ledger, hit_rows=writer)
+    gate = Accounts(port, parse_cost({}), Events([MetricsHook(metrics)]), lambda: 100.0)
     admin = sqlite3.connect(ledger.path, isolation_level=None)
     try:
         gate.hits.add(100.0, None, None, KEY_A, "m", "p", 1, 5, "HIT", "r1")
@@ -129,7 +135,7 @@ async def test_a_failed_flush_keeps_its_rows_for_the_next(tmp_path):
         admin.execute("DROP TRIGGER refuse")
         gate.hits.add(101.0, None, None, KEY_A, "m", "p", 1, 5, "HIT", "r2")
         await gate.flush_hits()  # the kept row first, then the new tally
-        saved = gate.metrics.registry.get_sample_value(
+        saved = metrics.registry.get_sample_value(
             "imagegate_saved_usd_total", {"key": "", "team": "", "model": "m"}
         )
         assert saved == pytest.approx(10 / 1_000_000)  # each hit's $0.000005 counted once
@@ -139,5 +145,5 @@ async def test_a_failed_flush_keeps_its_rows_for_the_next(tmp_path):
         ]
     finally:
         admin.close()
-        gate.hit_rows.close()
+        writer.close()
         ledger.close()

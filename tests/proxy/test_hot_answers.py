@@ -12,10 +12,10 @@ import aiohttp
 import openai
 import pytest
 
-from proxy.app_keys import BLOB_MEMORY, GATE, HOT
+from proxy.app_keys import ACCOUNTS, BLOB_MEMORY, HOT
 from proxy.config import CacheSettings
 from proxy.config_cost import parse_cost
-from tests.conftest import PricedProvider, start_gateway
+from tests.conftest import PricedProvider, ledger_of, start_gateway
 
 SECRET = "sk-hot-path-0123456789abcdef"
 OTHER = "sk-hot-other-0123456789abcd"
@@ -83,7 +83,7 @@ async def test_a_repeat_is_answered_from_memory_with_the_same_bytes_and_a_ledger
         # Same JSON as the hit that went through the stores, but for `created`.
         first_hit, third_hit = json.loads(answers[1][2]), json.loads(answers[3][2])
         assert {**first_hit, "created": 0} == {**third_hit, "created": 0}
-        await gw.app[GATE].flush_hits()
+        await gw.app[ACCOUNTS].flush_hits()
         # The three hits (one through the stores, two from memory) are counted: three
         # requests, three images, three times what the miss cost. They share one row when one
         # flush takes them all (tests/proxy/test_hit_tally.py); the background flush (every
@@ -95,9 +95,9 @@ async def test_a_repeat_is_answered_from_memory_with_the_same_bytes_and_a_ledger
         assert [sum(r[i] for r in hits) for i in (2, 3, 4, 5)] == [0, 9_000, 3, 3]
         assert rows[0][6] == answers[0][0]["x-request-id"]
         assert hits[0][6] == kept["x-request-id"]
-        assert gw.app[GATE].ledger.hit_ratio() == 0.75
-        assert gw.metric("imagegate_cache_lookups_total", outcome="hit") == 3
-        assert gw.metric(
+        assert ledger_of(gw.app).hit_ratio() == 0.75
+        assert await gw.metric("imagegate_cache_lookups_total", outcome="hit") == 3
+        assert await gw.metric(
             "imagegate_saved_usd_total", key="web", team="growth", model="flux-schnell"
         ) == pytest.approx(0.009)
     finally:

@@ -66,13 +66,13 @@ async def test_a_raised_budget_applies_to_the_next_request(settings, clock):
 
 async def test_the_known_caller_is_what_authenticate_decides(tmp_path):
     """The hit path's shortcut answers only what `authenticate` would; otherwise None."""
-    from proxy.access import Gatekeeper
-    from proxy.config_cost import parse_cost
-    from proxy.observability.metrics import Metrics
+    from proxy.authentication import Authenticator
+    from proxy.observability.events import Events
+    from proxy.stores.embedded import SqliteKeyStore
 
     now = [1000.0]
     ledger = SqliteLedger(tmp_path / "ledger.sqlite3")
-    gate = Gatekeeper(ledger, parse_cost({}), Metrics(), clock=lambda: now[0])
+    gate = Authenticator(SqliteKeyStore(ledger), Events(), lambda: now[0])
     bearer = f"Bearer {SECRET}"
     try:
         assert gate.known_caller(None) is None  # never read: authenticate reads
@@ -89,5 +89,4 @@ async def test_the_known_caller_is_what_authenticate_decides(tmp_path):
         now[0] += 1.5  # a second later: read again
         assert gate.known_caller(bearer) is None
     finally:
-        gate.hit_rows.close()
         ledger.close()

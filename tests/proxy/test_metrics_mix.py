@@ -10,7 +10,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.app_keys import GATE
+from proxy.app_keys import ACCOUNTS
 from proxy.config import Secret
 from proxy.config_cost import parse_cost
 from tests.proxy.test_routing_e2e import start, upstreams  # noqa: F401 - the fixture
@@ -66,7 +66,7 @@ async def test_metrics_add_up_after_a_mix_of_traffic(settings, clock, upstreams)
         gw.clients.append(wrong)
         with pytest.raises(openai.AuthenticationError):
             await wrong.images.generate(model="auto", prompt="a")  # auth
-        await gw.app[GATE].flush_hits()
+        await gw.app[ACCOUNTS].flush_hits()
         bearer = {"Authorization": f"Bearer {SCRAPE}"}
         async with (
             aiohttp.ClientSession() as http,

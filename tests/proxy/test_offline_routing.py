@@ -8,7 +8,7 @@ import aiohttp
 from policies.catalog import Catalog
 from policies.normalize import parse_generation
 from policies.routing import RoutePolicy, plan_route
-from proxy.app_keys import CATALOG, GATE
+from proxy.app_keys import ACCOUNTS, CATALOG
 
 
 def routed(catalog: Catalog, body: dict[str, object]) -> str:
@@ -42,7 +42,7 @@ async def test_auto_and_use_cases_report_the_routed_model_and_the_placeholder(ga
     assert again.headers["x-cache"] == "HIT"
     assert again.headers["x-imagegate-model"] == chosen["auto"]
 
-    await gateway.app[GATE].flush_hits()
+    await gateway.app[ACCOUNTS].flush_hits()
     async with (
         aiohttp.ClientSession() as http,
         http.get(gateway.root + "/admin/spend?by=model") as got,

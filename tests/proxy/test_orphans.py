@@ -14,10 +14,10 @@ import pytest
 
 from policies.budget import BudgetSpec
 from policies.ledger_models import LedgerRow
-from proxy.app_keys import GATE, SERVICE, SWEEPER
+from proxy.app_keys import SERVICE, SWEEPER
 from proxy.config_cost import parse_cost
 from proxy.stores.ledger import SqliteLedger
-from tests.conftest import start_gateway
+from tests.conftest import ledger_of, start_gateway
 
 ADMIN = "admin-secret-0123456789"
 SECRET = "sk-web-app-0123456789abcdef"
@@ -61,7 +61,7 @@ async def call(gw, method: str, path: str) -> tuple[int, dict]:
 
 
 async def test_a_dead_replicas_reservation_is_settled_after_its_lease(gw, clock):
-    ledger = gw.app[GATE].ledger
+    ledger = ledger_of(gw.app)
     sweeper = gw.app[SWEEPER]
     ledger.heartbeat(ELSEWHERE, clock.now)
     assert isinstance(ledger.reserve([BUDGET], 25_000, clock.now, ELSEWHERE, draft(0)), str)
@@ -95,12 +95,12 @@ async def test_a_dead_replicas_reservation_is_settled_after_its_lease(gw, clock)
         "0.025",
     )
     assert spend["rows"][0]["orphaned"] == 1
-    assert gw.metric("imagegate_reservations_orphaned_total") == 1
+    assert await gw.metric("imagegate_reservations_orphaned_total") == 1
     assert await sweeper.sweep() == []  # settled once
 
 
 async def test_an_orphan_is_refunded_once_and_frees_its_budget(gw, clock):
-    ledger = gw.app[GATE].ledger
+    ledger = ledger_of(gw.app)
     ledger.reserve([BUDGET], 25_000, clock.now, ELSEWHERE, draft(0))
     clock.advance(41)
     await gw.app[SWEEPER].sweep()
@@ -131,7 +131,7 @@ async def test_only_orphaned_rows_refund_and_only_admins_refund(gw, clock):
     client = openai.AsyncOpenAI(base_url=gw.base_url, api_key=SECRET, max_retries=0)
     gw.clients.append(client)
     await client.images.generate(model="gpt-image-1-mini", prompt="a kite")
-    row_id = sqlite3.connect(gw.app[GATE].ledger.path).execute("SELECT MAX(id) FROM ledger")
+    row_id = sqlite3.connect(ledger_of(gw.app).path).execute("SELECT MAX(id) FROM ledger")
     [(number,)] = row_id.fetchall()
     status, body = await call(gw, "POST", f"/admin/spend/{number}/refund")
     assert status == 400 and body["error"]["code"] == "not_refundable"

@@ -93,7 +93,7 @@ async def test_a_budget_is_never_overspent_whatever_the_upstream_reports(setting
         assert micros(budget["spent_usd"]) == spent <= micros(budget["limit_usd"])
         assert report["over_quote_usd"] == report["rows"][0]["over_quote_usd"]
         assert micros(report["over_quote_usd"]) == over
-        metric = gw.metric(
+        metric = await gw.metric(
             "imagegate_over_quote_usd_total", provider="openai", model="gpt-image-1.5"
         )
         assert metric * 1e6 == pytest.approx(over)
@@ -110,7 +110,7 @@ async def test_a_budget_is_never_overspent_whatever_the_upstream_reports(setting
         assert info.value.response.headers["x-should-retry"] == "false"
         assert "retry-after" not in info.value.response.headers
         assert len(fake.requests_to("/images/generations")) == calls
-        assert gw.metric("imagegate_circuit_state", model="gpt-image-1.5") == 1
+        assert await gw.metric("imagegate_circuit_state", model="gpt-image-1.5") == 1
     finally:
         await gw.close()
 
@@ -125,7 +125,7 @@ async def test_a_budget_is_never_overspent_whatever_the_upstream_reports(setting
         )
         headers = await gen(gw, "another kite")  # the fake reports true usage again
         assert headers["x-imagegate-model"] == "gpt-image-1.5"
-        assert gw.metric("imagegate_circuit_state", model="gpt-image-1.5") == 0
+        assert await gw.metric("imagegate_circuit_state", model="gpt-image-1.5") == 0
         assert (await admin(gw, "POST", "/admin/circuits/no-such-model/reset"))[0] == 404
     finally:
         await gw.close()

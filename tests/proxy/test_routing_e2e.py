@@ -152,7 +152,9 @@ async def test_fallback_on_500_respects_the_licence_policy(
         headers, _ = await gen(gw, model="art")
         assert headers["x-imagegate-model"] == next_model
         assert (
-            gw.metric("imagegate_fallbacks_total", from_model="flux-schnell", to_model=next_model)
+            await gw.metric(
+                "imagegate_fallbacks_total", from_model="flux-schnell", to_model=next_model
+            )
             == 1
         )
     finally:
@@ -167,7 +169,7 @@ async def test_a_timeout_falls_back(settings, clock, upstreams):
         headers, _ = await gen(gw, model="auto")
         assert headers["x-imagegate-model"] != "flux-schnell"
         assert (
-            gw.metric(
+            await gw.metric(
                 "imagegate_provider_calls_total",
                 provider="replicate",
                 model="flux-schnell",
@@ -187,7 +189,7 @@ async def test_a_circuit_opens_then_half_opens_and_closes(settings, clock, upstr
         for i in range(2):
             headers, _ = await gen(gw, model="auto", prompt=f"kite {i}")
             assert headers["x-imagegate-model"] != "flux-schnell"
-        assert gw.metric("imagegate_circuit_state", model="flux-schnell") == 1
+        assert await gw.metric("imagegate_circuit_state", model="flux-schnell") == 1
         before = len(rep.requests_to("flux-schnell"))
         headers, _ = await gen(gw, model="auto", prompt="kite 2")
         assert headers["x-imagegate-model"] != "flux-schnell"
@@ -195,7 +197,7 @@ async def test_a_circuit_opens_then_half_opens_and_closes(settings, clock, upstr
         clock.advance(31)
         headers, _ = await gen(gw, model="auto", prompt="kite 3")
         assert headers["x-imagegate-model"] == "flux-schnell"  # the half-open probe worked
-        assert gw.metric("imagegate_circuit_state", model="flux-schnell") == 0
+        assert await gw.metric("imagegate_circuit_state", model="flux-schnell") == 0
     finally:
         await gw.close()
 
@@ -254,6 +256,6 @@ async def test_an_upstream_rate_limit_is_kept_by_falling_back_not_by_collecting_
         assert first["x-imagegate-provider"] == "replicate"
         assert second["x-imagegate-provider"] == "openai"  # no token for 60 s: fell back
         assert len(rep.requests_to("/predictions", "POST")) == 1
-        assert gw.metric("imagegate_circuit_state", model="flux-schnell") == 0
+        assert await gw.metric("imagegate_circuit_state", model="flux-schnell") == 0
     finally:
         await gw.close()

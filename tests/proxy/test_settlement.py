@@ -15,6 +15,8 @@ import pytest
 
 from policies.errors import ProviderTimeout, ProviderUnavailable
 from proxy.config_cost import parse_cost
+from proxy.stores.async_stores import ThreadedBlobStore
+from proxy.stores.build import build_stores
 from proxy.stores.disk import DiskBlobStore
 from tests.conftest import PricedProvider, start_gateway
 
@@ -75,7 +77,7 @@ async def test_a_fallback_charges_exactly_the_attempt_that_answered(settings, cl
         assert charged > 0
         assert books(settings) == ([(tried[1], charged, "MISS")], 0)
         assert await budget_spent(gw) == charged
-        assert gw.metric("imagegate_reservations_open") == 0
+        assert await gw.metric("imagegate_reservations_open") == 0
     finally:
         await gw.close()
 
@@ -102,7 +104,8 @@ async def test_a_call_that_cannot_be_stored_is_charged_and_leaves_no_reservation
     provider = PricedProvider()
     settings = keyed(settings)
     blobs = FullDiskBlobs(settings.data_dir / "blobs")
-    gw = await start_gateway(settings, provider, clock, serves_as="replicate", blobs_store=blobs)
+    stores = build_stores(settings, blobs=ThreadedBlobStore(blobs))
+    gw = await start_gateway(settings, provider, clock, serves_as="replicate", stores=stores)
     try:
         client = openai.AsyncOpenAI(base_url=gw.base_url, api_key=SECRET, max_retries=0)
         gw.clients.append(client)
@@ -113,6 +116,8 @@ async def test_a_call_that_cannot_be_stored_is_charged_and_leaves_no_reservation
         assert len(provider.calls) == 1
         assert books(settings) == ([("flux-schnell", 3_000, "MISS")], 0)
         assert await budget_spent(gw) == 3_000
-        assert gw.metric("imagegate_spend_usd_total", key="web-app", team="", model="flux-schnell")
+        assert await gw.metric(
+            "imagegate_spend_usd_total", key="web-app", team="", model="flux-schnell"
+        )
     finally:
         await gw.close()

@@ -56,7 +56,7 @@ async def gateway(settings, clock):
     settings = replace(settings, cost=parse_cost({"auth": {"admin_key": ADMIN}}))
     provider = FailsOn()
     app = create_app(settings, providers={"replicate": provider}, clock=clock)
-    setup_ab(app, settings.data_dir)
+    setup_ab(app)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     server.provider = provider

@@ -10,10 +10,9 @@ from dataclasses import replace
 from aiohttp.test_utils import TestServer
 
 from proxy.app import create_app
-from proxy.app_keys import GATE
 from proxy.config import ProviderSettings, Secret
 from proxy.config_cost import parse_cost
-from tests.conftest import CountingProvider, Gateway
+from tests.conftest import CountingProvider, Gateway, ledger_of
 from tests.fakes.replicate_server import FakeReplicate
 from tests.workflows.test_batch import batch
 
@@ -50,7 +49,7 @@ async def test_dry_run_prints_each_line_and_the_total_and_spends_nothing(setting
                 tmp_path, str(source), "--base-url", gw.root, "--api-key", SECRET,
                 "--dry-run", "--budget-usd", "1",
             )  # fmt: skip
-            ledger = gw.app[GATE].ledger
+            ledger = ledger_of(gw.app)
             rows_after = ledger.rows()
         finally:
             await gw.close()

@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from proxy.app_keys import GATE
+from proxy.app_keys import AUTH
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "config.toml"
@@ -180,4 +180,4 @@ async def test_the_refusal_is_an_openai_envelope_and_creates_nothing(gateway):
             assert (await listed.json())["data"] == []
     assert error["code"] == "admin_key_required" and error["type"] == "invalid_request_error"
     assert "IMAGEGATE_ADMIN_KEY" in error["message"]
-    assert await gateway.app[GATE].keys_exist() is False
+    assert await gateway.app[AUTH].keys_exist() is False

@@ -18,7 +18,7 @@ import openai
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from proxy.app_keys import GATE
+from proxy.app_keys import ACCOUNTS
 from proxy.config_cost import parse_cost
 from proxy.workflows.report import main, parse_since
 from proxy.workflows.report_chart import SAVED_COLOR, SPEND_COLOR
@@ -112,7 +112,7 @@ async def ledger(settings):
     await make("flux-schnell", "a train")
     clock.advance(DAY)
     await make("ideogram-v2", "a logo")  # day 3: $0.08
-    await gw.app[GATE].flush_hits()
+    await gw.app[ACCOUNTS].flush_hits()
     yield gw
     await gw.close()
 
@@ -268,7 +268,7 @@ async def test_a_report_with_nothing_spent_draws_a_zero_axis(settings, clock, tm
     gw.clients.append(client)
     try:
         await client.images.generate(model="dall-e-2", prompt="a kite", size="256x256")
-        await gw.app[GATE].flush_hits()
+        await gw.app[ACCOUNTS].flush_hits()
         run = await report(
             tmp_path, "--base-url", gw.root, "--html", "zero.html", "--png", "zero.png"
         )
