@@ -121,8 +121,14 @@ PARTS = (
     ("HitTally", "ledger (hit rows, tally)"),
     ("flush_hits", "ledger (hit rows, tally)"),
     ("hit_rows", "ledger (hit rows, tally)"),
-    ("metrics.py", "metrics"),
+    ("ImageService.record", "ledger (hit rows, tally)"),
+    ("Accounts.", "ledger (hit rows, tally)"),
+    ("metrics.py", "metrics and event hooks"),
+    ("hooks.py", "metrics and event hooks"),
+    ("events.py", "metrics and event hooks"),
     ("access.py", "authentication, rate limits"),
+    ("authentication.py", "authentication, rate limits"),
+    ("admission.py", "authentication, rate limits"),
 )
 GENERIC = (
     ("proxy/", "other gateway code (middleware, handler, headers)"),
