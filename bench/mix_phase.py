@@ -40,6 +40,8 @@ def _peer_primed(h: Harness, peer: Server, slots: list[int]) -> None:
     for _ in range(2):  # LiteLLM writes its cache after answering: a second pass settles it
         asyncio.run(send_all(peer.url(""), bodies))
     h.quiet_upstream_calls()
+    if any("LiteLLM on the mix" in n for n in h.notes):
+        return
     h.notes.append(
         f"LiteLLM on the mix: no API keys (its keys need its own database); its cache was "
         f"primed over HTTP with the sequence's {len(bodies)} most frequent requests, so its "
@@ -72,7 +74,7 @@ def phase_mix(h: Harness, workers: int) -> None:
     try:
         _capture(gw, bodies)
         limit = h.start_limit(bodies, workers, upstream=True)
-        peer = h.start_peer(workers) if workers == 1 else None
+        peer = h.start_peer(workers)
         if peer is not None:
             _peer_primed(h, peer, slots)
         case = "mix 80% hits, Zipf, keys"
