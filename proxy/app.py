@@ -56,18 +56,18 @@ def create_app(
 ) -> web.Application:
     """`stores`: every port (default: the embedded stores under `settings.data_dir`,
     `proxy.stores.build`); the app closes them when it stops."""
+    metrics = Metrics()
+    events = Events((MetricsHook(metrics), LogHook(sample_hits=settings.logging.sample_hits)))
     app = web.Application(
-        middlewares=[request_middleware],
+        middlewares=[request_middleware(events)],
         client_max_size=settings.server.max_body_mb * 1024 * 1024,
     )
     catalog = catalog or settings.catalog
-    metrics = Metrics()
-    events = Events((MetricsHook(metrics), LogHook()))
     stores = stores or build_stores(settings)
     registry = build_registry(
         settings, build_providers(settings) if providers is None else providers
     )
-    service = build_service(settings, catalog, stores, registry, metrics, events, clock)
+    service = build_service(settings, catalog, stores, registry, events, clock)
     ledger_metrics = LedgerCollector(stores, settings.cost, clock)
     metrics.registry.register(ledger_metrics)
     memory = settings.cache.memory_mb * 1024 * 1024  # per worker: half, a quarter, a quarter
@@ -89,7 +89,7 @@ def create_app(
     app.router.add_routes(openapi.routes)
     setup_ab(app)
     app[SWEEPER] = ReservationSweeper(
-        stores.ledger, stores.holds, service.router, clock, service.accounts.owner
+        stores.ledger, stores.holds, service.router, clock, service.accounts.owner, events
     )
     app.cleanup_ctx.append(_lifetime(service, registry))
     lag_every = settings.server.loop_lag_interval_seconds

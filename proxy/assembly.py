@@ -18,7 +18,6 @@ from proxy.generation import Generator
 from proxy.hot import HotAnswers
 from proxy.misses import Misses
 from proxy.observability.events import Events
-from proxy.observability.metrics import Metrics
 from proxy.ports import Provider
 from proxy.providers.placeholder import PlaceholderProvider
 from proxy.providers.registry import ProviderRegistry
@@ -46,12 +45,11 @@ def build_service(
     catalog: Catalog,
     stores: Stores,
     registry: ProviderRegistry,
-    metrics: Metrics,
     events: Events,
     clock: Callable[[], float],
 ) -> ImageService:
     """The driver and everything it calls, over `stores` (ports only)."""
-    router = _router(settings, catalog, registry, metrics, clock)
+    router = _router(settings, catalog, registry, events, clock)
     cost = settings.cost
     auth = Authenticator(
         stores.keys, events, clock, cost.admin_key, settings.cache.share_across_teams
@@ -59,7 +57,7 @@ def build_service(
     admission = Admission(stores.limits, PromptPolicy.of(cost.policy.deny_patterns), clock)
     accounts = Accounts(stores.ledger, cost, events, clock)
     generator = Generator(
-        router, metrics, max_attempts=settings.routing.max_attempts,
+        router, events, max_attempts=settings.routing.max_attempts,
         limiter=_upstream_limits(settings),
     )  # fmt: skip
     ttl = settings.cache.ttl_seconds
@@ -84,14 +82,14 @@ def _router(
     settings: Settings,
     catalog: Catalog,
     registry: ProviderRegistry,
-    metrics: Metrics,
+    events: Events,
     clock: Callable[[], float],
 ) -> Router:
     routing = settings.routing
     return Router(
         catalog=catalog,
         registry=registry,
-        metrics=metrics,
+        events=events,
         clock=clock,
         breaker=routing.breaker,
         substitute=routing.substitute,

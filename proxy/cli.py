@@ -1,7 +1,8 @@
 """The `imagegate` command: `imagegate serve [--config PATH] [--host HOST] [--port PORT]`,
-and the client commands that register themselves below."""
-# The server shell is imported inside `run_serve`: the client commands (batch, keys, ab,
-# report) are clients of a gateway and start without loading it.
+`imagegate migrate --from OLD.toml --to NEW.toml`, and the client commands that register
+themselves below."""
+# The server shell is imported inside `run_serve` and `run_migrate`: the client commands
+# (batch, keys, ab, report) are clients of a gateway and start without loading it.
 
 from __future__ import annotations
 
@@ -41,9 +42,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes serving one port, sharing the stores (default 1)",
     )
     serve.set_defaults(func=run_serve)
+    _add_migrate(commands)
     for register in _CLIENT_COMMANDS:
         register(commands)
     return parser
+
+
+def _add_migrate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    migrate = commands.add_parser(
+        "migrate",
+        help="copy the cache, keys, ledger and experiments to another configuration's stores",
+        description=(
+            "Copy blobs, cache entries, API keys, ledger rows, circuit holds and A/B "
+            "experiments from the stores of --from to those of --to (embedded or shared), "
+            "each read from its own file ($IMAGEGATE_DATA_DIR does not apply). Copies only "
+            "what is missing: run it again to resume or to catch up."
+        ),
+        epilog=(
+            "exit status: 0 done, 1 refused or failed (the message says what to do), "
+            "2 usage error, 130 interrupted (run it again to resume)"
+        ),
+    )
+    migrate.add_argument("--from", dest="from_path", required=True, metavar="OLD.toml")
+    migrate.add_argument("--to", dest="to_path", required=True, metavar="NEW.toml")
+    migrate.add_argument(
+        "--dry-run", action="store_true", help="count what would be copied; write nothing"
+    )
+    migrate.add_argument(
+        "--force",
+        action="store_true",
+        help="copy although budget reservations are open in the source (they stay behind)",
+    )
+    migrate.set_defaults(func=run_migrate)
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    from proxy.migration.command import run_migrate as migrate
+
+    return migrate(args)
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -100,6 +100,12 @@ class LoggingSettings:
         high=60_000,
         problem="must be 0-60000 milliseconds",
     )
+    # The share of answered hits' request lines that is written: 1.0 every one (the default),
+    # 0.1 one in ten, 0 none. Misses, errors and upstream calls are always written.
+    sample_hits: float = setting(
+        1.0, hint="a share from 0.0 to 1.0", low=0.0, high=1.0,
+        problem="must be from 0.0 (no hit lines) to 1.0 (every hit line)",
+    )  # fmt: skip
 
 
 def _host_names(hosts: tuple[str, ...], path: str) -> None:

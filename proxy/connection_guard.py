@@ -8,6 +8,7 @@ sweep a few times per deadline keeps those two, so the request path does no extr
   `header_timeout` of opening is closed;
 - a request body that has sent nothing for `body_timeout` fails its read with
   `ClientBodyTimeout` (the middleware answers 408 and the connection closes).
+Each is emitted as `ClientTimedOut`.
 
 The sweep reads attributes of aiohttp's `RequestHandler` that are not public API:
 `_request_count` and `_current_request` (tests/proxy/test_slow_clients.py fails if a new
@@ -20,12 +21,11 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
 from aiohttp import web
 
-__all__ = ["ClientBodyTimeout", "ConnectionGuard"]
+from proxy.observability.events import ClientTimedOut, Events
 
-log = structlog.get_logger("imagegate.http")
+__all__ = ["ClientBodyTimeout", "ConnectionGuard"]
 
 
 class ClientBodyTimeout(Exception):
@@ -37,6 +37,7 @@ class ConnectionGuard:
     server: web.Server
     header_timeout: float
     body_timeout: float
+    events: Events
     _opened: dict[Any, float] = field(default_factory=dict)  # connection -> first seen
     _bodies: dict[Any, tuple[object, int, float]] = field(default_factory=dict)
 
@@ -64,7 +65,7 @@ class ConnectionGuard:
                 # aiohttp counts a request once its headers are complete
                 first = opened.setdefault(conn, now)
                 if now - first > self.header_timeout:
-                    log.info("http.header_timeout", seconds=self.header_timeout)
+                    self.events.emit(ClientTimedOut("header", self.header_timeout))
                     conn.force_close()
                 continue
             opened.setdefault(conn, now)
@@ -82,7 +83,7 @@ class ConnectionGuard:
             return
         if now - seen[2] > self.body_timeout:
             del self._bodies[conn]
-            log.info("http.body_timeout", seconds=self.body_timeout, received=seen[1])
+            self.events.emit(ClientTimedOut("body", self.body_timeout, seen[1]))
             content.set_exception(
                 ClientBodyTimeout(
                     f"The request body stopped arriving: nothing for {self.body_timeout:g} s."

@@ -2,7 +2,8 @@
 
 The router orders the models that can serve the request; each is tried in turn until one
 succeeds or a failure is not worth retrying elsewhere (the request itself was refused).
-Every try is counted per provider, model and outcome; every fallback too.
+Every try is an event (`ProviderCalled`, with its outcome), every fallback too (`FellBack`),
+and a bill beyond the quote (`OverQuoted`): the app's hooks count and log them.
 """
 
 from __future__ import annotations
@@ -13,22 +14,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import structlog
-
-from policies.budget import cap_charge, format_usd
+from policies.budget import cap_charge
 from policies.errors import GatewayError, NoRoute, ProviderError
 from policies.pricing import settle
 from policies.routing import Candidate
 from policies.sizes import parse_size
-from proxy.observability.metrics import Metrics
+from proxy.observability.events import Events, FellBack, OverQuoted, ProviderCalled
 from proxy.output import Finished, finish_image
 from proxy.ports import Provider, ProviderCall, ProviderResult
 from proxy.router import Router
 from proxy.upstream_limits import LOCAL_LIMIT_CODE, UpstreamLimiter
 
 __all__ = ["Budget", "Generated", "Generator", "MadeImage"]
-
-log = structlog.get_logger("imagegate.generation")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +61,7 @@ class Budget(Protocol):
 @dataclass
 class Generator:
     router: Router
-    metrics: Metrics
+    events: Events
     max_attempts: int = 3
     limiter: UpstreamLimiter = field(default_factory=lambda: UpstreamLimiter({}))
 
@@ -82,9 +79,9 @@ class Generator:
         last: ProviderError | None = None
         tried = candidates[: self.max_attempts]
         for attempt, candidate in enumerate(tried, start=1):
-            if attempt > 1:
-                self._count_fallback(tried[attempt - 2], candidate)
             spec = candidate.spec
+            if attempt > 1:
+                self.events.emit(FellBack(tried[attempt - 2].spec.name, spec.name, spec.provider))
             reservation = await budget.reserve(candidate.quote_micros, spec.name, spec.provider)
             try:
                 return await self._try(candidate, indexes, uploads, attempt), reservation
@@ -110,10 +107,6 @@ class Generator:
             )
         raise last
 
-    def _count_fallback(self, failed: Candidate, candidate: Candidate) -> None:
-        self.metrics.retries.labels(candidate.spec.provider, candidate.spec.name).inc()
-        self.metrics.fallbacks.labels(failed.spec.name, candidate.spec.name).inc()
-
     async def _try(
         self,
         candidate: Candidate,
@@ -133,43 +126,40 @@ class Generator:
             )
             made = await asyncio.to_thread(_finish_all, candidate, results)
         except GatewayError as exc:
-            self._count(provider, spec.name, exc.code or "error", started)
-            log.warning(
-                "provider.call_failed",
-                provider=provider.name,
-                model=spec.name,
-                attempt=attempt,
-                code=exc.code,
-                error=exc.message,
+            self.events.emit(
+                ProviderCalled(
+                    provider.name,
+                    spec.name,
+                    exc.code or "error",
+                    time.perf_counter() - started,
+                    attempt,
+                    error=exc.message,
+                )
             )
             if not isinstance(exc, ProviderError):
                 raise ProviderError(exc.message, code=exc.code) from exc
             raise
-        self._count(provider, spec.name, "ok", started)
-        self.router.record(spec.name, ok=True)
+        seconds = time.perf_counter() - started
         reported = sum(
             _cost(candidate, chunk, result, made)
             for chunk, result in zip(chunks, results, strict=True)
         )
         charge = cap_charge(candidate.quote_micros, reported)
-        log.info(
-            "provider.called",
-            provider=provider.name,
-            model=spec.name,
-            attempt=attempt,
-            images=len(indexes),
-            calls=len(chunks),
-            cost_micros=charge.charged_micros,
-        )
-        if charge.over_quote_micros:
-            log.warning(
-                "budget.over_quote",
-                provider=provider.name,
-                model=spec.name,
-                quote_usd=format_usd(candidate.quote_micros),
-                reported_usd=format_usd(reported),
-                over_quote_usd=format_usd(charge.over_quote_micros),
+        self.events.emit(
+            ProviderCalled(
+                provider.name,
+                spec.name,
+                "ok",
+                seconds,
+                attempt,
+                images=len(indexes),
+                calls=len(chunks),
+                cost_micros=charge.charged_micros,
             )
+        )
+        self.router.record(spec.name, ok=True)
+        if charge.over_quote_micros:
+            self.events.emit(OverQuoted(provider.name, spec.name, candidate.quote_micros, reported))
         return Generated(
             tuple(made),
             spec.name,
@@ -198,12 +188,6 @@ class Generator:
                 code="invalid_output",
             )
         return result
-
-    def _count(self, provider: Provider, model: str, outcome: str, started: float) -> None:
-        self.metrics.provider_calls.labels(provider.name, model, outcome).inc()
-        self.metrics.provider_seconds.labels(provider.name, model).observe(
-            time.perf_counter() - started
-        )
 
 
 def _finish_all(candidate: Candidate, results: Sequence[ProviderResult]) -> list[MadeImage]:

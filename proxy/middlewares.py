@@ -1,4 +1,5 @@
-"""Request id and log line, GatewayError -> OpenAI error JSON, request metrics."""
+"""Request id, GatewayError -> OpenAI error JSON, and one `RequestCompleted` per request
+(the app's hooks turn it into the request metrics and the log line)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from policies.errors import (
     GatewayError,
@@ -20,13 +21,18 @@ from policies.errors import (
     RateLimited,
     RequestTimeout,
 )
-from proxy.app_keys import CACHE_OUTCOME, LOG_FIELDS, METRICS, REQUEST_ID
+from proxy.app_keys import CACHE_OUTCOME, LOG_FIELDS, REQUEST_ID
 from proxy.connection_guard import ClientBodyTimeout
-from proxy.observability.logging import info_line
+from proxy.observability.events import (
+    ClientDisconnected,
+    ErrorAnswered,
+    Events,
+    RequestCompleted,
+    RequestFailed,
+)
 
 __all__ = ["CLIENT_CLOSED", "error_response", "rate_limit_headers", "request_middleware"]
 
-log = structlog.get_logger("imagegate.http")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,128}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # nginx's status for a request whose client closed the connection before the answer: counted
@@ -34,53 +40,55 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 CLIENT_CLOSED = 499
 
 
-@web.middleware
-async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def request_middleware(events: Events) -> Middleware:
     """The only middleware (one layer per request is measurably cheaper than two): binds the
-    request id, turns every failure into OpenAI's error envelope, times the request, counts
-    it by route template and writes its one log line."""
-    incoming = request.headers.get("X-Request-Id")
-    if incoming is not None and _REQUEST_ID.fullmatch(incoming):
-        request_id = incoming
-    else:  # the shape of uuid4().hex, from the same source, for a third of the cost
-        request_id = "req_" + os.urandom(16).hex()
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
-    request[REQUEST_ID] = request_id
-    started = time.perf_counter()
-    try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        response = error_response(request, exc)
-    except Exception as exc:
-        response = error_response(request, exc)
-    elapsed = time.perf_counter() - started
-    if not response.prepared:
-        response.headers["X-Request-Id"] = request_id
-    route = _route_template(request)
-    cache = request.get(CACHE_OUTCOME, "none").lower()
-    method = request.method if request.method in _METHODS else "OTHER"  # labels stay bounded
-    metrics = request.app[METRICS]
-    metrics.child(metrics.requests, route, method, str(response.status)).inc()
-    metrics.child(metrics.request_seconds, route, cache).observe(elapsed)
-    if route.startswith("/v1/images"):
-        fields: dict[str, object] = {
-            "method": method,
-            "route": route,
-            "status": response.status,
-            "cache": cache,
-            "ms": round(elapsed * 1000, 2),
-            **request.get(LOG_FIELDS, {}),
-            "request_id": request_id,
-        }
-        info_line(log, "http.request_completed", fields)
-    return response
+    request id, turns every failure into OpenAI's error envelope, times the request and
+    emits it as `RequestCompleted` (by route template: the metrics, and the log line)."""
+    emit = events.emit
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        incoming = request.headers.get("X-Request-Id")
+        if incoming is not None and _REQUEST_ID.fullmatch(incoming):
+            request_id = incoming
+        else:  # the shape of uuid4().hex, from the same source, for a third of the cost
+            request_id = "req_" + os.urandom(16).hex()
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        request[REQUEST_ID] = request_id
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = error_response(request, exc, events)
+        except Exception as exc:
+            response = error_response(request, exc, events)
+        elapsed = time.perf_counter() - started
+        if not response.prepared:
+            response.headers["X-Request-Id"] = request_id
+        method = request.method if request.method in _METHODS else "OTHER"  # bounded labels
+        emit(
+            RequestCompleted(
+                _route_template(request),
+                method,
+                response.status,
+                request.get(CACHE_OUTCOME, "none").lower(),
+                elapsed,
+                request.get(LOG_FIELDS, {}),
+                request_id,
+            )
+        )
+        return response
+
+    return middleware
 
 
-def error_response(request: web.Request, exc: Exception) -> web.Response:
-    """Every failure becomes OpenAI's error envelope; nothing a client sends makes a 500."""
+def error_response(request: web.Request, exc: Exception, events: Events) -> web.Response:
+    """Every failure becomes OpenAI's error envelope; nothing a client sends makes a 500.
+    What happened is emitted: `ErrorAnswered` always, `RequestFailed` for an unexpected
+    exception (its traceback), `ClientDisconnected` for a client that left (status 499)."""
     error: GatewayError
     if isinstance(exc, GatewayError):
         error = exc
@@ -101,13 +109,12 @@ def error_response(request: web.Request, exc: Exception) -> web.Response:
     elif isinstance(exc, web.RequestPayloadError):
         error = InvalidRequest(f"The request body is malformed: {exc}.", code="invalid_body")
     elif isinstance(exc, ConnectionError) and _client_left(request):
-        log.info("http.client_disconnected", path=request.path[:100], detail=str(exc)[:100])
+        events.emit(ClientDisconnected(request.path[:100], str(exc)[:100]))
         return web.Response(status=CLIENT_CLOSED, reason="Client Closed Request")
     else:
-        log.error("http.request_failed", path=request.path[:100], exc_info=exc)
+        events.emit(RequestFailed(request.path[:100], exc))
         error = GatewayError("The gateway had an error while processing your request.")
-    if error.status_hint >= 500:
-        log.warning("http.error", status=error.status_hint, code=error.code, error=error.message)
+    events.emit(ErrorAnswered(error.status_hint, error.code, error.message))
     return _render(error)
 
 

@@ -17,16 +17,12 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import structlog
-
-from policies.budget import format_usd
 from policies.ledger_models import LedgerRow
+from proxy.observability.events import BackendFailed, Events, ReservationOrphaned
 from proxy.ports import CircuitHolds, Ledger
 from proxy.router import Router
 
 __all__ = ["ReservationSweeper"]
-
-log = structlog.get_logger("imagegate.ledger")
 
 
 @dataclass
@@ -36,6 +32,7 @@ class ReservationSweeper:
     router: Router
     clock: Callable[[], float]
     owner: str  # this process, as the owner of its reservations
+    events: Events
     interval: float = 10.0
     lease: float = 40.0
 
@@ -45,13 +42,10 @@ class ReservationSweeper:
         orphans = await self.ledger.resolve_orphans(self.owner, self.clock(), self.lease)
         self.router.sync_holds(await self.holds.holds(), version)
         for row in orphans:
-            log.warning(
-                "budget.reservation_orphaned",
-                key=row.key_name,
-                model=row.model,
-                provider=row.provider,
-                charged_usd=format_usd(row.cost_micros),
-                request_id=row.request_id,
+            self.events.emit(
+                ReservationOrphaned(
+                    row.model, row.key_name, row.cost_micros, row.provider, row.request_id
+                )
             )
         return orphans
 
@@ -61,5 +55,5 @@ class ReservationSweeper:
             await asyncio.sleep(self.interval)
             try:
                 await self.sweep()
-            except Exception:  # a locked or full disk must not stop the upkeep
-                log.exception("ledger.sweep_failed")
+            except Exception as exc:  # a locked or full disk must not stop the upkeep
+                self.events.emit(BackendFailed("ledger.sweep", str(exc), exc))

@@ -2,7 +2,10 @@
 
 A hold opens a model's circuit until an operator resets it (`POST /admin/circuits/{model}/
 reset`): it is set when an upstream bills beyond the quote. Holds are kept in the ledger, so
-every worker process (and a restart) honours them; `sync_holds` loads them."""
+every worker process (and a restart) honours them; `sync_holds` loads them.
+
+Each change of a model's circuit is emitted as `CircuitChanged` (a hold or a reset always,
+a recorded call when the state it leaves differs from the last one emitted)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from policies.errors import NoRoute
 from policies.models import ImageRequest
 from policies.routing import Candidate, RoutePolicy, Safety, Substitute, plan_route, with_safety
 from policies.sizes import parse_size
-from proxy.observability.metrics import Metrics
+from proxy.observability.events import CircuitChanged, Events
 from proxy.providers.registry import ProviderRegistry
 
 __all__ = ["Router"]
@@ -27,7 +30,7 @@ _STATE_VALUE = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
 class Router:
     catalog: Catalog
     registry: ProviderRegistry
-    metrics: Metrics
+    events: Events
     clock: Callable[[], float]
     breaker: Breaker = field(default_factory=Breaker)
     substitute: Substitute = "never"
@@ -38,6 +41,7 @@ class Router:
     _held: dict[str, str] = field(default_factory=dict)  # model -> why it is held open
     _held_at: dict[str, int] = field(default_factory=dict)  # model -> hold_version when held
     hold_version: int = 0  # counts holds set here, so a sync never undoes a newer one
+    _emitted: dict[str, float] = field(default_factory=dict)  # model -> last state emitted
 
     def plan(
         self,
@@ -101,7 +105,7 @@ class Router:
         self.hold_version += 1
         self._held[model] = reason
         self._held_at[model] = self.hold_version
-        self.metrics.circuit_state.labels(model=model).set(1.0)
+        self._emit(model, 1.0)
 
     def reset(self, model: str) -> None:
         """Close `model`'s circuit: forget its hold, failures and back-off."""
@@ -109,7 +113,7 @@ class Router:
         self._held_at.pop(model, None)
         self._circuits.pop(model, None)
         self._backoff_until.pop(model, None)
-        self.metrics.circuit_state.labels(model=model).set(0.0)
+        self._emit(model, 0.0)
 
     def sync_holds(self, holds: dict[str, str], read_after: int) -> None:
         """Take the holds kept in the ledger (set or reset by other processes), as read once
@@ -127,8 +131,13 @@ class Router:
         self._circuits[model] = circuit
         if retry_after:
             self._backoff_until[model] = now + retry_after
-        state = state_at(circuit, self.breaker, now)
-        self.metrics.circuit_state.labels(model=model).set(_STATE_VALUE[state])
+        value = 1.0 if model in self._held else _STATE_VALUE[state_at(circuit, self.breaker, now)]
+        if self._emitted.get(model) != value:  # most calls leave a closed circuit closed
+            self._emit(model, value)
+
+    def _emit(self, model: str, value: float) -> None:
+        self._emitted[model] = value
+        self.events.emit(CircuitChanged(model, value))
 
     def health(self) -> list[tuple[str, str, str]]:
         """(model, provider, circuit state) for every concrete model; "not configured" when

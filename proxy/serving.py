@@ -7,6 +7,10 @@ two workers meet at a file lock, `proxy.process_locks`), hot answers and memory 
 A worker exits when its supervisor dies (even by
 `kill -9`), so a restart never binds beside orphans. The workers' metrics are summed at
 every scrape (prometheus-client's multiprocess mode, in `<data_dir>/metrics/<supervisor pid>`).
+
+This module is the process shell, not logic: its lifecycle lines (`server.started`,
+`auth.open`, `server.stopping`) are written once per process, like the base-URL line it
+prints, and stay plain log calls (tests/test_architecture.py names it as the exception).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from proxy.app import create_app
 from proxy.app_keys import AUTH, SERVICE
 from proxy.config import ConfigError, Settings, find_config, load_settings
 from proxy.connection_guard import ConnectionGuard
+from proxy.observability.events import Events
+from proxy.observability.hooks import LogHook
 from proxy.observability.logging import configure_logging
 from proxy.observability.metrics import MULTIPROCESS_ENV
 
@@ -76,8 +82,11 @@ async def serve_forever(
     )
     await runner.setup()
     assert runner.server is not None
-    guard = ConnectionGuard(
-        runner.server, server.header_timeout_seconds, server.body_timeout_seconds
+    guard = ConnectionGuard(  # the server's connections, not the app's requests: lines only
+        runner.server,
+        server.header_timeout_seconds,
+        server.body_timeout_seconds,
+        Events((LogHook(),)),
     )
     sweeper = asyncio.create_task(guard.run())
     try:

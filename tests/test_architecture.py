@@ -84,3 +84,77 @@ def test_the_sqlite_rule_finds_a_mention_outside_the_adapters(tmp_path):
     (tmp_path / "routes").mkdir()
     (tmp_path / "routes" / "admin.py").write_text('PATH = "ledger.sqlite3"\n')
     assert _sqlite_outside_stores(tmp_path) == ["routes/admin.py"]
+
+
+# Modules whose logic emits events (proxy.observability.events) and leaves metrics and log
+# lines to the hooks (proxy.observability.hooks). One line per module; the rest of the
+# shell joins as it is converted. Not listed on purpose: proxy/serving.py, the process
+# shell, whose once-per-process lifecycle lines (server.started, auth.open, ...) are
+# printed like its base-URL line, and proxy/observability/*, where the hooks live.
+EMITTERS = (
+    "proxy/generation.py",
+    "proxy/router.py",
+    "proxy/middlewares.py",
+    "proxy/reservation_sweeper.py",
+    "proxy/connection_guard.py",
+    "proxy/service.py",
+    "proxy/misses.py",
+    "proxy/accounts.py",
+    "proxy/admission.py",
+    "proxy/authentication.py",
+    "proxy/assembly.py",
+    "proxy/routes/ab.py",
+)
+_METRIC_CALLS = {"inc", "dec", "observe", "set"}  # on anything named metric...
+_LOG_CALLS = {"debug", "info", "warning", "warn", "error", "exception", "critical", "msg"}
+_OBSERVERS = {"prometheus_client", "logging", "proxy.observability.metrics"}
+_OBSERVERS |= {"proxy.observability.logging", "proxy.observability.hooks"}
+
+
+def observing_calls(source: str) -> list[str]:
+    """What in `source` counts a metric or writes a log line itself (structlog's context
+    binding is allowed: the middleware binds the request id for every line)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            found += [f"import {n}" for n in names if n in _OBSERVERS]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            name, owner = node.func.attr, ast.unparse(node.func.value)
+            metric = name in {"labels", "child"} or (
+                name in _METRIC_CALLS and "metric" in owner.lower()
+            )
+            logger = "log" in owner.lower()  # log, self.log, logger: not `decision.error()`
+            if metric or (name in _LOG_CALLS and logger):
+                found.append(f"{owner}.{name}() line {node.lineno}")
+            if owner == "structlog" and name != "contextvars":
+                found.append(f"structlog.{name}() line {node.lineno}")
+    return found
+
+
+def test_the_logic_emits_events_and_calls_no_metric_or_logger():
+    root = Path(policies.__file__).parent.parent
+    offenders = {path: observing_calls((root / path).read_text()) for path in EMITTERS}
+    assert {path: calls for path, calls in offenders.items() if calls} == {}
+
+
+def test_a_metric_or_log_call_would_be_found():
+    source = (
+        "import structlog\n"
+        "from proxy.observability.metrics import Metrics\n"
+        "log = structlog.get_logger('x')\n"
+        "def f(self):\n"
+        "    self.metrics.child(self.metrics.requests, 'a').inc()\n"
+        "    self.metrics.retries.labels('p', 'm').inc()\n"
+        "    log.warning('x.failed')\n"
+        "    structlog.contextvars.bind_contextvars(request_id='r')\n"
+    )
+    found = observing_calls(source)
+    assert found[0] == "import proxy.observability.metrics"
+    assert "structlog.get_logger() line 3" in found
+    assert (
+        "self.metrics.child() line 5" in found and "self.metrics.retries.labels() line 6" in found
+    )
+    assert "log.warning() line 7" in found
+    assert not [f for f in found if "contextvars" in f]

@@ -222,6 +222,20 @@ def test_limit_app_is_bare() -> None:
     assert isinstance(app, web.Application)
 
 
+def test_the_events_micro_benchmark_does_one_hit_per_case() -> None:
+    from structlog.testing import capture_logs
+
+    from bench.events_micro import cases
+    from proxy.observability.logging import reset_logging
+
+    reset_logging()  # the request line through structlog, where capture_logs sees it
+    with capture_logs() as logs:
+        for case in cases().values():
+            case()
+    # the direct calls, both hooks, the generic loop, and the first of the sampled hits
+    assert [e["event"] for e in logs] == ["http.request_completed"] * 4
+
+
 # -- round two: store hits, the mix, the loop lag, shared mode (issues 14 and 16) ----------
 
 

@@ -25,7 +25,7 @@ import orjson
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 
-__all__ = ["BatchedLines", "StdlibBridge", "configure_logging", "info_line"]
+__all__ = ["BatchedLines", "StdlibBridge", "configure_logging", "info_line", "reset_logging"]
 
 _BATCH_BYTES = 64 * 1024  # the writer thread is woken when this much is waiting
 _MAX_WAITING = 1024 * 1024  # past this, a request writes the lines itself (a stuck disk)
@@ -161,6 +161,14 @@ def configure_logging(
         cache_logger_on_first_use=True,
     )
     _bridge_stdlib(level)
+
+
+def reset_logging() -> None:
+    """structlog's defaults again, and the request line through them (not the batched
+    writer): what a test that configured logging leaves for the next one."""
+    global _direct
+    _direct = None
+    structlog.reset_defaults()
 
 
 def _add_pid(

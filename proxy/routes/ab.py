@@ -18,13 +18,13 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-import structlog
 from aiohttp import web
 
 from policies.abtest import ExperimentReport, assign, report
 from policies.errors import Conflict, GatewayError, InvalidRequest, NotFound
 from policies.models import CONTENT_TYPES
-from proxy.app_keys import AUTH, SETTINGS, STORES
+from proxy.app_keys import AUTH, EVENTS, SETTINGS, STORES
+from proxy.observability.events import ExperimentCreated, ExperimentImageRestored
 from proxy.ports import ExperimentStore
 from proxy.routes.ab_input import parse_alpha, parse_definition, resolve_images
 from proxy.routes.admin import require_admin
@@ -33,7 +33,6 @@ from proxy.wire import blob_url, read_json
 
 __all__ = ["EXPERIMENTS", "report_json", "routes", "setup_ab"]
 
-log = structlog.get_logger("imagegate.ab")
 routes = web.RouteTableDef()
 EXPERIMENTS = web.AppKey("experiments", ExperimentStore)
 
@@ -70,7 +69,7 @@ async def create_experiment(request: web.Request) -> web.Response:
             param="name",
             code="experiment_exists",
         )
-    log.info("ab.experiment_created", experiment=experiment.name, variants=len(data))
+    app[EVENTS].emit(ExperimentCreated(experiment.name, len(data)))
     return web.json_response(_experiment_json(experiment), status=201)
 
 
@@ -208,7 +207,7 @@ async def _ensure_image(
     if copy is None:
         raise GatewayError(f"The image of variant '{variant.variant.id}' is no longer stored.")
     await blobs.put(copy)
-    log.warning("ab.image_restored", image=variant.image[:12], variant=variant.variant.id)
+    app[EVENTS].emit(ExperimentImageRestored(variant.image, variant.variant.id))
     return copy
 
 

@@ -62,6 +62,7 @@ def load(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> Se
         ("[cache]\nshare_across_teams = 'yes'\n", "cache.share_across_teams"),
         ("[logging]\nlevel = 'loud'\n", "logging.level"),
         ("[logging]\nformat = 'xml'\n", "logging.format"),
+        ("[logging]\nsample_hits = 2.0\n", "logging.sample_hits"),
         ("[defaults]\nmodel = 5\n", "defaults.model"),
         ("[uploads]\nurl_hosts = ['']\n", "uploads.url_hosts"),
         ("[routing]\nsubstitute = 'always'\n", "routing.substitute"),

@@ -17,7 +17,6 @@ from policies.normalize import parse_generation
 from proxy.assembly import build_registry, build_service
 from proxy.config import Settings
 from proxy.observability.events import CacheLookedUp, Charged, Denied, Events, ListHook
-from proxy.observability.metrics import Metrics
 from proxy.service import Answered, Ask, ImageService, Repeated
 from proxy.stores.async_stores import InlineEntryStore, ThreadedBlobStore
 from proxy.stores.build import Stores
@@ -75,8 +74,7 @@ class Rig:
         )
         registry = build_registry(settings, {"placeholder": self.provider})
         self.service: ImageService = build_service(
-            settings, settings.catalog, self.stores, registry, Metrics(),
-            Events([self.hook]), clock,
+            settings, settings.catalog, self.stores, registry, Events([self.hook]), clock,
         )  # fmt: skip
 
     def _spy(self, port: str, inner: Any) -> Any:

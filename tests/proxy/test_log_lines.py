@@ -11,7 +11,12 @@ import threading
 
 import structlog
 
-from proxy.observability.logging import BatchedLines, configure_logging, info_line
+from proxy.observability.logging import (
+    BatchedLines,
+    configure_logging,
+    info_line,
+    reset_logging,
+)
 from tests.proxy.test_crash_recovery import ROOT
 
 
@@ -86,7 +91,7 @@ def test_a_text_stream_gets_json_lines_too():
         structlog.get_logger("t").info("to.text", ok=True)
         assert json.loads(out.getvalue())["ok"] is True
     finally:
-        structlog.reset_defaults()
+        reset_logging()
 
 
 def test_the_request_line_has_the_keys_and_format_of_a_processed_line():
@@ -110,7 +115,7 @@ def test_the_request_line_has_the_keys_and_format_of_a_processed_line():
         assert direct["timestamp"][:16] == processed["timestamp"][:16]  # same minute
     finally:
         structlog.contextvars.clear_contextvars()
-        structlog.reset_defaults()
+        reset_logging()
 
 
 def test_the_request_line_follows_the_level_and_the_console():
@@ -126,4 +131,4 @@ def test_the_request_line_follows_the_level_and_the_console():
         info_line(structlog.get_logger("imagegate.http"), "http.request_completed", {"ms": 1})
         assert "http.request_completed" in text.getvalue() and "ms=1" in text.getvalue()
     finally:
-        structlog.reset_defaults()
+        reset_logging()
