@@ -16,6 +16,8 @@
     ├── NotCached                     (504, Cache-Control: only-if-cached missed)
     ├── NoRoute                       (503 no provider can serve the request; with
     │                                  retry_after when every fit model is only waiting)
+    ├── BackendDown                   (503 backend_unavailable: a shared store (redis,
+    │                                  postgres, s3) cannot be reached; retried)
     └── ProviderError                 (502 upstream failed)
         ├── ProviderTimeout           (504)
         ├── ProviderRejected          (400, upstream refused the request itself)
@@ -28,9 +30,11 @@ middleware in the shell turns them into `{"error": {"message", "type", "param", 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
 
 __all__ = [
     "AuthenticationFailed",
+    "BackendDown",
     "BudgetExceeded",
     "Conflict",
     "ContentPolicyViolation",
@@ -214,6 +218,33 @@ class NoRoute(GatewayError):
     ) -> None:
         super().__init__(message, param=param, code=code, retry_after=retry_after)
         self.retryable = retry_after is not None
+
+
+class BackendDown(GatewayError):
+    """A store the gateway shares with its other replicas (Redis, PostgreSQL or S3) cannot
+    be reached, so the request cannot be served as it must be (never spending without a
+    reservation). The message names the backend and what its operator should check; the
+    client may retry after `retry_after` seconds."""
+
+    status_hint = 503
+    openai_type = "server_error"
+    default_code = "backend_unavailable"
+    retryable = True
+
+    _CHECK: ClassVar[dict[str, str]] = {
+        "redis": "check that Redis is running and reachable at [redis] url",
+        "postgres": "check that PostgreSQL is running and reachable at [postgres] dsn",
+        "s3": "check the S3 endpoint, bucket and credentials of [s3]",
+    }
+
+    def __init__(self, backend: str, detail: str, *, retry_after: float = 5.0) -> None:
+        check = self._CHECK.get(backend, f"check the {backend} backend")
+        super().__init__(
+            f"The gateway cannot reach its {backend} backend ({detail}), so it cannot serve "
+            f"this request now. Retry shortly; the gateway's operator should {check}.",
+            retry_after=retry_after,
+        )
+        self.backend = backend
 
 
 class ProviderError(GatewayError):

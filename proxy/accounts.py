@@ -31,6 +31,11 @@ from proxy.stores.owners import process_owner
 
 __all__ = ["Accounts", "CallerBudget"]
 
+# Hit rows kept while the ledger cannot take them (shared mode's PostgreSQL down): at one
+# row per distinct repeat per flush, hours of an outage at a busy gateway. Past it the
+# oldest are dropped, and said so.
+UNWRITTEN_AT_MOST = 100_000
+
 
 @dataclass
 class Accounts:
@@ -116,6 +121,12 @@ class Accounts:
             await self.ledger.record(rows)
         except BaseException:
             self._unwritten[:0] = rows
+            dropped = len(self._unwritten) - UNWRITTEN_AT_MOST
+            if dropped > 0:
+                del self._unwritten[:dropped]
+                self.events.emit(BackendFailed(
+                    "ledger.flush", f"{dropped} hit rows dropped: the ledger is unreachable"
+                ))  # fmt: skip
             raise
 
     async def run_flusher(self, interval: float = 0.25) -> None:

@@ -64,6 +64,8 @@ def create_app(
     )
     catalog = catalog or settings.catalog
     stores = stores or build_stores(settings)
+    if stores.watch is not None:  # shared mode: every backend call timed and counted
+        stores.watch.attach(events)
     registry = build_registry(
         settings, build_providers(settings) if providers is None else providers
     )
@@ -89,8 +91,9 @@ def create_app(
     app.router.add_routes(openapi.routes)
     setup_ab(app)
     app[SWEEPER] = ReservationSweeper(
-        stores.ledger, stores.holds, service.router, clock, service.accounts.owner, events
-    )
+        stores.ledger, stores.holds, service.router, clock, service.accounts.owner, events,
+        interval=stores.sweep_seconds, lease=stores.lease_seconds,
+    )  # fmt: skip
     app.cleanup_ctx.append(_lifetime(service, registry))
     lag_every = settings.server.loop_lag_interval_seconds
     app.cleanup_ctx.append(watch_loop_lag(metrics.loop_lag, lag_every))
@@ -117,7 +120,10 @@ def _lifetime(
             await sweeper.sweep()
         except Exception as exc:
             events.emit(BackendFailed("ledger.sweep", repr(exc)))
-        await accounts.flush_hits()
+        try:  # rows a shared ledger could not take (PostgreSQL down) are lost: said so
+            await accounts.flush_hits()
+        except Exception as exc:
+            events.emit(BackendFailed("ledger.flush", repr(exc)))
         await registry.aclose()
         await app[STORES].aclose()
 

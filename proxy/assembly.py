@@ -55,7 +55,7 @@ def build_service(
         stores.keys, events, clock, cost.admin_key, settings.cache.share_across_teams
     )
     admission = Admission(stores.limits, PromptPolicy.of(cost.policy.deny_patterns), clock)
-    accounts = Accounts(stores.ledger, cost, events, clock)
+    accounts = Accounts(stores.ledger, cost, events, clock, owner=stores.owner)
     generator = Generator(
         router, events, max_attempts=settings.routing.max_attempts,
         limiter=_upstream_limits(settings),

@@ -2,7 +2,9 @@
 
 A key found is trusted for a second, and whether any key exists is read at most once a
 second, so a hit authenticates without a store read (`known_caller`). Revocations through
-this process's admin API forget the cache at once; other workers' within the second.
+this process's admin API forget the cache at once; other workers' and replicas' within the
+second. While the key store cannot be reached (shared mode's PostgreSQL down), the last
+answer read for a key stands, so hits keep being served; a key never seen is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from policies.errors import AuthenticationFailed
 from policies.ledger_models import KeyRecord
 from proxy.observability.events import Denied, Events
 from proxy.ports import KeyStore
+from proxy.stores.backend_errors import BackendUnavailable
 
 __all__ = ["OPEN", "Authenticator", "Caller", "bearer"]
 
@@ -108,7 +111,13 @@ class Authenticator:
 
     async def _load_has_keys(self, generation: int) -> bool:
         started = self.clock()
-        exists = bool(await self.keys.list())
+        try:
+            exists = bool(await self.keys.list())
+        except BackendUnavailable:
+            checked, known = self._has_keys
+            if checked < 0:
+                raise
+            return known  # the last answer stands until the store answers again
         if generation == self._generation:  # no key changed here while it was read
             self._has_keys = (started, exists)
         return exists
@@ -120,7 +129,13 @@ class Authenticator:
         if kept is not None:
             return kept
         generation = self._generation
-        key = await self.keys.find(secret)
+        try:
+            key = await self.keys.find(secret)
+        except BackendUnavailable:
+            stale = self._keys.get(_digest(secret))
+            if stale is None:
+                raise
+            return stale[1]  # read before the store went away: it stands meanwhile
         if key is not None and generation == self._generation:
             if len(self._keys) >= _KEYS_KEPT:
                 self._keys.clear()

@@ -86,6 +86,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from proxy.config import ConfigError
     from proxy.observability.logging import configure_logging
     from proxy.serving import run_server, serve_forever, serve_workers, settings_for
+    from proxy.stores.backend_errors import CannotStart
 
     try:
         settings = settings_for(args.config, args.host, args.port)
@@ -102,6 +103,9 @@ def run_serve(args: argparse.Namespace) -> int:
         if args.workers > 1:
             return serve_workers(settings, args.workers, args.config)
         run_server(serve_forever(settings), settings.server.event_loop)
+    except CannotStart as exc:  # a shared backend: one line, no traceback
+        print(f"imagegate: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         hint = ""
         if exc.errno == errno.EADDRINUSE:

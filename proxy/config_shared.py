@@ -4,6 +4,7 @@ DESIGN.md §6) `[redis]`, `[postgres]` and `[s3]`.
 ```toml
 [storage]
 backend = "shared"                 # default "embedded": diskcache and SQLite under data_dir
+lease_seconds = 40                 # shared: a silent replica's reservations settle after it
 [redis]
 url = "redis://127.0.0.1:6379/0"   # required when shared
 prefix = "imagegate:"              # every Redis key starts with it
@@ -53,6 +54,9 @@ def _data_dir(value: Any, path: str) -> Path:
 class StorageSettings:
     backend: Backend = "embedded"
     data_dir: Path = setting(DEFAULT_DATA_DIR, read=_data_dir, show=str)  # embedded stores
+    # Shared mode: a replica silent this long is dead; its budget reservations are settled
+    # (DESIGN.md §6: within 60 s) and its single-flight leases lapse (at most 15 s).
+    lease_seconds: float = setting(40.0, hint="seconds", low=1.0, high=55.0)
 
 
 @dataclass(frozen=True, slots=True)

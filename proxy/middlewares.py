@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from policies.errors import (
+    BackendDown,
     GatewayError,
     InvalidRequest,
     MethodNotAllowed,
@@ -30,6 +31,7 @@ from proxy.observability.events import (
     RequestCompleted,
     RequestFailed,
 )
+from proxy.stores.backend_errors import BackendUnavailable
 
 __all__ = ["CLIENT_CLOSED", "error_response", "rate_limit_headers", "request_middleware"]
 
@@ -92,6 +94,8 @@ def error_response(request: web.Request, exc: Exception, events: Events) -> web.
     error: GatewayError
     if isinstance(exc, GatewayError):
         error = exc
+    elif isinstance(exc, BackendUnavailable):  # a shared store is down: 503, retry later
+        error = BackendDown(exc.backend, exc.detail)
     elif isinstance(exc, web.HTTPRequestEntityTooLarge):
         error = PayloadTooLarge("The request body is too large for this gateway.")
     elif isinstance(exc, web.HTTPNotFound):

@@ -177,6 +177,7 @@ class Misses:
         asked = self.catalog.resolve(request.model)
         cheap = asked.virtual and await self.accounts.under_pressure(job.caller)
         candidates = self.router.plan(request, images=len(indexes), cheap_only=cheap)
+        await self.stores.before_spending()  # shared mode: S3 can keep what we pay for
         await self._take_images(job.caller, len(indexes))
         cache = "BYPASS" if job.directives.no_cache else "MISS"
         draft = job.row(self.clock(), "", "", len(indexes), cost=0, saved=0, cache=cache)

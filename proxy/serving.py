@@ -46,6 +46,8 @@ from proxy.observability.events import Events
 from proxy.observability.hooks import LogHook
 from proxy.observability.logging import configure_logging
 from proxy.observability.metrics import MULTIPROCESS_ENV
+from proxy.stores.backend_errors import CannotStart
+from proxy.stores.build import open_stores
 
 __all__ = ["base_url_line", "run_server", "serve_forever", "serve_workers", "settings_for"]
 
@@ -71,8 +73,9 @@ def base_url_line(host: str, port: int) -> str:
 async def serve_forever(
     settings: Settings, *, reuse_port: bool = False, on_ready: Callable[[int], None] | None = None
 ) -> None:
+    """Raises `CannotStart` when a shared backend cannot be reached."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = create_app(settings)
+    app = create_app(settings, stores=await open_stores(settings))
     server = settings.server
     runner = web.AppRunner(
         app,
@@ -265,10 +268,13 @@ def _worker(config: str | None, host: str, port: int, ready: Any, parent: int) -
         return
     logs = settings.logging
     configure_logging(logs.level, logs.format, flush_ms=logs.flush_ms)
-    run_server(
-        serve_forever(settings, reuse_port=True, on_ready=lambda _p: ready.put(port)),
-        settings.server.event_loop,
-    )
+    try:
+        run_server(
+            serve_forever(settings, reuse_port=True, on_ready=lambda _p: ready.put(port)),
+            settings.server.event_loop,
+        )
+    except CannotStart as exc:
+        print(f"imagegate: {exc}", file=sys.stderr)
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -59,6 +59,8 @@ KNOWN_METRICS: dict[str, str] = {
     "imagegate_over_quote_usd_total": "counter",
     "imagegate_reservations_orphaned_total": "counter",
     "imagegate_event_loop_lag_seconds": "histogram",
+    "imagegate_backend_seconds": "histogram",
+    "imagegate_backend_errors_total": "counter",
 }
 PROMETHEUS_SERIES = {"up"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_count", "_sum")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sqlite3
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,12 +24,15 @@ from rich.table import Table
 
 from proxy.config import ConfigError, Settings, load_settings
 from proxy.migration.copying import STEPS, MigrationRefused, Run, check_run, copy_stores
-from proxy.migration.opening import open_transfer_stores
 from proxy.migration.ports import TransferFailed
 from proxy.migration.records import Loaded
 from proxy.stores.backend_errors import BackendUnavailable
+from proxy.stores.transfer_opening import OPEN_ERRORS, open_transfer_stores
 
 __all__ = ["run_migrate"]
+
+# What stops a run with one line (what was copied is kept).
+_STOPS: tuple[type[Exception], ...] = (*OPEN_ERRORS, TransferFailed, BackendUnavailable)
 
 _LABELS: Final = {
     "blobs": "blobs (images)",
@@ -63,7 +65,7 @@ def run_migrate(args: argparse.Namespace) -> int:
         print("imagegate migrate: interrupted; what was copied is kept: run the same "
               "command again to resume", file=sys.stderr)  # fmt: skip
         return 130
-    except (OSError, sqlite3.Error, TransferFailed, BackendUnavailable) as exc:
+    except _STOPS as exc:
         print(
             f"imagegate migrate: stopped: {exc}; what was copied is kept: fix that and run "
             "the same command again to resume",

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 __all__ = [
+    "BackendCalled",
     "BackendFailed",
     "CacheLookedUp",
     "Charged",
@@ -217,6 +218,18 @@ class ExperimentImageRestored:
     variant: str
 
 
+@dataclass(frozen=True, slots=True)
+class BackendCalled:
+    """One call to a shared-mode backend ("redis", "postgres", "s3"): which port method
+    (`operation`, e.g. "entries.get"), how long it took, and whether the backend answered
+    (`ok` False: it could not be reached, `BackendUnavailable`)."""
+
+    backend: str
+    operation: str
+    seconds: float
+    ok: bool
+
+
 Event = (
     RequestCompleted
     | CacheLookedUp
@@ -236,6 +249,7 @@ Event = (
     | ClientTimedOut
     | ExperimentCreated
     | ExperimentImageRestored
+    | BackendCalled
 )
 
 

@@ -16,6 +16,7 @@ import structlog
 
 from policies.budget import MICROS_PER_USD, format_usd
 from proxy.observability.events import (
+    BackendCalled,
     BackendFailed,
     CacheLookedUp,
     Charged,
@@ -60,6 +61,7 @@ class MetricsHook:
             Charged: self._charged,
             Saved: self._saved,
             CircuitChanged: self._circuit,
+            BackendCalled: self._backend,
         }
 
     def __call__(self, event: Event) -> None:
@@ -116,6 +118,12 @@ class MetricsHook:
 
     def _circuit(self, e: CircuitChanged) -> None:
         self.metrics.child(self.metrics.circuit_state, e.model).set(e.state)
+
+    def _backend(self, e: BackendCalled) -> None:
+        m = self.metrics
+        m.child(m.backend_seconds, e.backend, e.operation).observe(e.seconds)
+        if not e.ok:
+            m.child(m.backend_errors, e.backend).inc()
 
 
 class LogHook:

@@ -119,6 +119,19 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.backend_seconds = Histogram(
+            "imagegate_backend_seconds",
+            "Calls to a shared-mode backend (redis, postgres, s3) by port operation",
+            ("backend", "operation"),
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.backend_errors = Counter(
+            "imagegate_backend_errors",
+            "Calls to a shared-mode backend that could not reach it",
+            ("backend",),
+            registry=r,
+        )
         self.loop_lag = Histogram(
             "imagegate_event_loop_lag_seconds",
             "How late the event loop ran a periodic timer: time no request could be served",

@@ -9,7 +9,9 @@ in it. While the gateway is open (no keys) both are open, unless a metrics key i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -18,6 +20,7 @@ from policies.catalog import Catalog, ModelSpec
 from policies.errors import AuthenticationFailed
 from proxy.app_keys import AUTH, CATALOG, LEDGER_METRICS, METRICS, SERVICE, SETTINGS, STORES
 from proxy.providers.registry import ProviderRegistry
+from proxy.stores.backend_errors import BackendUnavailable
 
 __all__ = ["routes"]
 
@@ -109,16 +112,31 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    problems: dict[str, str] = {}
+    """503 naming each store (embedded: entries, blobs) or shared backend (redis, postgres,
+    s3) that does not answer a ping within `_PING_WITHIN` seconds; `/healthz` stays 200."""
     stores = request.app[STORES]
-    for name, store in (("entries", stores.entries), ("blobs", stores.blobs)):
-        try:
-            await store.ping()
-        except Exception as exc:  # any failure means not ready; the reason is reported
-            problems[name] = type(exc).__name__
+    pings = stores.backends or (("entries", stores.entries.ping), ("blobs", stores.blobs.ping))
+    answers = await asyncio.gather(*(_ping(ping) for _, ping in pings))
+    problems = {name: why for (name, _), why in zip(pings, answers, strict=True) if why}
     if problems:
         return web.json_response({"status": "unavailable", "stores": problems}, status=503)
     return web.json_response({"status": "ready"})
+
+
+_PING_WITHIN = 3.0
+
+
+async def _ping(ping: Callable[[], Awaitable[None]]) -> str:
+    """'' when it answered, else why not (a shared backend's detail: never a password)."""
+    try:
+        await asyncio.wait_for(ping(), _PING_WITHIN)
+    except BackendUnavailable as exc:
+        return exc.detail
+    except TimeoutError:
+        return f"no answer within {_PING_WITHIN:g} s"
+    except Exception as exc:  # any failure means not ready; the reason is reported
+        return type(exc).__name__
+    return ""
 
 
 @routes.get("/metrics")
@@ -126,7 +144,9 @@ async def metrics(request: web.Request) -> web.Response:
     await _may_scrape(request)
     # The ledger and the stores are read through their ports first; the collectors then
     # read that snapshot and the worker processes' metric files, off the event loop.
-    await request.app[LEDGER_METRICS].refresh()
+    # Shared mode with a backend down: the last snapshot stands; the backend metrics say why.
+    with contextlib.suppress(BackendUnavailable):
+        await request.app[LEDGER_METRICS].refresh()
     body = await asyncio.to_thread(generate_latest, request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -8,7 +8,7 @@ propagate as they are."""
 
 from __future__ import annotations
 
-__all__ = ["BackendUnavailable"]
+__all__ = ["BackendUnavailable", "CannotStart"]
 
 
 class BackendUnavailable(Exception):
@@ -19,3 +19,12 @@ class BackendUnavailable(Exception):
         super().__init__(f"{backend} is unavailable: {detail}")
         self.backend = backend
         self.detail = detail
+
+
+class CannotStart(Exception):
+    """A backend that could not be reached at start (`proxy.stores.shared`): `str()` is the
+    one line `imagegate serve` prints before it exits non-zero."""
+
+    def __init__(self, backend: str, where: str, detail: str) -> None:
+        super().__init__(f"cannot reach {backend} at {where}: {detail}")
+        self.backend = backend

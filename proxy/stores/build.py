@@ -1,10 +1,14 @@
-"""Every store the gateway uses, built in one place: `build_stores(settings) -> Stores`.
+"""Every store the gateway uses, built in one place: `build_stores(settings) -> Stores`,
+or `await open_stores(settings)`, which also opens shared mode's.
 
 The app and the service take a `Stores` (ports only, `proxy.ports`), never a concrete
 class, so a new backend is one more branch here. Building is synchronous, so `create_app`
 stays synchronous: the embedded adapters open their files at once; a network adapter that
 must connect before use puts its connect step in `starters` (awaited by `Stores.start`
-when the app starts, before any request). `Stores.aclose` ends them all.
+when the app starts, before any request). Shared mode's stores (`proxy.stores.shared`:
+Redis, PostgreSQL, S3) are opened by `open_stores` before the app is made instead, since
+each is connected, pinged and (PostgreSQL) migrated at start, and one that cannot be
+reached must stop `imagegate serve` with one line. `Stores.aclose` ends them all.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from proxy.ports import (
     LimitStore,
 )
 from proxy.stores.async_stores import InlineEntryStore, ThreadedBlobStore
+from proxy.stores.backend_watch import BackendWatch
 from proxy.stores.buckets import SharedBuckets
 from proxy.stores.disk import DiskBlobStore, DiskEntryStore
 from proxy.stores.embedded import (
@@ -39,11 +44,17 @@ from proxy.stores.experiments import ExperimentStore as SqliteExperimentDb
 from proxy.stores.flight_locks import FcntlFlightLock
 from proxy.stores.hit_rows import HitRowWriter
 from proxy.stores.ledger import SqliteLedger
+from proxy.stores.owners import process_owner
 
-__all__ = ["Stores", "build_stores"]
+__all__ = ["Stores", "build_stores", "open_stores"]
 
 Closer = Callable[[], Awaitable[None] | None]
 Starter = Callable[[], Awaitable[None]]
+Ping = Callable[[], Awaitable[None]]
+
+
+async def _nothing_to_check() -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +72,17 @@ class Stores:
     experiments: ExperimentStore
     closers: tuple[Closer, ...] = field(default=(), repr=False)
     starters: tuple[Starter, ...] = field(default=(), repr=False)
+    # Shared mode sets the rest. `owner`: this process as the owner of its reservations;
+    # `lease_seconds`: how long a silent owner's reservations stay open; `sweep_seconds`:
+    # how often the sweeper heartbeats and settles them; `backends`: (name, ping) for
+    # /readyz (none: it pings the entry and blob stores); `before_spending`: raises
+    # `BackendUnavailable` when a store a miss must write to after paying is down.
+    owner: str = field(default_factory=process_owner)
+    lease_seconds: float = 40.0
+    sweep_seconds: float = 10.0
+    backends: tuple[tuple[str, Ping], ...] = field(default=(), repr=False)
+    before_spending: Ping = field(default=_nothing_to_check, repr=False)
+    watch: BackendWatch | None = field(default=None, repr=False)
 
     async def start(self) -> None:
         """Connect what must be connected before the first request (in build order)."""
@@ -75,6 +97,17 @@ class Stores:
                 await done
 
 
+async def open_stores(settings: Settings, data_dir: Path | None = None) -> Stores:
+    """The stores `settings.storage.backend` names: shared mode's connected, pinged and
+    migrated (raises `proxy.stores.shared.CannotStart` naming a backend it cannot reach),
+    or the embedded ones under `data_dir`."""
+    if settings.storage.backend == "shared":
+        from proxy.stores.shared import open_shared_stores  # the `shared` extra's clients
+
+        return await open_shared_stores(settings)
+    return build_stores(settings, data_dir)
+
+
 def build_stores(
     settings: Settings,
     data_dir: Path | None = None,
@@ -84,7 +117,10 @@ def build_stores(
 ) -> Stores:
     """The embedded stores under `data_dir` (default `settings.data_dir`): diskcache for
     entries and blobs, SQLite for the ledger, keys, rate limits and experiments, fcntl for
-    single-flight across the worker processes. `entries` / `blobs` replace those two (tests)."""
+    single-flight across the worker processes. `entries` / `blobs` replace those two (tests).
+    Shared mode's stores are opened with `open_stores`."""
+    if settings.storage.backend == "shared":
+        raise ValueError('storage.backend = "shared": open the stores with `await open_stores`')
     root = data_dir or settings.data_dir
     closers: list[Closer] = []
     if entries is None:

@@ -69,6 +69,13 @@ class PgExperimentStore:
             found = await conn.fetchrow(sql, name)
         return None if found is None else _experiment(*found)
 
+    async def experiments(self) -> list[Experiment]:
+        """Every experiment, oldest first (then by name), as the port says."""
+        sql = "SELECT name, created, variants::text FROM experiments ORDER BY created, name"
+        async with self._db.connection() as conn:
+            found = await conn.fetch(sql)
+        return [_experiment(*row) for row in found]
+
     async def delete(self, name: str) -> bool:
         async with self._db.transaction() as conn:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _IMAGES_LOCK)

@@ -33,6 +33,7 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from proxy.config_shared import S3Settings
 from proxy.stores.backend_errors import BackendUnavailable
 
 if TYPE_CHECKING:
@@ -152,4 +153,16 @@ def missing_bucket(location: S3Location) -> str:
     return (
         f"bucket '{location.bucket}' does not exist at {location.where}; create it (imagegate "
         "checks it at start and never creates it), or set [s3] bucket to one that exists"
+    )
+
+
+def s3_location(s3: S3Settings) -> S3Location:
+    """The `[s3]` section as the adapter opens it (its secrets revealed here only)."""
+    return S3Location(
+        bucket=s3.bucket,
+        endpoint_url=s3.endpoint_url,
+        prefix=s3.prefix,
+        region=s3.region,
+        access_key_id=s3.access_key_id.reveal(),
+        secret_access_key=s3.secret_access_key.reveal(),
     )

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from policies.models import Entry
+from proxy.memory import BytesLRU
 from proxy.ports import AsyncBlobStore, AsyncEntryStore
 from proxy.stores.async_stores import InlineEntryStore, ThreadedBlobStore
+from proxy.stores.blob_memory import MemoryTierBlobStore
 from proxy.stores.disk import DiskBlobStore, DiskEntryStore
 from proxy.stores.memory import MemoryBlobStore, MemoryEntryStore
 from proxy.stores.redis_connection import redis_client
@@ -41,13 +43,15 @@ ENTRIES: dict[str, Callable[[Path], DiskEntryStore | MemoryEntryStore]] = {
 }
 
 
-@pytest.fixture(params=[*sorted(BLOBS), "s3"])
+@pytest.fixture(params=[*sorted(BLOBS), "s3", "s3+memory"])
 async def blobs(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> AsyncIterator[tuple[AsyncBlobStore, bool]]:
-    if request.param == "s3":  # not file-backed: `open` is always None
+    if request.param.startswith("s3"):  # not file-backed: `open` is always None
         s3 = await open_s3_blobs(request.getfixturevalue("s3_settings"))
-        yield s3, False
+        # shared mode's blob store: S3 behind a replica's memory tier
+        tiered = MemoryTierBlobStore(s3, BytesLRU(1 << 20)) if "memory" in request.param else s3
+        yield tiered, False
         await s3.aclose()
         return
     store, file_backed = BLOBS[request.param](tmp_path)

@@ -23,14 +23,6 @@ from policies.abtest import Variant
 from policies.ledger_models import KeyRecord, LedgerRow
 from policies.models import Entry
 from proxy.config import Settings
-from proxy.migration.opening import open_transfer_stores
-from proxy.migration.pg_transfers import (
-    PgEventTransfer,
-    PgExperimentTransfer,
-    PgHoldTransfer,
-    PgKeyTransfer,
-    PgLedgerTransfer,
-)
 from proxy.migration.ports import Transfer, TransferStores
 from proxy.migration.records import (
     EntryRecord,
@@ -41,12 +33,20 @@ from proxy.migration.records import (
     LedgerRecord,
     ledger_identities,
 )
-from proxy.migration.redis_entries import RedisEntryTransfer
-from proxy.migration.s3_blobs import S3BlobTransfer
 from proxy.stores.experiments import Experiment, ImageVariant
 from proxy.stores.postgres import open_postgres
 from proxy.stores.redis_connection import redis_client
 from proxy.stores.s3_client import S3Location, open_s3_client
+from proxy.stores.transfer_opening import open_transfer_stores
+from proxy.stores.transfer_pg import (
+    PgEventTransfer,
+    PgExperimentTransfer,
+    PgHoldTransfer,
+    PgKeyTransfer,
+    PgLedgerTransfer,
+)
+from proxy.stores.transfer_redis_entries import RedisEntryTransfer
+from proxy.stores.transfer_s3_blobs import S3BlobTransfer
 from tests.backends.postgres import postgres_database
 from tests.backends.redis import RedisBackend, open_redis_backend
 

@@ -11,9 +11,9 @@ import pytest
 from policies.models import Entry
 from proxy.config import Settings
 from proxy.migration.copying import STEPS, MigrationRefused, Run, check_run, copy_stores
-from proxy.migration.opening import open_transfer_stores
 from proxy.migration.records import Loaded
 from proxy.stores.disk import DiskBlobStore, DiskEntryStore
+from proxy.stores.transfer_opening import open_transfer_stores
 
 NOW = 1_800_000_000.0
 WRITE = Run()

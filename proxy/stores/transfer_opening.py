@@ -9,40 +9,44 @@ anything is copied, with `BackendUnavailable` naming it.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from urllib.parse import urlsplit
 
 from proxy.config import Settings
-from proxy.migration.embedded_disk import DiskBlobTransfer, DiskEntryTransfer
-from proxy.migration.embedded_experiments import (
-    ExperimentFile,
-    SqliteEventTransfer,
-    SqliteExperimentTransfer,
-)
-from proxy.migration.embedded_ledger import (
-    LedgerFile,
-    SqliteHoldTransfer,
-    SqliteKeyTransfer,
-    SqliteLedgerTransfer,
-)
-from proxy.migration.pg_transfers import (
+from proxy.migration.ports import TransferStores
+from proxy.stores.disk import DiskBlobStore, DiskEntryStore
+from proxy.stores.postgres import open_postgres
+from proxy.stores.redis_connection import connect_redis
+from proxy.stores.s3_blobs import S3BlobStore
+from proxy.stores.s3_client import open_s3_client, s3_location
+from proxy.stores.transfer_disk import DiskBlobTransfer, DiskEntryTransfer
+from proxy.stores.transfer_pg import (
     PgEventTransfer,
     PgExperimentTransfer,
     PgHoldTransfer,
     PgKeyTransfer,
     PgLedgerTransfer,
 )
-from proxy.migration.ports import TransferStores
-from proxy.migration.redis_entries import RedisEntryTransfer
-from proxy.migration.s3_blobs import S3BlobTransfer
-from proxy.stores.disk import DiskBlobStore, DiskEntryStore
-from proxy.stores.postgres import open_postgres
-from proxy.stores.redis_connection import connect_redis
-from proxy.stores.s3_blobs import S3BlobStore
-from proxy.stores.s3_client import S3Location, open_s3_client
+from proxy.stores.transfer_redis_entries import RedisEntryTransfer
+from proxy.stores.transfer_s3_blobs import S3BlobTransfer
+from proxy.stores.transfer_sqlite_experiments import (
+    ExperimentFile,
+    SqliteEventTransfer,
+    SqliteExperimentTransfer,
+)
+from proxy.stores.transfer_sqlite_ledger import (
+    LedgerFile,
+    SqliteHoldTransfer,
+    SqliteKeyTransfer,
+    SqliteLedgerTransfer,
+)
 
-__all__ = ["open_transfer_stores"]
+__all__ = ["OPEN_ERRORS", "open_transfer_stores"]
+
+# What opening or reading a side may raise besides BackendUnavailable: its files.
+OPEN_ERRORS: tuple[type[Exception], ...] = (OSError, sqlite3.Error)
 
 
 @asynccontextmanager
@@ -74,18 +78,6 @@ async def open_transfer_stores(settings: Settings) -> AsyncIterator[TransferStor
         experiments.close()
 
 
-def s3_location(settings: Settings) -> S3Location:
-    s3 = settings.s3
-    return S3Location(
-        bucket=s3.bucket,
-        endpoint_url=s3.endpoint_url,
-        prefix=s3.prefix,
-        region=s3.region,
-        access_key_id=s3.access_key_id.reveal(),
-        secret_access_key=s3.secret_access_key.reveal(),
-    )
-
-
 def _database(dsn: str) -> str:
     """host:port/database of a DSN, never its password."""
     parts = urlsplit(dsn)
@@ -100,7 +92,7 @@ async def _shared(settings: Settings) -> AsyncIterator[TransferStores]:
         dsn = settings.postgres.dsn.reveal()
         pg = await open_postgres(dsn, min_size=1, max_size=2)
         stack.push_async_callback(pg.close)
-        location = s3_location(settings)
+        location = s3_location(settings.s3)
         s3 = await open_s3_client(location, stack)
         await S3BlobStore(s3, location).ping()  # the bucket exists and answers
         where = _database(dsn)

@@ -1,0 +1,5 @@
+"""Fixtures of the shared-mode tests."""
+
+from tests.shared.backends import shared
+
+__all__ = ["shared"]
