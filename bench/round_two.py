@@ -100,7 +100,7 @@ def _others(runs: list[Run], scenarios: tuple[str, ...]) -> list[str]:
         if "overhead_p50_ms" in run.extra:
             note = f"added p50 {run.extra['overhead_p50_ms']:+.1f} ms"
         if "x_cache" in run.extra:
-            note = f"x-cache {run.extra['x_cache']}"
+            note = f"x-cache {run.extra['x_cache']}, HTTP {run.extra.get('statuses')}"
         rows.append(
             [
                 run.scenario,

@@ -99,9 +99,12 @@ def _coalesce_three(h: Harness, servers: list[Server]) -> None:
     results = asyncio.run(all_three())
     calls = h.quiet_upstream_calls() - before
     cache: dict[str, int] = {}
+    statuses: dict[str, int] = {}
     for result in results:
         for k, v in result.x_cache.items():  # type: ignore[attr-defined]
             cache[k] = cache.get(k, 0) + v
+        for code, v in result.statuses.items():  # type: ignore[attr-defined]
+            statuses[str(code)] = statuses.get(str(code), 0) + v
     run = Run(
         scenario="9",
         case=f"{h.cfg.burst} identical misses, 3 replicas",
@@ -112,11 +115,12 @@ def _coalesce_three(h: Harness, servers: list[Server]) -> None:
         p50_ms=0.0,
         p99_ms=0.0,
         requests=h.cfg.burst,
+        errors=h.cfg.burst - statuses.get("200", 0),
         upstream_calls=calls,
-        extra={"x_cache": cache, "replicas": 3},
+        extra={"x_cache": cache, "statuses": statuses, "replicas": 3},
     )
     h.runs.append(run)
-    h.log(f"  [9] {run.case}: upstream calls {calls}, x-cache {cache}")
+    h.log(f"  [9] {run.case}: upstream calls {calls}, x-cache {cache}, statuses {statuses}")
 
 
 def phase_shared(h: Harness) -> None:
