@@ -225,6 +225,16 @@ def analyse(
         if run.upstream_calls is not None and "identical misses" in run.case:
             calls = run.upstream_calls
             targets.append(_target("coalescing: upstream calls", label, calls, "== 1", calls == 1))
+            ok = run.requests - run.errors
+            targets.append(
+                _target(
+                    "coalescing: every request answered 200",
+                    label,
+                    ok,
+                    f"== {run.requests}",
+                    run.errors == 0,
+                )
+            )
     targets += _entries_flat(runs)
     targets += _shared_targets(runs, extra or {})
     return scenarios, targets
