@@ -21,6 +21,7 @@ __all__ = [
     "Run",
     "check_results",
     "machine_facts",
+    "render_lag",
     "render_table",
     "render_targets",
     "versions",
@@ -292,3 +293,29 @@ def render_table(runs: Iterable[Run], *, markdown: bool = False) -> str:
     for row in rows:
         out.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
     return "\n".join(out)
+
+
+def render_lag(runs: Iterable[Run], *, markdown: bool = False) -> str:
+    """The gateway's event-loop lag per run, from its own /metrics."""
+    headers = ["sc", "case", "w", "samples", "mean ms", "p99 <= ms", "max <= ms", "> 50 ms"]
+    rows = []
+    for run in runs:
+        lag = run.extra.get("loop_lag")
+        if not lag or not lag.get("samples"):
+            continue
+        rows.append(
+            [
+                run.scenario,
+                run.case,
+                str(run.workers),
+                str(lag["samples"]),
+                _fmt(lag.get("mean_ms"), 2),
+                _fmt(lag.get("p99_le_ms"), 1),
+                _fmt(lag.get("max_le_ms"), 1),
+                str(lag.get("over_50ms", "-")),
+            ]
+        )
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+    return "\n".join(["  ".join(headers)] + ["  ".join(r) for r in rows])

@@ -34,11 +34,13 @@ from bench.report import (  # noqa: E402
     SCHEMA,
     Run,
     machine_facts,
+    render_lag,
     render_table,
     render_targets,
     versions,
 )
 from bench.scenarios import BenchConfig, Harness, run_all  # noqa: E402
+from bench.targets import analyse  # noqa: E402
 
 __all__ = ["analyse", "main"]
 
@@ -60,114 +62,21 @@ def _ensure_wrk() -> str:
     return found
 
 
-def _find(runs: list[Run], like: Run, target: str) -> Run | None:
-    for run in runs:
-        if run.target == target and run.key() == like.key():
-            return run
-    return None
-
-
-def _target(
-    name: str, case: str, value: float | None, threshold: str, passed: bool | None
-) -> dict[str, Any]:
-    return {
-        "target": name,
-        "case": case,
-        "value": None if value is None else round(value, 3),
-        "threshold": threshold,
-        "passed": passed,
-    }
-
-
-def analyse(runs: list[Run]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Ratios for every gateway run; the issue's targets, each passed or failed."""
-    targets: list[dict[str, Any]] = []
-    scenarios: dict[str, Any] = {}
-    for run in runs:
-        if run.target != "imagegate":
-            continue
-        limit, peer = _find(runs, run, "limit"), _find(runs, run, "litellm")
-        ratios: dict[str, float] = {}
-        uv = _find(runs, run, "limit-uvloop")
-        if uv is not None and uv.rps:
-            ratios["rps_vs_limit_uvloop"] = round(run.rps / uv.rps, 3)
-        if limit is not None and limit.rps:
-            ratios["rps_vs_limit"] = round(run.rps / limit.rps, 3)
-            ratios["p99_vs_limit"] = round(run.p99_ms / limit.p99_ms, 3) if limit.p99_ms else 0
-        if peer is not None and peer.rps and run.scenario in ("1", "2", "5", "6"):
-            ratios["rps_vs_peer"] = round(run.rps / peer.rps, 1)
-            ratios["p50_vs_peer"] = round(run.p50_ms / peer.p50_ms, 3) if peer.p50_ms else 0
-        run.extra["ratios"] = ratios
-        label = f"{run.case}, w{run.workers}, c{run.connections}"
-        scenarios.setdefault(run.scenario, []).append(
-            {
-                "case": run.case,
-                "workers": run.workers,
-                "connections": run.connections,
-                "imagegate": {"rps": run.rps, "p50_ms": run.p50_ms, "p99_ms": run.p99_ms},
-                "limit": None if limit is None else {"rps": limit.rps, "p99_ms": limit.p99_ms},
-                "litellm": None if peer is None else {"rps": peer.rps, "p50_ms": peer.p50_ms},
-                "ratios": ratios,
-            }
-        )
-        is_hit = run.scenario in ("1", "2")
-        if is_hit and "rps_vs_limit" in ratios:
-            v = ratios["rps_vs_limit"]
-            targets.append(_target("hit req/s >= 0.8 x limit", label, v, ">= 0.80", v >= 0.8))
-            p = ratios["p99_vs_limit"]
-            targets.append(_target("hit p99 <= 2 x limit", label, p, "<= 2.00", p <= 2.0))
-        if run.scenario in ("1", "6") and "rps_vs_peer" in ratios:
-            v = ratios["rps_vs_peer"]
-            targets.append(_target("hit req/s >= 50 x LiteLLM", label, v, ">= 50", v >= 50))
-        if "large" in run.case and is_hit and run.rss_peak_mb is not None:
-            v = run.rss_peak_mb
-            targets.append(
-                _target("peak RSS per worker, 1.5 MB images", label, v, "< 300 MB", v < 300)
-            )
-        if run.scenario == "3":
-            direct = next(
-                (r for r in runs if r.target == "upstream" and r.connections == run.connections),
-                None,
-            )
-            if direct is not None:
-                over = run.p50_ms - direct.p50_ms
-                run.extra["overhead_p50_ms"] = round(over, 2)
-                run.extra["overhead_p99_ms"] = round(run.p99_ms - direct.p99_ms, 2)
-                if peer is not None:
-                    peer.extra["overhead_p50_ms"] = round(peer.p50_ms - direct.p50_ms, 2)
-                if run.connections == 1:
-                    targets.append(
-                        _target("miss overhead p50 <= 5 ms", label, over, "<= 5 ms", over <= 5)
-                    )
-                else:
-                    targets.append(
-                        _target("miss overhead p50 (informative)", label, over, "-", None)
-                    )
-        if run.scenario in ("4", "6") and run.upstream_calls is not None and "misses" in run.case:
-            calls = run.upstream_calls
-            targets.append(_target("coalescing: upstream calls", label, calls, "== 1", calls == 1))
-    big = [r for r in runs if r.scenario == "5" and r.target == "imagegate"]
-    for conns in sorted({r.connections for r in big}):
-        pair = sorted((r for r in big if r.connections == conns), key=lambda r: r.extra["entries"])
-        if len(pair) == 2 and pair[0].p50_ms:
-            v = pair[1].p50_ms / pair[0].p50_ms
-            label = (
-                f"{pair[1].extra['entries']:,} vs {pair[0].extra['entries']:,} entries, c{conns}"
-            )
-            targets.append(
-                _target("hit p50 does not grow with entries", label, v, "<= 1.25", v <= 1.25)
-            )
-    return scenarios, targets
-
-
 def _args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up (about 4 min)")
-    parser.add_argument("--scenarios", default="1,2,3,4,5,6", help="comma-separated, e.g. 1,2")
+    parser.add_argument(
+        "--scenarios",
+        default="1,2,3,4,5,6,7,8,9",
+        help="comma-separated, e.g. 1,2 (7 store hits, 8 the mix, 9 shared mode)",
+    )
     parser.add_argument("--out", type=Path, default=_REPO / "bench" / "results.json")
     parser.add_argument("--seconds", type=float, help="each timed run (default 10, quick 3)")
+    parser.add_argument("--warmup", type=float, help="untimed run before each (default 2, quick 1)")
+    parser.add_argument("--hit-conns", default=None, help="hit connections, e.g. 64 (default 1,64)")
+    parser.add_argument("--no-uvloop-limit", action="store_true", help="skip limit-uvloop runs")
     parser.add_argument("--latency-ms", type=float, default=200.0, help="fake upstream latency")
     parser.add_argument("--entries", type=int, default=100_000, help="scenario 5's big cache")
     parser.add_argument("--no-peer", action="store_true", help="skip LiteLLM")
@@ -187,17 +96,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.table is not None:
         earlier = json.loads(args.table.read_text())
         runs = [Run(**r) for r in earlier["runs"]]
-        _, targets = analyse(runs)
+        _, targets = analyse(runs, earlier.get("config", {}))
         print(render_table(runs, markdown=True))
         print()
         print(render_targets(targets, markdown=True))
+        print()
+        print(render_lag(runs, markdown=True))
         return 0
     wanted = frozenset(s.strip() for s in args.scenarios.split(",") if s.strip())
-    if not wanted <= set("123456"):
-        raise SystemExit("bench: --scenarios takes numbers 1 to 6")
+    if not wanted <= set("123456789"):
+        raise SystemExit("bench: --scenarios takes numbers 1 to 9")
+    hit_conns: tuple[int, ...] = (1, 64)
+    if args.hit_conns:
+        hit_conns = tuple(int(c) for c in args.hit_conns.split(","))
     cfg = BenchConfig(
         seconds=args.seconds or (3.0 if args.quick else 10.0),
-        warmup=1.0 if args.quick else 2.0,
+        warmup=args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0),
+        hit_conns=hit_conns,
+        limit_uvloop=not args.no_uvloop_limit,
         latency_ms=args.latency_ms,
         entries_big=args.entries,
         miss_conns=(1,) if args.quick else (1, 16),
@@ -223,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     harness = Harness(cfg, workdir, peer)
     started = datetime.now(UTC)
     t0 = time.monotonic()
+    load_before = os.getloadavg()
     command = "python bench/run.py" + (" " + shlex.join(argv if argv is not None else sys.argv[1:]))
     print(f"bench: {command.strip()}  (work dir {workdir})", flush=True)
     failed: BaseException | None = None
@@ -232,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         failed = exc
     finally:
         harness.procs.stop_all()
-    scenarios, targets = analyse(harness.runs)
+    load_after = os.getloadavg()
+    scenarios, targets = analyse(harness.runs, harness.extra)
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "command": command.strip(),
@@ -240,7 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         "started": started.isoformat(timespec="seconds"),
         "seconds_total": round(time.monotonic() - t0, 1),
         "completed": failed is None,
-        "machine": machine_facts(),
+        "machine": {
+            **machine_facts(),
+            "loadavg_start": [round(x, 2) for x in load_before],
+            "loadavg_end": [round(x, 2) for x in load_after],
+        },
         "versions": versions(_REPO, wrk, peer.version if peer else None),
         "config": {
             **{k: v for k, v in vars(cfg).items() if k != "scenarios"},
@@ -260,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     print(render_table(harness.runs))
     print()
     print(render_targets(targets))
+    print()
+    print(render_lag(harness.runs))
     for note in doc["notes"]:
         print(f"note: {note}")
     print(f"\nwrote {args.out} ({doc['seconds_total']:.0f}s)")

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from bench.assets import SIZES, make_png
 from bench.gateway import MODEL, populate, request_body, start_gateway, write_config
 from bench.load import LoadResult, burst, lua_script, run_wrk
+from bench.loop_lag import lag_between, scrape_lag
 from bench.peer import Litellm, PeerUnavailable, start_litellm, write_litellm_config
 from bench.procs import Child, Procs, RssSampler, free_port, tree_cpu_seconds, wait_http
 from bench.report import Run
@@ -44,8 +45,9 @@ class BenchConfig:
     entries_small: int = 1_000
     hit_conns: tuple[int, ...] = (1, 64)
     miss_conns: tuple[int, ...] = (1, 16)
-    scenarios: frozenset[str] = frozenset("123456")
+    scenarios: frozenset[str] = frozenset("123456789")
     scale_workers: int = 2
+    limit_uvloop: bool = True  # also run the limit on uvloop (informative)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Server:
     # case -> path (and body) on this server
     posts: dict[str, tuple[str, str]] = field(default_factory=dict)
     gets: dict[str, str] = field(default_factory=dict)
+    metrics_token: str | None = None  # Bearer for /metrics once API keys exist
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -126,7 +129,16 @@ class Harness:
         return int(json.loads(body)["calls"])
 
     def start_gateway(
-        self, name: str, data_dir: Path, workers: int, *, memory_mb: int | None = None
+        self,
+        name: str,
+        data_dir: Path,
+        workers: int,
+        *,
+        memory_mb: int | None = None,
+        extra: str = "",
+        metrics_token: str | None = None,
+        backend: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> Server:
         port = free_port()
         config = write_config(
@@ -135,16 +147,23 @@ class Harness:
             data_dir=data_dir,
             upstream_base_url=self.upstream_base,
             memory_mb=memory_mb,
+            extra=extra,
+            metrics_key=metrics_token,
+            backend=backend,
         )
-        child = start_gateway(self.procs, config, workers=workers, name=name, port=port)
-        return Server("imagegate", port, workers, [child])
+        child = start_gateway(self.procs, config, workers=workers, name=name, port=port, env=env)
+        return Server("imagegate", port, workers, [child], metrics_token=metrics_token)
 
-    def start_limit(self, bodies: Path, workers: int, *, uvloop: bool = False) -> Server:
+    def start_limit(
+        self, bodies: Path, workers: int, *, uvloop: bool = False, upstream: bool = False
+    ) -> Server:
         port = free_port()
         children = []
         name = "limit-uvloop" if uvloop else "limit"
         for i in range(workers):
             argv = [_python(), "-m", "bench.limit", "--port", str(port), "--dir", str(bodies)]
+            if upstream:  # the mixed scenario: a miss kind calls the fake first
+                argv += ["--upstream", self.upstream_base + "/images/generations"]
             if workers > 1:
                 argv.append("--reuse-port")
             if uvloop:
@@ -258,6 +277,8 @@ class Harness:
         url = server.url(path)
         if warmup and self.cfg.warmup > 0:
             run_wrk(url, script, connections=connections, seconds=self.cfg.warmup)
+        lag = server.name == "imagegate"  # at 1 connection a lag is a stall, not a queue
+        lag0 = scrape_lag(server.url(""), server.metrics_token) if lag else None
         before = self.upstream_calls()
         with self.accounting() as ours, RssSampler(server.pids) as rss:
             result = run_wrk(url, script, connections=connections, seconds=self.cfg.seconds)
@@ -267,6 +288,10 @@ class Harness:
         )
         run.foreign_cpu_cores = _foreign(rss, ours)
         run.extra["rss_start_mb"] = _mb(rss.start_per_process)
+        if lag:
+            run.extra["loop_lag"] = lag_between(
+                lag0, scrape_lag(server.url(""), server.metrics_token)
+            )
         run.extra.update(extra)
         self.runs.append(run)
         self.log(
@@ -281,6 +306,7 @@ class Harness:
                 else ""
             )
             + (f"  upstream calls {calls}" if calls and server.name != "upstream" else "")
+            + _lag_note(run.extra.get("loop_lag"))
         )
         return run
 
@@ -379,6 +405,12 @@ def _to_run(
     )
 
 
+def _lag_note(lag: dict[str, Any] | None) -> str:
+    if not lag or not lag.get("samples"):
+        return ""
+    return f"  loop lag p99 <= {lag['p99_le_ms']} ms, max <= {lag['max_le_ms']} ms"
+
+
 def _foreign(rss: RssSampler, ours: list[float]) -> float | None:
     if not ours or rss.wall_seconds <= 0:
         return None
@@ -417,8 +449,21 @@ def run_all(h: Harness) -> None:
         _phase_one(h)
     if "5" in want:
         _phase_many_entries(h)
+    if "7" in want:
+        from bench.store_hits import phase_store_hits  # they build on this module
+
+        phase_store_hits(h)
+    if "8" in want:
+        from bench.mix_phase import phase_mix
+
+        for workers in sorted({1, cfg.scale_workers}):
+            phase_mix(h, workers)
     if "6" in want and cfg.scale_workers > 1:
         _phase_scaled(h, cfg.scale_workers)
+    if "9" in want:
+        from bench.shared_phase import phase_shared
+
+        phase_shared(h)
 
 
 def _phase_one(h: Harness) -> None:
@@ -431,8 +476,10 @@ def _phase_one(h: Harness) -> None:
         for name, data in files.items():
             (bodies / name).write_bytes(data)
         limit = h.start_limit(bodies, 1)
-        limit_uv = h.start_limit(bodies, 1, uvloop=True)
+        limit_uv = h.start_limit(bodies, 1, uvloop=True) if cfg.limit_uvloop else None
         for bare in (limit, limit_uv):
+            if bare is None:
+                continue
             for key in gw.posts:
                 bare.posts[key] = (f"/{key}", gw.posts[key][1])
             for key, path in gw.gets.items():
@@ -458,8 +505,11 @@ def _phase_one(h: Harness) -> None:
             with _phase(h, "scenario 2: hits, url mode, and the blob fetch"):
                 for size in SIZES:
                     for server in (gw, limit, limit_uv):
-                        h.hit_post("2", f"hit url {size}", server, f"url-{size}", 64)
+                        if server is not None:
+                            h.hit_post("2", f"hit url {size}", server, f"url-{size}", 64)
                     for server in (gw, limit, limit_uv):
+                        if server is None:
+                            continue
                         script = lua_script(method="GET")
                         h.measure(
                             "2",
@@ -493,11 +543,7 @@ def _miss_overhead(h: Harness, gw: Server, peer: Server | None) -> None:
         for server in (gw, direct, peer):
             if server is None:
                 continue
-            prefix = json.dumps(
-                {"model": MODEL, "prompt": f"bench miss {h.run_id} {server.name} c{conns} "}
-            )[:-2]  # open the prompt string: '{"model": ..., "prompt": "... '
-            suffix = '", "size": "1024x1024", "quality": "low"}'
-            script = lua_script(method="POST", unique_body=(prefix, suffix), headers=JSON)
+            script = _miss_script(h, f"{server.name} c{conns}")
             # No warm-up run for misses (they would only fill the cache); one request first.
             http(
                 "POST",
@@ -514,6 +560,13 @@ def _miss_overhead(h: Harness, gw: Server, peer: Server | None) -> None:
                 path=GEN,
                 warmup=False,
             )
+
+
+def _miss_script(h: Harness, tag: str) -> str:
+    """A wrk script whose every request is a new prompt (a miss)."""
+    prefix = json.dumps({"model": MODEL, "prompt": f"bench miss {h.run_id} {tag} "})[:-2]
+    suffix = '", "size": "1024x1024", "quality": "low"}'  # prefix left the prompt open
+    return lua_script(method="POST", unique_body=(prefix, suffix), headers=JSON)
 
 
 def _phase_many_entries(h: Harness) -> None:
