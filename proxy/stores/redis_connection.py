@@ -17,27 +17,34 @@ from contextlib import contextmanager
 from typing import Final
 
 import redis.exceptions
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from proxy.stores.backend_errors import BackendUnavailable
 
-__all__ = ["DEFAULT_TIMEOUT", "connect_redis", "redis_client", "redis_unavailable"]
+__all__ = ["DEFAULT_TIMEOUT", "POOL_SIZE", "connect_redis", "redis_client", "redis_unavailable"]
 
 DEFAULT_TIMEOUT: Final = 5.0  # seconds to connect, and to wait for one reply
+# Connections one replica keeps at most. Past them a command waits for a free one (up to the
+# reply timeout) instead of failing: a burst of hundreds of concurrent requests queues here
+# rather than answering 503s (redis-py's default pool raises "Too many connections").
+POOL_SIZE: Final = 100
 
 
 def redis_client(url: str, *, reply_timeout: float = DEFAULT_TIMEOUT) -> Redis:
     """A client for `url` (`redis://[user:password@]host:port/db`, `rediss://`, `unix://`);
     it connects on first use. Replies stay bytes: entries are JSON, decoded by the caller."""
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=POOL_SIZE,
+        timeout=reply_timeout,  # the longest a command waits for a free connection
         socket_connect_timeout=reply_timeout,
         socket_timeout=reply_timeout,
         retry=Retry(NoBackoff(), 0),
         health_check_interval=30,  # a pooled connection idle this long is checked first
     )
+    return Redis.from_pool(pool)  # the client owns the pool: `aclose` closes both
 
 
 async def connect_redis(url: str, *, reply_timeout: float = DEFAULT_TIMEOUT) -> Redis:

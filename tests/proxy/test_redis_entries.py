@@ -87,3 +87,15 @@ async def test_an_unreadable_entry_is_a_miss(
     await client.set(f"{redis_backend.prefix}entry:k:0", b'{"blob": "from a newer version"}')
     assert await store.get("k", 0) is None
     assert await store.get_many("k", 1) == [None]
+
+
+async def test_a_burst_beyond_the_pool_waits_for_connections_instead_of_failing(
+    store: RedisEntryStore,
+) -> None:
+    """Three times the pool's connections at once (one replica under a burst of identical
+    misses): every command is answered; none fails with "Too many connections"."""
+    from proxy.stores.redis_connection import POOL_SIZE
+
+    await store.put("k", 0, ENTRY)
+    found = await asyncio.gather(*(store.get("k", 0) for _ in range(3 * POOL_SIZE)))
+    assert found == [ENTRY] * (3 * POOL_SIZE)
