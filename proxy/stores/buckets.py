@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from policies.ratelimit import Bucket
+from proxy.stores.sqlite_db import enable_wal
 
 __all__ = ["BUSY", "SharedBuckets"]
 
@@ -31,7 +32,7 @@ class SharedBuckets:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = _connect(path, busy_timeout)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self._db, busy_timeout)
         self._db.execute(_SCHEMA)
         self._fast_lock = threading.Lock()
         self._fast = _connect(path, 0.0)

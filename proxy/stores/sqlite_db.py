@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["SqliteDatabase"]
+__all__ = ["SqliteDatabase", "enable_wal"]
+
+
+def enable_wal(db: sqlite3.Connection, timeout: float, pause: float = 0.01) -> None:
+    """`PRAGMA journal_mode=WAL`, retried for up to `timeout` seconds while the database is
+    busy. SQLite may refuse a journal-mode change at once with "database is locked", without
+    its busy handler, while another process opens the same file (several workers starting
+    together after a kill -9, one of them recovering the WAL): the start must wait, not fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            busy = "locked" in str(exc) or "busy" in str(exc)
+            if not busy or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
 
 
 class SqliteDatabase:
@@ -28,7 +46,7 @@ class SqliteDatabase:
         )
         if rows:
             self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self._db, busy_timeout)
         self._db.execute("PRAGMA synchronous=FULL")
         with self._write() as db:
             for statement in schema.split(";"):
