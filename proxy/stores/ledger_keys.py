@@ -22,7 +22,7 @@ from policies.errors import InvalidRequest
 from policies.ledger_models import KeyRecord
 from proxy.stores.sqlite_db import SqliteDatabase
 
-__all__ = ["SCHEMA", "KeyTable", "hash_secret"]
+__all__ = ["SCHEMA", "WINDOWS", "KeyTable", "hash_secret", "key_values"]
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -62,7 +62,7 @@ _LATE_INDEXES: Final = (
     "WHERE over_quote_micros > 0",
     "CREATE INDEX IF NOT EXISTS ledger_orphaned ON ledger (ts) WHERE cache = 'ORPHANED'",
 )
-_WINDOWS: Final[tuple[str, ...]] = get_args(Window)
+WINDOWS: Final[tuple[str, ...]] = get_args(Window)
 _COLUMNS: Final = (
     "name, team, created, revoked, budget_micros, budget_window, requests_per_minute, "
     "images_per_minute, models_json, source"
@@ -101,11 +101,12 @@ def _record(raw: sqlite3.Row) -> KeyRecord:
     )
 
 
-def _values(key: KeyRecord, secret: str) -> tuple[object, ...]:
+def key_values(key: KeyRecord, secret: str) -> tuple[object, ...]:
+    """A key's row, in the column order both key tables (SQLite, PostgreSQL) share."""
     if not secret:
         raise InvalidRequest("An API key's secret must not be empty.", param="key")
-    if key.budget_window is not None and key.budget_window not in _WINDOWS:
-        raise InvalidRequest(f"budget_window must be one of {', '.join(_WINDOWS)}.")
+    if key.budget_window is not None and key.budget_window not in WINDOWS:
+        raise InvalidRequest(f"budget_window must be one of {', '.join(WINDOWS)}.")
     models = None if key.models is None else json.dumps(list(key.models))
     return (key.name, key.team, key.created, key.revoked, key.budget_micros,
             key.budget_window, key.requests_per_minute, key.images_per_minute, models,
@@ -129,7 +130,7 @@ class KeyTable(SqliteDatabase):
         """Store a new key (its secret only as a hash). A taken name or secret is a 400."""
         try:
             with self._write() as db:
-                db.execute(_INSERT, _values(key, secret))
+                db.execute(_INSERT, key_values(key, secret))
         except sqlite3.IntegrityError as exc:
             taken = "name" if "api_keys.name" in str(exc) else "secret"
             raise InvalidRequest(
@@ -142,7 +143,7 @@ class KeyTable(SqliteDatabase):
         key = replace(key, source="config", revoked=None)
         try:
             with self._write() as db:
-                db.execute(_UPSERT, _values(key, secret))
+                db.execute(_UPSERT, key_values(key, secret))
         except sqlite3.IntegrityError:
             raise InvalidRequest(
                 f"Config key {key.name!r} has the same secret as another key.",
@@ -197,8 +198,8 @@ class KeyTable(SqliteDatabase):
 
     def set_budget(self, name: str, budget_micros: int | None, window: Window = "day") -> bool:
         """Set (or with None, remove) a key's own budget; False when there is no such key."""
-        if window not in _WINDOWS:
-            raise InvalidRequest(f"budget_window must be one of {', '.join(_WINDOWS)}.")
+        if window not in WINDOWS:
+            raise InvalidRequest(f"budget_window must be one of {', '.join(WINDOWS)}.")
         if budget_micros is not None and budget_micros < 0:
             raise InvalidRequest("A budget must be >= 0.", param="budget_usd")
         with self._write() as db:

@@ -10,19 +10,18 @@ import builtins
 import json
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Final, get_args
+from typing import Final
 
 import asyncpg
 
 from policies.budget import Window
 from policies.errors import InvalidRequest
 from policies.ledger_models import KeyRecord
-from proxy.stores.ledger_keys import hash_secret
+from proxy.stores.ledger_keys import WINDOWS, hash_secret, key_values
 from proxy.stores.pg_database import PgDatabase
 
 __all__ = ["PgKeyStore"]
 
-_WINDOWS: Final[tuple[str, ...]] = get_args(Window)
 _COLUMNS: Final = (
     "name, team, created, revoked, budget_micros, budget_window, requests_per_minute, "
     "images_per_minute, models::text, source"
@@ -44,17 +43,6 @@ _RETIRE: Final = (
     "UPDATE api_keys SET revoked = $1 WHERE source = 'config' AND revoked IS NULL "
     "AND NOT (name = ANY($2::text[])) RETURNING name"
 )
-
-
-def _values(key: KeyRecord, secret: str) -> tuple[object, ...]:
-    if not secret:
-        raise InvalidRequest("An API key's secret must not be empty.", param="key")
-    if key.budget_window is not None and key.budget_window not in _WINDOWS:
-        raise InvalidRequest(f"budget_window must be one of {', '.join(_WINDOWS)}.")
-    models = None if key.models is None else json.dumps(list(key.models))
-    return (key.name, key.team, key.created, key.revoked, key.budget_micros,
-            key.budget_window, key.requests_per_minute, key.images_per_minute, models,
-            key.source, hash_secret(secret))  # fmt: skip
 
 
 def _record(raw: asyncpg.Record) -> KeyRecord:
@@ -80,7 +68,7 @@ class PgKeyStore:
         self._db = db
 
     async def create(self, key: KeyRecord, secret: str) -> None:
-        values = _values(key, secret)
+        values = key_values(key, secret)
         try:
             async with self._db.connection() as conn:
                 await conn.execute(_INSERT, *values)
@@ -108,8 +96,8 @@ class PgKeyStore:
             return str(await conn.execute(sql, now, name)) == "UPDATE 1"
 
     async def set_budget(self, name: str, budget_micros: int | None, window: Window) -> bool:
-        if window not in _WINDOWS:
-            raise InvalidRequest(f"budget_window must be one of {', '.join(_WINDOWS)}.")
+        if window not in WINDOWS:
+            raise InvalidRequest(f"budget_window must be one of {', '.join(WINDOWS)}.")
         if budget_micros is not None and budget_micros < 0:
             raise InvalidRequest("A budget must be >= 0.", param="budget_usd")
         sql = "UPDATE api_keys SET budget_micros = $1, budget_window = $2 WHERE name = $3"
@@ -119,7 +107,7 @@ class PgKeyStore:
     async def sync_config(self, keys: Sequence[tuple[KeyRecord, str]], now: float) -> int:
         """Upsert the config's keys and revoke the config keys it no longer lists, in one
         transaction: a replica never sees half a config."""
-        values = [_values(replace(k, source="config", revoked=None), s) for k, s in keys]
+        values = [key_values(replace(k, source="config", revoked=None), s) for k, s in keys]
         try:
             async with self._db.transaction() as conn:
                 for row in values:
