@@ -43,7 +43,22 @@ from proxy.observability.metrics import Metrics
 __all__ = ["LogHook", "MetricsHook"]
 
 
-class MetricsHook:
+class _Dispatching:
+    """A hook that handles each event kind by one method, looked up by the event's type;
+    `Events` asks for the table once and calls the handlers directly."""
+
+    _on: dict[type[Any], Callable[[Any], None]]
+
+    def __call__(self, event: Event) -> None:
+        handle = self._on.get(type(event))
+        if handle is not None:
+            handle(event)
+
+    def handlers(self) -> Mapping[type[Any], Callable[[Any], None]]:
+        return self._on
+
+
+class MetricsHook(_Dispatching):
     """Events -> the app's Prometheus metrics (proxy.observability.metrics)."""
 
     def __init__(self, metrics: Metrics) -> None:
@@ -63,14 +78,6 @@ class MetricsHook:
             CircuitChanged: self._circuit,
             BackendCalled: self._backend,
         }
-
-    def __call__(self, event: Event) -> None:
-        handle = self._on.get(type(event))
-        if handle is not None:
-            handle(event)
-
-    def handlers(self) -> Mapping[type[Any], Callable[[Any], None]]:
-        return self._on
 
     def _request(self, e: RequestCompleted) -> None:
         key = (e.route, e.method, e.status, e.cache)
@@ -126,7 +133,7 @@ class MetricsHook:
             m.child(m.backend_errors, e.backend).inc()
 
 
-class LogHook:
+class LogHook(_Dispatching):
     """Events -> structlog lines: one per request (`http.request_completed`, image routes
     only), one per upstream call, and a warning or error for what an operator must see.
 
@@ -155,14 +162,6 @@ class LogHook:
             ExperimentCreated: self._experiment_created,
             ExperimentImageRestored: self._image_restored,
         }
-
-    def __call__(self, event: Event) -> None:
-        handle = self._on.get(type(event))
-        if handle is not None:
-            handle(event)
-
-    def handlers(self) -> Mapping[type[Any], Callable[[Any], None]]:
-        return self._on
 
     def _request(self, e: RequestCompleted) -> None:
         if not e.route.startswith("/v1/images"):
