@@ -14,7 +14,6 @@ from proxy.app_keys import (
     ACCOUNTS,
     ADMISSION,
     AUTH,
-    B64,
     BLOB_MEMORY,
     CATALOG,
     EVENTS,
@@ -28,7 +27,7 @@ from proxy.app_keys import (
 )
 from proxy.assembly import build_registry, build_service, config_keys
 from proxy.config import Settings
-from proxy.memory import B64Cache, BytesLRU
+from proxy.memory import BytesLRU
 from proxy.middlewares import request_middleware
 from proxy.observability.events import BackendFailed, Events
 from proxy.observability.hooks import LogHook, MetricsHook
@@ -72,7 +71,7 @@ def create_app(
     service = build_service(settings, catalog, stores, registry, events, clock)
     ledger_metrics = LedgerCollector(stores, settings.cost, clock)
     metrics.registry.register(ledger_metrics)
-    memory = settings.cache.memory_mb * 1024 * 1024  # per worker: half, a quarter, a quarter
+    memory = settings.cache.memory_mb * 1024 * 1024  # per worker: see proxy.assembly.memo_bytes
     app[SETTINGS] = settings
     app[CATALOG] = catalog
     app[METRICS] = metrics
@@ -84,7 +83,6 @@ def create_app(
     app[ACCOUNTS] = service.accounts
     app[LEDGER_METRICS] = ledger_metrics
     app[HOT] = service.hot
-    app[B64] = B64Cache(memory // 4)
     app[BLOB_MEMORY] = BytesLRU(memory // 4)
     for table in (images.routes, blobs.routes, health.routes, admin.routes, dashboard.routes):
         app.router.add_routes(table)

@@ -10,7 +10,7 @@ from proxy.admission import Admission
 from proxy.authentication import Authenticator
 from proxy.config import Settings
 from proxy.hot import HotAnswers
-from proxy.memory import B64Cache, BytesLRU
+from proxy.memory import BytesLRU
 from proxy.observability.events import Events
 from proxy.observability.ledger_metrics import LedgerCollector
 from proxy.observability.metrics import Metrics
@@ -22,7 +22,6 @@ __all__ = [
     "ACCOUNTS",
     "ADMISSION",
     "AUTH",
-    "B64",
     "BLOB_MEMORY",
     "CACHE_OUTCOME",
     "CATALOG",
@@ -52,7 +51,6 @@ CACHE_OUTCOME = web.RequestKey("cache_outcome", str)
 REQUEST_ID = web.RequestKey("request_id", str)
 # Fields for the request's one log line (http.request_completed); never a prompt or secret.
 LOG_FIELDS = web.RequestKey("log_fields", dict[str, object])
-B64 = web.AppKey("b64", B64Cache)
 HOT = web.AppKey("hot", HotAnswers)  # the driver's memo of rendered hits (service.hot)
 BLOB_MEMORY = web.AppKey("blob_memory", BytesLRU)
 SWEEPER = web.AppKey("sweeper", ReservationSweeper)  # orphaned reservations, circuit holds

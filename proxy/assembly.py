@@ -62,11 +62,18 @@ def build_service(
     )  # fmt: skip
     ttl = settings.cache.ttl_seconds
     misses = Misses(catalog, stores, router, generator, admission, accounts, events, clock, ttl)
-    memory = settings.cache.memory_mb * 1024 * 1024  # per worker: half for the memo
     return ImageService(
         catalog, stores, auth, admission, accounts, misses, events, clock,
-        hot=HotAnswers(memory // 2), ttl_seconds=ttl,
+        hot=HotAnswers(memo_bytes(settings)), ttl_seconds=ttl,
     )  # fmt: skip
+
+
+def memo_bytes(settings: Settings) -> int:
+    """`[cache] memory_mb` per worker: a quarter for blob bytes (`GET /images/...`, and in
+    shared mode a quarter for the S3 blobs' base64, `proxy.stores.shared`), the rest for the
+    memo of rendered answers. Embedded blobs keep their base64 on disk beside them."""
+    memory = settings.cache.memory_mb * 1024 * 1024
+    return memory // 2 if settings.storage.backend == "shared" else memory * 3 // 4
 
 
 def _upstream_limits(settings: Settings) -> UpstreamLimiter:

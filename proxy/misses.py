@@ -39,7 +39,8 @@ _Flight = asyncio.Task[tuple[int, dict[int, Landed], frozenset[int]]]
 @dataclass(frozen=True, slots=True)
 class ServedImage:
     entry: Entry
-    data: bytes | None  # None when the client asked for a URL and the bytes were not read
+    data: bytes | None  # the image; None on a hit, where only what the answer needs is read
+    b64: bytes | None = None  # its base64, read on a hit whose answer carries the image
 
 
 @dataclass(frozen=True, slots=True)

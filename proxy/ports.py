@@ -98,6 +98,11 @@ class BlobStore(Protocol):
 
     async def get(self, sha256: str) -> bytes | None: ...
 
+    async def get_base64(self, sha256: str) -> bytes | None:
+        """`base64.b64encode(get(sha256))`, or None. The disk store keeps the text of blobs
+        served this way, so a repeated `b64_json` answer does not encode the image again."""
+        ...
+
     async def open(self, sha256: str) -> BlobFile | None:
         """A verified file for `sha256`, or None (missing, corrupt, or not file-backed)."""
         ...

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import assert_never
+from typing import Literal, assert_never
 
 from policies.admission import Admitted
 from policies.admission import Denied as Refused
@@ -52,6 +52,8 @@ __all__ = [
 Parse = Callable[[], Awaitable[tuple[ParsedRequest, Mapping[str, bytes]]]]
 # Where the memo may answer: (route path, base URL for url mode, the raw body's reader).
 Memo = tuple[str, str, Callable[[], Awaitable[bytes]]] | None
+# What a hit reads of each image: the base64 its answer carries, or (url mode) that it exists.
+Read = Literal["base64", "exists"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,10 +145,10 @@ class ImageService:
             return Quoting(caller, parsed)
         directives = parse_cache_control(ask.cache_control)
         rate = await self._take_request(caller)  # hits count against the request limit too
-        need_bytes = parsed.delivery.response_format != "url" or parsed.delivery.stream
+        urls = parsed.delivery.response_format == "url" and not parsed.delivery.stream
         served = await self.serve(
             parsed, uploads, directives, caller=caller, request_id=ask.request_id,
-            need_bytes=need_bytes,
+            read="exists" if urls else "base64",
         )  # fmt: skip
         return Answered(served, parsed, rate, memo)
 
@@ -184,13 +186,13 @@ class ImageService:
         *,
         caller: Caller,
         request_id: str = "",
-        need_bytes: bool = True,
+        read: Read = "base64",
     ) -> Served:
         """Lookup -> fill the misses -> record: the part after admission."""
         n = parsed.delivery.n
         job = Job(request_key(parsed.request, caller.scope), parsed, uploads, directives,
                   caller, request_id)  # fmt: skip
-        plan, images = await self._lookup(job.key, n, directives, need_bytes)
+        plan, images = await self._lookup(job.key, n, directives, read)
         self.record(job, [images[i] for i in plan.cached], "HIT")
         generated, coalesced, cost = await self.misses.fill(job, plan, images, self.record)
         outcome = outcome_of(plan, directives, generated=generated, coalesced=coalesced)
@@ -200,24 +202,29 @@ class ImageService:
         return Served(job.key, outcome, ordered, first.model, first.provider, cost)
 
     async def _lookup(
-        self, key: str, n: int, directives: CacheDirectives, need_bytes: bool
+        self, key: str, n: int, directives: CacheDirectives, read: Read
     ) -> tuple[LookupPlan, dict[int, ServedImage]]:
-        """Which indexes the cache serves (with their bytes when needed). On the loop for the
-        embedded stores: an indexed SQLite read and a page-cached file read cost less than
-        the hand-off to a thread (bench/: 1.7x hit throughput, p99 4x lower)."""
-        entries, blobs = self.stores.entries, self.stores.blobs
+        """Which indexes the cache serves, with what the answer needs of each image: its
+        base64, as the blob store keeps it, or only that it exists (url mode).
+        On the loop for the embedded stores: an indexed SQLite read and a page-cached file
+        read cost less than the hand-off to a thread (bench/: 1.7x hit throughput)."""
+        entries = self.stores.entries
         found = [None] * n if directives.no_cache else [await entries.get(key, i) for i in range(n)]
         now = self.clock()
         plan = plan_lookup(found, directives, now=now, ttl=self.ttl_seconds)
         images: dict[int, ServedImage] = {}
         for index, entry in plan.cached.items():
-            data = await blobs.get(entry.blob) if need_bytes else None
-            present = data is not None if need_bytes else await self._blob_exists(entry.blob)
+            if read == "base64":
+                text = await self.stores.blobs.get_base64(entry.blob)
+                present = text is not None
+            else:
+                text = None
+                present = await self._blob_exists(entry.blob)
             if not present:
                 await entries.delete(key, index)  # its blob is gone: a miss, not an error
                 found[index] = None
                 continue
-            images[index] = ServedImage(entry, data)
+            images[index] = ServedImage(entry, None, text)
         if len(images) < len(plan.cached):
             plan = plan_lookup(found, directives, now=now, ttl=self.ttl_seconds)
         return plan, images

@@ -13,8 +13,7 @@ from policies.catalog import Family
 from policies.errors import InvalidRequest, PayloadTooLarge
 from policies.models import ImageRequest
 from proxy.app_keys import SETTINGS
-from proxy.memory import B64Cache
-from proxy.service import Served
+from proxy.service import Served, ServedImage
 
 __all__ = [
     "GENERATION_BODY_MAX",
@@ -136,7 +135,6 @@ def images_body(
     *,
     base_url: str | None,
     created: int,
-    b64: B64Cache,
 ) -> bytes:
     """The ImagesResponse JSON, as bytes. `base_url` set means url mode, else b64_json.
 
@@ -150,8 +148,7 @@ def images_body(
             url = blob_url(base_url, image.entry.blob, image.entry.format)
             parts.append(b'{"url":' + json.dumps(url).encode())
         else:
-            assert image.data is not None
-            parts += [b'{"b64_json":"', b64.encode(image.entry.blob, image.data), b'"']
+            parts += [b'{"b64_json":"', _base64_of(image), b'"']
         if image.entry.revised_prompt is not None:
             parts.append(b',"revised_prompt":' + json.dumps(image.entry.revised_prompt).encode())
         parts.append(b"}")
@@ -161,6 +158,14 @@ def images_body(
         parts.append(b"," + echo[1:-1].encode())
     parts.append(b"}")
     return b"".join(parts)
+
+
+def _base64_of(image: ServedImage) -> bytes:
+    """The image's base64: as a hit read it from the blob store, else (a miss) encoded."""
+    if image.b64 is not None:
+        return image.b64
+    assert image.data is not None
+    return base64.b64encode(image.data)
 
 
 def _echo(served: Served, request: ImageRequest) -> dict[str, Any]:
@@ -185,10 +190,9 @@ def sse_events(served: Served, request: ImageRequest, *, created: int) -> Sequen
     echo = _echo(served, request)
     events: list[bytes] = []
     for image in served.images:
-        assert image.data is not None
         payload = {
             "type": f"{kind}.completed",
-            "b64_json": base64.b64encode(image.data).decode("ascii"),
+            "b64_json": _base64_of(image).decode("ascii"),
             "created_at": created,
             **echo,
         }

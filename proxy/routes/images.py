@@ -16,7 +16,7 @@ from policies.errors import InvalidRequest
 from policies.models import ParsedRequest
 from policies.normalize import parse_edit, parse_generation, parse_variation
 from policies.uploads import form_rules
-from proxy.app_keys import B64, CACHE_OUTCOME, CATALOG, LOG_FIELDS, REQUEST_ID, SERVICE, SETTINGS
+from proxy.app_keys import CACHE_OUTCOME, CATALOG, LOG_FIELDS, REQUEST_ID, SERVICE, SETTINGS
 from proxy.forms import read_form
 from proxy.image_refs import read_json_edit, read_json_edit_body
 from proxy.routes.quote import DRY_RUN, dry_run, wants_dry_run
@@ -117,9 +117,7 @@ async def _render(request: web.Request, answered: Answered) -> web.StreamRespons
     family = catalog.family_of(catalog.resolve(parsed.request.model))
     url_mode = parsed.delivery.response_format == "url"
     base = _base_url(request) if url_mode else None
-    body = images_body(
-        served, parsed.request, family, base_url=base, created=created, b64=request.app[B64]
-    )
+    body = images_body(served, parsed.request, family, base_url=base, created=created)
     service.remember(answered, _headers(served) | {"Content-Type": _JSON}, body, created)
     return web.Response(body=body, content_type=_JSON, headers=headers)
 

@@ -10,6 +10,7 @@ those move to a thread."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Protocol
 
 from policies.models import Entry
@@ -26,6 +27,12 @@ class SyncBlobStore(Protocol):
     def get(self, sha256: str) -> bytes | None: ...
 
     def open(self, sha256: str) -> BlobFile | None: ...
+
+    def stored_base64(self, sha256: str) -> bytes | None:
+        """The blob's base64 if the store kept it (`keep_base64`), else None."""
+        ...
+
+    def keep_base64(self, sha256: str, text: bytes) -> None: ...
 
     def ping(self) -> None: ...
 
@@ -60,6 +67,19 @@ class ThreadedBlobStore:
 
     async def open(self, sha256: str) -> BlobFile | None:
         return self.sync.open(sha256)
+
+    async def get_base64(self, sha256: str) -> bytes | None:
+        """The kept text, read inline like a blob; the first time, the blob is read and
+        encoded, and its text written to the store from a thread."""
+        text = self.sync.stored_base64(sha256)
+        if text is not None:
+            return text
+        data = self.sync.get(sha256)
+        if data is None:
+            return None
+        text = base64.b64encode(data)
+        await asyncio.to_thread(self.sync.keep_base64, sha256, text)
+        return text
 
     async def ping(self) -> None:
         await asyncio.to_thread(self.sync.ping)

@@ -8,7 +8,7 @@ immutable and verified before they are kept, so nothing kept here goes stale.
 
 from __future__ import annotations
 
-from proxy.memory import BytesLRU
+from proxy.memory import B64Cache, BytesLRU
 from proxy.ports import BlobFile, BlobStore, StoreStats
 
 __all__ = ["MemoryTierBlobStore"]
@@ -17,9 +17,10 @@ __all__ = ["MemoryTierBlobStore"]
 class MemoryTierBlobStore:
     """`BlobStore` over `inner`, with the last `memory` bytes of blobs kept in process."""
 
-    def __init__(self, inner: BlobStore, memory: BytesLRU) -> None:
+    def __init__(self, inner: BlobStore, memory: BytesLRU, text: B64Cache | None = None) -> None:
         self.inner = inner
         self.memory = memory
+        self.text = text or B64Cache(0)  # the base64 of hot blobs
 
     async def put(self, data: bytes) -> str:
         sha256 = await self.inner.put(data)
@@ -37,6 +38,12 @@ class MemoryTierBlobStore:
 
     async def open(self, sha256: str) -> BlobFile | None:
         return await self.inner.open(sha256)
+
+    async def get_base64(self, sha256: str) -> bytes | None:
+        """Encoded from the bytes this tier holds or fetches, and kept in `text`: a hot blob
+        is not encoded again (its presence is still `get`'s, as for a raw read)."""
+        data = await self.get(sha256)
+        return None if data is None else self.text.encode(sha256, data)
 
     async def ping(self) -> None:
         await self.inner.ping()

@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Final, NamedTuple
 
@@ -25,6 +26,7 @@ import diskcache
 from policies.models import Entry
 from proxy.lru import ByteLRU
 from proxy.ports import BlobFile, StoreStats
+from proxy.stores.disk_base64 import Base64Copies
 from proxy.stores.entry_json import dump_entry, load_entry
 
 __all__ = ["DiskBlobStore", "DiskEntryStore"]
@@ -38,6 +40,7 @@ _SQLITE: Final[dict[str, object]] = {"sqlite_journal_mode": "wal", "sqlite_synch
 # (pinned <6 in pyproject). Keys of this store are always `str`, stored with raw = 1.
 _SELECT_FILENAME: Final = "SELECT filename FROM Cache WHERE key = ? AND raw = 1"
 _SELECT_LRU: Final = "SELECT key FROM Cache WHERE key != ? ORDER BY access_time LIMIT 1"
+_TOUCH: Final = "UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1"
 
 
 class _Signature(NamedTuple):
@@ -65,6 +68,10 @@ class DiskBlobStore:
     a `put` evicts the least recently used (read or put) other blobs. The counters
     `evictions`, `healed` and `verifications` count what *this process* did.
 
+    The base64 text of blobs served as `b64_json` is kept beside them, in `<directory>-base64`
+    (`proxy.stores.disk_base64`): bounded by `base64_bytes`, by default a quarter of
+    `max_bytes` when that is set, and dropped with its blob.
+
     Reads never return bytes that don't hash to their address. A file is hashed the first
     time this process reads it and again whenever its (path, size, mtime_ns, inode) changes.
     Known limit: a same-size in-place rewrite that lands within the filesystem's timestamp
@@ -72,7 +79,9 @@ class DiskBlobStore:
     that has not verified that file yet.
     """
 
-    def __init__(self, directory: Path, *, max_bytes: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, *, max_bytes: int | None = None, base64_bytes: int | None = None
+    ) -> None:
         self._max_bytes = max_bytes
         # cull_limit=0: diskcache's own culling on `set` drops up to 10 LRU rows at once
         # (possibly the one just stored); `_evict` drops exactly what is needed instead.
@@ -87,6 +96,10 @@ class DiskBlobStore:
         )
         self._lock = threading.Lock()
         self._memo: ByteLRU[str, _Signature] = ByteLRU(_MEMO_LIMIT, sizeof=_one, max_item=1)
+        self._base64 = Base64Copies(
+            directory.with_name(f"{directory.name}-base64"),
+            max_bytes=base64_bytes or (None if max_bytes is None else max_bytes // 4),
+        )
         self.evictions = 0
         self.healed = 0
         self.verifications = 0
@@ -132,6 +145,23 @@ class DiskBlobStore:
                     return None
         return BlobFile(path=Path(before.path), size=before.size)
 
+    def stored_base64(self, sha256: str) -> bytes | None:
+        """The base64 of `sha256` if kept (`keep_base64`), checked; else None. A blob that is
+        gone has no text kept: it is dropped with the blob. Under a bound, reading the text
+        counts as a use of the blob, as `get` would (or a blob served only as base64 would be
+        evicted as unused)."""
+        text = self._base64.get(sha256)
+        if text is not None and self._max_bytes is not None and not self._touch(sha256):
+            self._base64.discard(sha256)
+            return None
+        return text
+
+    def keep_base64(self, sha256: str, text: bytes) -> None:
+        """Keep the base64 `text` of the verified blob `sha256`, unless the blob is gone."""
+        self._base64.keep(sha256, text)
+        if sha256 not in self._cache:  # evicted or healed meanwhile: no text without its blob
+            self._base64.discard(sha256)
+
     def stats(self) -> StoreStats:
         """What this store holds now, and what this process evicted and healed."""
         return StoreStats(
@@ -146,6 +176,7 @@ class DiskBlobStore:
 
     def close(self) -> None:
         self._cache.close()
+        self._base64.close()
 
     def _handle(self, sha: str) -> io.BufferedReader | None:
         """An open handle on `sha`'s file (marking it used), or None if there is none."""
@@ -156,6 +187,11 @@ class DiskBlobStore:
         if value is not None or sha in self._cache:
             self._drop(sha, bad_path=None)
         return None
+
+    def _touch(self, sha: str) -> bool:
+        """Mark `sha` used now; False if it has no row."""
+        with self._cache.transact():
+            return bool(self._cache._sql(_TOUCH, (time.time(), sha)).rowcount)
 
     def _trusted(self, sha: str, before: _Signature, after: _Signature) -> bool:
         with self._lock:
@@ -188,6 +224,7 @@ class DiskBlobStore:
             if not still_bad:
                 return
             self._cache.delete(sha)
+        self._base64.discard(sha)
         with self._lock:
             self.healed += 1
             self._memo.pop(sha)
@@ -204,6 +241,8 @@ class DiskBlobStore:
                     break
                 if self._cache.delete(row[0]):
                     evicted.append(row[0])
+        for sha in evicted:
+            self._base64.discard(sha)
         with self._lock:
             self.evictions += len(evicted)
             for sha in evicted:

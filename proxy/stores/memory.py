@@ -29,6 +29,12 @@ class MemoryBlobStore:
     def open(self, sha256: str) -> BlobFile | None:
         return None
 
+    def stored_base64(self, sha256: str) -> bytes | None:
+        return None  # nothing is kept: every request encodes (tests only)
+
+    def keep_base64(self, sha256: str, text: bytes) -> None:
+        return None
+
     def discard(self, sha256: str) -> bool:
         """Forget a blob, as an eviction would (for tests of entries whose blob is gone)."""
         return self._blobs.pop(sha256, None) is not None

@@ -17,6 +17,7 @@ image again. What this process healed is `stats().healed`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import re
 from contextlib import AsyncExitStack
@@ -124,6 +125,12 @@ class S3BlobStore:
             return data
         await self._heal(sha256, answer["ETag"])
         return None
+
+    async def get_base64(self, sha256: str) -> bytes | None:
+        """Encoded from `get`: S3 keeps only the image (a replica's memory tier keeps the
+        text of hot blobs, `proxy.stores.blob_memory`)."""
+        data = await self.get(sha256)
+        return None if data is None else base64.b64encode(data)
 
     async def open(self, sha256: str) -> BlobFile | None:
         """Always None: S3 objects are not files (the route reads them with `get`)."""

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from proxy.config import Settings
-from proxy.memory import BytesLRU
+from proxy.memory import B64Cache, BytesLRU
 from proxy.ports import BlobStore
 from proxy.stores.backend_errors import BackendUnavailable, CannotStart
 from proxy.stores.backend_watch import BackendWatch
@@ -89,20 +89,21 @@ async def open_shared_stores(settings: Settings) -> Stores:
         for close in reversed(closers):
             await close()
         raise
-    memory = settings.cache.memory_mb * 1024 * 1024 // 4  # as the app's blob memory
-    return _stores(redis, pg, blobs, BytesLRU(memory), lease, tuple(closers))
+    memory = settings.cache.memory_mb * 1024 * 1024 // 4  # proxy.assembly.memo_bytes
+    tier = (BytesLRU(memory), B64Cache(memory))
+    return _stores(redis, pg, blobs, tier, lease, tuple(closers))
 
 
 def _stores(
     redis: RedisStores,
     pg: PgStores,
     s3: S3BlobStore,
-    memory: BytesLRU,
+    memory: tuple[BytesLRU, B64Cache],
     lease: float,
     closers: tuple[Closer, ...],
 ) -> Stores:
     watch = BackendWatch()
-    blobs = MemoryTierBlobStore(watch.timed(s3, "s3", "blobs"), memory)
+    blobs = MemoryTierBlobStore(watch.timed(s3, "s3", "blobs"), *memory)
     return Stores(
         entries=watch.timed(redis.entries, "redis", "entries"),
         blobs=blobs,

@@ -6,6 +6,7 @@ tests/proxy/test_store_contract.py; S3's own is tests/proxy/test_s3_blobs.py."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import hashlib
 import random
@@ -84,6 +85,17 @@ async def test_blobs_are_content_addressed_and_idempotent(
     assert (await store.get(missing), await store.open(missing)) == (None, None)
     await store.ping()
     assert (await store.stats()).items == 3
+
+
+async def test_base64_is_the_blobs_encoding_and_none_when_missing(
+    blobs: tuple[AsyncBlobStore, bool],
+) -> None:
+    store, _ = blobs
+    data = blob(3, 30_000)
+    sha = await store.put(data)
+    assert await store.get_base64(sha) == base64.b64encode(data)
+    assert await store.get_base64(sha) == base64.b64encode(data)  # kept or encoded again
+    assert await store.get_base64(hashlib.sha256(b"never stored").hexdigest()) is None
 
 
 async def test_open_gives_a_verified_file_when_file_backed(
