@@ -42,6 +42,7 @@ from proxy.stores.embedded import (
 )
 from proxy.stores.experiments import ExperimentStore as SqliteExperimentDb
 from proxy.stores.flight_locks import FcntlFlightLock
+from proxy.stores.group_commit import GroupCommitter
 from proxy.stores.hit_rows import HitRowWriter
 from proxy.stores.ledger import SqliteLedger
 from proxy.stores.owners import process_owner
@@ -135,11 +136,13 @@ def build_stores(
         blobs = disk_blobs
     db = SqliteLedger(root / "ledger.sqlite3")
     hit_rows = HitRowWriter(db.path)
-    ledger = SqliteLedgerPort(db, hit_rows=hit_rows)
+    commits = GroupCommitter(db)
+    ledger = SqliteLedgerPort(db, hit_rows=hit_rows, commits=commits)
     buckets = SharedBuckets(root / "state.sqlite3")
     experiments = SqliteExperimentDb(root / "experiments.sqlite3")
     flights = FcntlFlightLock(root / "flights.lock")
-    closers += [hit_rows.close, db.close, buckets.close, experiments.close, flights.close]
+    closers += [hit_rows.close, db.close, commits.drain]  # closed in reverse: drain, then db
+    closers += [buckets.close, experiments.close, flights.close]
     return Stores(
         entries=entries,
         blobs=blobs,

@@ -14,6 +14,7 @@ from policies.ledger_models import KeyRecord, LedgerRow
 from policies.ratelimit import Allowed, Bucket, Limited, Oversized, Rate, take_all
 from proxy.stores.buckets import BUSY, SharedBuckets
 from proxy.stores.experiments import Conversion, Experiment, ExperimentStore, Impression
+from proxy.stores.group_commit import GroupCommitter
 from proxy.stores.hit_rows import HitRowWriter
 from proxy.stores.ledger import SqliteLedger, row_values
 from proxy.stores.owners import OwnerState, owner_state
@@ -59,7 +60,8 @@ class SqliteLedgerPort:
     """`Ledger`, `LedgerReports` and `CircuitHolds` over `SqliteLedger`.
 
     `state`: whether an owner's process still runs (tests inject one). `hit_rows`: a
-    second connection that writes rows without money from the event loop."""
+    second connection that writes rows without money from the event loop. `commits`: the
+    group committer settles go through (by default one over `ledger`)."""
 
     def __init__(
         self,
@@ -67,8 +69,10 @@ class SqliteLedgerPort:
         state: Callable[[str], OwnerState] = owner_state,
         *,
         hit_rows: HitRowWriter | None = None,
+        commits: GroupCommitter | None = None,
     ) -> None:
         self._db = ledger
+        self._commits = GroupCommitter(ledger) if commits is None else commits
         self._state = state
         self._hit_rows = hit_rows  # free rows written from the loop (else: all in a thread)
         self._records = 0
@@ -86,7 +90,9 @@ class SqliteLedgerPort:
         return await _to_thread(self._db.reserve, budgets, amount_micros, now, owner, draft)
 
     async def settle(self, reservation_id: str, row: LedgerRow) -> None:
-        await _to_thread(self._db.settle, reservation_id, row)
+        """Committed with the settles around it, in one fsync (`proxy.stores.group_commit`);
+        returns once that commit has. A cancelled caller's row is written all the same."""
+        await self._commits.run(lambda db: self._db.settle_in(db, reservation_id, row))
 
     async def release(self, reservation_id: str) -> None:
         await _to_thread(self._db.release, reservation_id)

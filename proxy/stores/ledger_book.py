@@ -150,9 +150,14 @@ class LedgerBook(KeyTable):
         already released (the money was spent either way). If it was settled as an orphan
         meanwhile (its owner was thought gone), the true row replaces the orphan's."""
         with self._write() as db:
-            db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
-            if not self._insert(db, row, reservation_id):
-                self._correct_orphan(db, row, reservation_id)
+            self.settle_in(db, reservation_id, row)
+
+    def settle_in(self, db: sqlite3.Connection, reservation_id: str, row: LedgerRow) -> None:
+        """`settle`'s work inside a write transaction the caller holds and commits (the
+        group committer, `proxy.stores.group_commit`, runs several in one)."""
+        db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+        if not self._insert(db, row, reservation_id):
+            self._correct_orphan(db, row, reservation_id)
 
     def _correct_orphan(self, db: sqlite3.Connection, row: LedgerRow, reservation: str) -> None:
         found = db.execute(

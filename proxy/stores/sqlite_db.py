@@ -6,7 +6,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 __all__ = ["SqliteDatabase", "enable_wal"]
@@ -55,6 +55,11 @@ class SqliteDatabase:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """One write transaction for code outside this class (`proxy.stores.group_commit`):
+        BEGIN IMMEDIATE on entry, COMMIT on a clean exit, ROLLBACK if anything raises."""
+        return self._write()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

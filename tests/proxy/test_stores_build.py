@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 
-from policies.ledger_models import KeyRecord
+import pytest
+
+from policies.ledger_models import KeyRecord, LedgerRow
 from proxy.stores.build import Stores, build_stores
 
 
@@ -44,3 +47,22 @@ async def test_starters_run_in_order_and_closers_in_reverse(settings) -> None:
     await stores.start()
     await stores.aclose()
     assert seen == ["start postgres", "start redis", "close redis", "close postgres"]
+
+
+async def test_closing_the_stores_writes_a_settle_its_caller_left(settings) -> None:
+    stores = build_stores(settings)
+    rid = await stores.ledger.reserve([], 1_000, 1_700_000_000.0, "owner")
+    assert isinstance(rid, str)
+    row = LedgerRow(1_700_000_000.0, None, None, "k" * 64, "m", "p", 1, 1_000, 0, "MISS", "r")
+    settling = asyncio.create_task(stores.ledger.settle(rid, row))
+    await asyncio.sleep(0)  # queued for the next group commit
+    settling.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await settling
+
+    await stores.aclose()  # drains the group committer before the ledger's file closes
+
+    again = build_stores(settings)
+    totals = await again.reports.totals()
+    await again.aclose()
+    assert (totals["spend_micros"], totals["open_reservations"]) == (1_000, 0)
