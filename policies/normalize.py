@@ -20,8 +20,9 @@ import json
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
-from typing import Literal, cast
+from dataclasses import fields as dataclass_fields
+from dataclasses import replace
+from typing import Final, Literal, cast
 
 from policies.catalog import Catalog, Family, ModelSpec
 from policies.errors import InvalidRequest
@@ -56,8 +57,13 @@ def normalize_prompt(prompt: str) -> str:
     return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", prompt)).strip()
 
 
+_KEY_FIELDS: Final = tuple(field.name for field in dataclass_fields(ImageRequest))
+
+
 def canonical_json(request: ImageRequest, scope: str = "") -> str:
-    body: dict[str, object] = asdict(request)
+    """What `json.dumps(asdict(request))` gives (tuples are JSON arrays either way), without
+    asdict's recursive copy: the same key bytes at a fraction of the cost of a store hit."""
+    body: dict[str, object] = {name: getattr(request, name) for name in _KEY_FIELDS}
     if scope:
         body["scope"] = scope
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import unicodedata
+from dataclasses import asdict
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from policies.errors import InvalidRequest, ModelNotFound
-from policies.models import UploadInfo
+from policies.models import ImageRequest, UploadInfo
 from policies.normalize import (
     canonical_json,
     normalize_prompt,
@@ -359,3 +361,38 @@ def test_an_empty_string_is_not_a_default_on_variations(name):
 def test_an_empty_user_is_still_accepted():
     body = {"prompt": "x", "user": "", "safety_identifier": ""}
     assert parse_generation(body, CATALOG, default_model="gpt-image-1.5").request.prompt == "x"
+
+
+_TEXT = st.text(max_size=12)
+_MAYBE = st.none() | _TEXT
+
+
+@given(
+    st.builds(
+        ImageRequest,
+        operation=st.sampled_from(["generate", "edit", "variation"]),
+        model=_TEXT,
+        prompt=_MAYBE,
+        size=_TEXT,
+        quality=_TEXT,
+        output_format=st.sampled_from(["png", "jpeg", "webp"]),
+        style=_MAYBE,
+        background=_MAYBE,
+        output_compression=st.none() | st.integers(0, 100),
+        moderation=_MAYBE,
+        input_fidelity=_MAYBE,
+        images=st.lists(_TEXT, max_size=3).map(tuple),
+        mask=_MAYBE,
+        seed=st.none() | st.integers(-(2**63), 2**63),
+        extras=st.lists(st.tuples(_TEXT, _TEXT), max_size=3).map(tuple),
+    ),
+    st.sampled_from(["", "team-a", "\u00e9quipe"]),
+)
+def test_canonical_json_is_the_json_of_every_field_as_asdict_gives_it(
+    request: ImageRequest, scope: str
+) -> None:
+    """The key's bytes are a contract (cached entries are found by them): the fast path must
+    give exactly what `json.dumps(asdict(request))` gives."""
+    body = asdict(request) | ({"scope": scope} if scope else {})
+    expected = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert canonical_json(request, scope) == expected
