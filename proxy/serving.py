@@ -3,7 +3,7 @@
 The embedded stores are safe to share between processes: entries and blobs (diskcache) and
 the ledger (SQLite, budgets reserved under its write lock) and the rate-limit buckets (SQLite,
 `proxy.stores.buckets`). Each worker keeps its own single-flight table (identical misses in
-two workers meet at a file lock, `proxy.process_locks`), hot answers and memory caches.
+two workers meet at a file lock, `proxy.stores.flight_locks`), hot answers and memory caches.
 A worker exits when its supervisor dies (even by
 `kill -9`), so a restart never binds beside orphans. The workers' metrics are summed at
 every scrape (prometheus-client's multiprocess mode, in `<data_dir>/metrics/<supervisor pid>`).

@@ -102,7 +102,7 @@ async def test_releasing_twice_does_not_free_the_next_holder(lock: FlightLock) -
 
 _HOLDER = """
 import fcntl, os, sys
-from proxy.process_locks import key_offset
+from proxy.stores.flight_locks import key_offset
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
 fcntl.lockf(fd, fcntl.LOCK_EX, 1, key_offset(sys.argv[2]))
 print("held", flush=True)
@@ -136,4 +136,52 @@ async def test_a_key_held_by_another_process_is_waited_for(tmp_path: Path) -> No
         if holder.returncode is None:
             holder.kill()
             await holder.wait()
+        lock.close()
+
+
+_TAKER = """
+import fcntl, os, sys
+from proxy.stores.flight_locks import key_offset
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.lockf(fd, fcntl.LOCK_EX, 1, key_offset(sys.argv[2]))
+print("took", flush=True)
+"""
+
+
+async def test_a_waiter_cancelled_while_another_process_holds_the_key_leaves_it_free(
+    tmp_path: Path,
+) -> None:
+    """The cancelled waiter's thread still gets the byte when the holder lets go; it must let
+    it go again, or every other process waits for that key as long as this one lives."""
+    path = tmp_path / "flights.lock"
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _HOLDER, str(path), KEY,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=REPO,
+    )  # fmt: skip
+    assert holder.stdin is not None and holder.stdout is not None
+    lock = FcntlFlightLock(path)
+    taker = None
+    try:
+        assert await holder.stdout.readline() == b"held\n"
+        acquire = asyncio.create_task(lock.acquire(KEY))
+        await _settle()
+        acquire.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await acquire
+        holder.stdin.write(b"go\n")  # the holder exits: the cancelled waiter's thread gets it
+        await holder.stdin.drain()
+        await holder.wait()
+        taker = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _TAKER, str(path), KEY, stdout=asyncio.subprocess.PIPE,
+            cwd=REPO,
+        )  # fmt: skip
+        assert taker.stdout is not None
+        assert await asyncio.wait_for(taker.stdout.readline(), 20) == b"took\n"
+        hold = await asyncio.wait_for(lock.acquire(KEY), 10)  # and this process can again
+        await lock.release(hold, landed=True)
+    finally:
+        for proc in (holder, taker):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
         lock.close()

@@ -1,4 +1,4 @@
-"""Single-flight locks across worker processes (proxy/process_locks.py).
+"""Single-flight locks across worker processes (`FcntlFlightLock`, proxy/stores/flight_locks.py).
 
 POSIX record locks belong to a process, not a thread, so the kernel's deadlock detection sees
 two workers that each hold one key's lock while another of their flights waits for a key the
@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from proxy.process_locks import ProcessLocks
+from proxy.stores.flight_locks import FcntlFlightLock
 from tests.crash_harness import ROOT
 
 KEY_A = "a" * 64
@@ -24,14 +24,14 @@ KEY_B = "b" * 64
 OTHER = """
 import asyncio, sys
 from pathlib import Path
-from proxy.process_locks import ProcessLocks
+from proxy.stores.flight_locks import FcntlFlightLock
 
 async def main():
-    locks = ProcessLocks(Path(sys.argv[1]))
-    async with locks.hold(sys.argv[2]):
-        print("holding", flush=True)
-        async with locks.hold(sys.argv[3]):
-            pass
+    locks = FcntlFlightLock(Path(sys.argv[1]))
+    held = await locks.acquire(sys.argv[2])
+    print("holding", flush=True)
+    await locks.release(await locks.acquire(sys.argv[3]), landed=True)
+    await locks.release(held, landed=True)
 
 asyncio.run(main())
 """
@@ -45,27 +45,27 @@ def blocked_waiters(pid: int) -> int:
 
 async def test_crossed_waits_of_two_processes_are_not_a_deadlock(tmp_path):
     path = tmp_path / "flights.lock"
-    locks = ProcessLocks(path)
+    locks = FcntlFlightLock(path)
     other = None
     try:
-        async with locks.hold(KEY_A):
-            other = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-c", OTHER, str(path), KEY_B, KEY_A),
-                stdout=asyncio.subprocess.PIPE,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-            )
-            assert other.stdout is not None
-            assert await asyncio.wait_for(other.stdout.readline(), 60) == b"holding\n"
-            while not blocked_waiters(other.pid):  # the other process now waits for A
-                await asyncio.sleep(0.01)
+        held = await locks.acquire(KEY_A)
+        other = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-c", OTHER, str(path), KEY_B, KEY_A),
+            stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert other.stdout is not None
+        assert await asyncio.wait_for(other.stdout.readline(), 60) == b"holding\n"
+        while not blocked_waiters(other.pid):  # the other process now waits for A
+            await asyncio.sleep(0.01)
 
-            async def take_b() -> None:
-                async with locks.hold(KEY_B):
-                    pass
+        async def take_b() -> None:
+            await locks.release(await locks.acquire(KEY_B), landed=True)
 
-            second = asyncio.create_task(take_b())  # the kernel sees a cycle here
-            await asyncio.wait({second}, timeout=1)  # EDEADLK, if it is raised, comes at once
-            assert not second.done() or second.exception() is None
+        second = asyncio.create_task(take_b())  # the kernel sees a cycle here
+        await asyncio.wait({second}, timeout=1)  # EDEADLK, if it is raised, comes at once
+        assert not second.done() or second.exception() is None
+        await locks.release(held, landed=True)
         # A is released: the other process takes it, finishes, and lets B go.
         await asyncio.wait_for(second, 60)
         assert await asyncio.wait_for(other.wait(), 60) == 0
