@@ -74,8 +74,10 @@ async def _ready(replica: Replica) -> None:
     replica.base_url = match[1]
 
 
-def _spawn(config: Path, tmp_path: Path, name: str) -> Replica:
+def _spawn(config: Path, tmp_path: Path, name: str, workers: int = 1) -> Replica:
     command = [sys.executable, "-m", "proxy", "serve", "--config", str(config), "--port", "0"]
+    if workers > 1:
+        command += ["--workers", str(workers)]
     with (tmp_path / f"{name}.log").open("w") as log:  # the child keeps its own copy
         proc = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=log, text=True, env=_env(tmp_path, name),
@@ -84,10 +86,12 @@ def _spawn(config: Path, tmp_path: Path, name: str) -> Replica:
     return Replica(name, proc)
 
 
-async def start_replicas(config: Path, tmp_path: Path, count: int = 3) -> list[Replica]:
-    """`count` replicas of `config`, started together (their migrations race, as in a
-    rollout), each accepting requests when this returns."""
-    replicas = [_spawn(config, tmp_path, name) for name in "ABCDEFG"[:count]]
+async def start_replicas(
+    config: Path, tmp_path: Path, count: int = 3, workers: int = 1
+) -> list[Replica]:
+    """`count` replicas of `config` (each `--workers workers`), started together (their
+    migrations race, as in a rollout), each accepting requests when this returns."""
+    replicas = [_spawn(config, tmp_path, name, workers) for name in "ABCDEFG"[:count]]
     try:
         await asyncio.gather(*(_ready(r) for r in replicas))
     except BaseException:

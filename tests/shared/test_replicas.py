@@ -41,7 +41,9 @@ async def cluster(
     config whose `[[keys]]` entry for SECRET has the extra `key` lines."""
     started: list[Replica] = []
 
-    async def start(key: str = "", lease_seconds: float = 40) -> list[Replica]:
+    async def start(
+        key: str = "", lease_seconds: float = 40, count: int = 3, workers: int = 1
+    ) -> list[Replica]:
         extra = f"""
 [auth]
 admin_key = "{ADMIN}"
@@ -56,7 +58,7 @@ team = "growth"
 """
         config = tmp_path / "shared.toml"
         config.write_text(shared.toml(extra, lease_seconds=lease_seconds))
-        started.extend(await start_replicas(config, tmp_path))
+        started.extend(await start_replicas(config, tmp_path, count, workers))
         return started
 
     yield start
@@ -117,6 +119,28 @@ async def test_concurrent_misses_across_replicas_charge_exactly_the_budget(
     assert charged == 36_000
     assert await ledger(shared, "SELECT SUM(cost_micros) FROM ledger") == 36_000
     assert await ledger(shared, "SELECT COUNT(*) FROM reservations") == 0
+
+
+async def test_replicas_of_two_workers_each_behave_as_one_gateway(
+    cluster: Cluster, upstream: FakeReplicate, shared: SharedBackends
+) -> None:
+    """`--workers 2` on shared mode: four processes, one gateway. Identical misses spread
+    over every worker make one call; distinct ones stop at the key's budget; a hit anywhere."""
+    a, b = await cluster(key='budget_usd = 0.009\nbudget_window = "day"', count=2, workers=2)
+    upstream.work_seconds = 1.0
+    same = await asyncio.gather(*(generate((a, b)[i % 2], "twin owls") for i in range(24)))
+    assert len(upstream.predictions) == 1
+    assert len({answer.data[0].b64_json for _, answer in same}) == 1
+    distinct = await asyncio.gather(
+        *(generate((a, b)[i % 2], f"owl number {i}") for i in range(8)), return_exceptions=True
+    )
+    ok = [r for r in distinct if not isinstance(r, BaseException)]
+    assert len(ok) == 2  # $0.009: the twin owls ($0.003) and two more
+    assert all(isinstance(r, openai.RateLimitError) for r in distinct if r not in ok)
+    assert await ledger(shared, "SELECT SUM(cost_micros) FROM ledger") == 9_000
+    assert await ledger(shared, "SELECT COUNT(*) FROM reservations") == 0
+    headers, _ = await generate(b, "twin owls")
+    assert headers["x-cache"] == "HIT"
 
 
 async def test_identical_misses_across_replicas_make_one_upstream_call(
