@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -69,8 +70,23 @@ async def read_json(
         ) from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The JSON body must be an object.", code="invalid_json")
-    check_unicode(body)
+    if _may_hold_surrogates(raw):
+        check_unicode(body)
     return body
+
+
+# Where a lone surrogate can come from in what json.loads decodes (with "surrogatepass"): a
+# \u escape, UTF-8-style bytes of a surrogate (ED A0-BF ..), or a UTF-16/32 body (NULs in its
+# first bytes, or a BOM). A body with none of these holds none: the check is skipped.
+_SURROGATE_HINT = re.compile(rb"\\u|\xed[\xa0-\xbf]")
+
+
+def _may_hold_surrogates(raw: bytes) -> bool:
+    return (
+        b"\x00" in raw[:4]
+        or raw[:2] in (b"\xff\xfe", b"\xfe\xff")
+        or _SURROGATE_HINT.search(raw) is not None
+    )
 
 
 def check_unicode(body: object) -> None:
