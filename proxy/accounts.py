@@ -8,7 +8,7 @@ The decisions are the core's (`policies.budget`); a reservation refused comes ba
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import assert_never
 
@@ -35,6 +35,7 @@ __all__ = ["Accounts", "CallerBudget"]
 # row per distinct repeat per flush, hours of an outage at a busy gateway. Past it the
 # oldest are dropped, and said so.
 UNWRITTEN_AT_MOST = 100_000
+FLUSH_BACKOFF_AT_MOST = 8.0  # seconds between retries of a failing ledger, at most
 
 
 @dataclass
@@ -129,14 +130,25 @@ class Accounts:
                 ))  # fmt: skip
             raise
 
-    async def run_flusher(self, interval: float = 0.25) -> None:
-        """Background task: record the counted hit rows every `interval` seconds."""
+    async def run_flusher(
+        self,
+        interval: float = 0.25,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """Background task: record the counted hit rows every `interval` seconds. While
+        the ledger fails, each retry waits twice as long as the last, up to
+        `FLUSH_BACKOFF_AT_MOST` seconds (one error line each, not four a second), and the
+        first success goes back to `interval`."""
+        delay = interval
         while True:
-            await asyncio.sleep(interval)
+            await sleep(delay)
             try:
                 await self.flush_hits()
             except Exception as exc:  # a full disk must not kill the flusher; rows are retried
                 self.events.emit(BackendFailed("ledger.flush", repr(exc)))
+                delay = min(delay * 2, max(interval, FLUSH_BACKOFF_AT_MOST))
+            else:
+                delay = interval
 
 
 @dataclass(frozen=True, slots=True)
