@@ -55,6 +55,7 @@ def write_config(
     extra: str = "",
     metrics_key: str | None = None,
     backend: str | None = None,
+    event_loop: str | None = None,
 ) -> Path:
     """Only what the bench changes; everything else stays on the embedded defaults.
 
@@ -64,6 +65,7 @@ def write_config(
         'host = "127.0.0.1"',
         f"port = {port}",
         *([f"metrics_key = {json.dumps(metrics_key)}"] if metrics_key else []),
+        *([f"event_loop = {json.dumps(event_loop)}"] if event_loop else []),
         # The lag probe every 20 ms instead of 100: 50 samples a second of run, so that a
         # run's p99 is a p99 (the probe is one timer; the default is 0.1).
         f"loop_lag_interval_seconds = {LAG_INTERVAL}",

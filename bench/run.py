@@ -77,6 +77,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="untimed run before each (default 2, quick 1)")
     parser.add_argument("--hit-conns", default=None, help="hit connections, e.g. 64 (default 1,64)")
     parser.add_argument("--no-uvloop-limit", action="store_true", help="skip limit-uvloop runs")
+    parser.add_argument(
+        "--gateway-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        help="the gateway's [server] event_loop (default: the gateway's default)",
+    )
     parser.add_argument("--latency-ms", type=float, default=200.0, help="fake upstream latency")
     parser.add_argument("--entries", type=int, default=100_000, help="scenario 5's big cache")
     parser.add_argument("--no-peer", action="store_true", help="skip LiteLLM")
@@ -114,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0),
         hit_conns=hit_conns,
         limit_uvloop=not args.no_uvloop_limit,
+        gateway_loop=args.gateway_loop,
         latency_ms=args.latency_ms,
         entries_big=args.entries,
         miss_conns=(1,) if args.quick else (1, 16),

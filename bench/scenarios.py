@@ -48,6 +48,7 @@ class BenchConfig:
     scenarios: frozenset[str] = frozenset("123456789")
     scale_workers: int = 2
     limit_uvloop: bool = True  # also run the limit on uvloop (informative)
+    gateway_loop: str | None = None  # the gateway's [server] event_loop; None: its default
 
 
 @dataclass
@@ -150,6 +151,7 @@ class Harness:
             extra=extra,
             metrics_key=metrics_token,
             backend=backend,
+            event_loop=self.cfg.gateway_loop,
         )
         child = start_gateway(self.procs, config, workers=workers, name=name, port=port, env=env)
         return Server("imagegate", port, workers, [child], metrics_token=metrics_token)

@@ -59,7 +59,9 @@ class ServerSettings:
     port: int = setting(8080, hint="0-65535", low=0, high=65535, problem="must be 0-65535")
     public_base_url: str = setting("", hint="a URL")
     max_body_mb: int = setting(64, hint="MiB", low=1)
-    event_loop: EventLoop = setting("auto", check=_installed)
+    # asyncio: under load uvloop answered the requests it had read in bursts, so p99s of
+    # large hits were 4-17x asyncio's at the same throughput (BENCHMARKS.md, round two).
+    event_loop: EventLoop = setting("asyncio", check=_installed)
     # Slow and idle connections (seconds): a new connection's first request headers, the
     # wait for the next request on a kept-alive one, a request body that sends nothing.
     header_timeout_seconds: float = _timeout(10.0)
