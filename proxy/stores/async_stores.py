@@ -78,7 +78,10 @@ class ThreadedBlobStore:
         if data is None:
             return None
         text = base64.b64encode(data)
-        await asyncio.to_thread(self.sync.keep_base64, sha256, text)
+        try:
+            await asyncio.to_thread(self.sync.keep_base64, sha256, text)
+        except Exception:
+            pass  # (a full disk, say); the next answer encodes and tries again
         return text
 
     async def ping(self) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from proxy.stores.async_stores import ThreadedBlobStore
 from proxy.stores.disk import DiskBlobStore
+from proxy.stores.memory import MemoryBlobStore
 
 
 def blob(seed: int, size: int = 4_000) -> bytes:
@@ -117,3 +118,18 @@ async def test_under_a_bound_the_text_is_a_use_and_goes_with_an_evicted_blob(
     assert store.stored_base64(a) is None
     assert store.stored_base64(c) is not None
     store.close()
+
+
+class FullDisk(MemoryBlobStore):
+    """A store whose disk is full: every text it is asked to keep fails."""
+
+    def keep_base64(self, sha256: str, text: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+
+async def test_a_text_that_cannot_be_kept_still_answers() -> None:
+    """Keeping the text only saves CPU: when it cannot be written, the answer stands."""
+    store = FullDisk()
+    data = blob(5)
+    sha = store.put(data)
+    assert await ThreadedBlobStore(store).get_base64(sha) == base64.b64encode(data)
