@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 from typing import Protocol
 
 from policies.models import Entry
@@ -78,10 +79,10 @@ class ThreadedBlobStore:
         if data is None:
             return None
         text = base64.b64encode(data)
-        try:
+        # A copy kept to save CPU: when it cannot be written (a full disk, say) the answer
+        # stands without it, and the next one encodes and tries again.
+        with contextlib.suppress(Exception):
             await asyncio.to_thread(self.sync.keep_base64, sha256, text)
-        except Exception:
-            pass  # (a full disk, say); the next answer encodes and tries again
         return text
 
     async def ping(self) -> None:
