@@ -110,12 +110,17 @@ sys.stdin.readline()  # hold until told; exiting drops the lock
 """
 
 
-async def test_a_key_held_by_another_process_is_waited_for(tmp_path: Path) -> None:
-    path = tmp_path / "flights.lock"
-    holder = await asyncio.create_subprocess_exec(
+async def _holding(path: Path) -> asyncio.subprocess.Process:
+    """A process that takes KEY's byte of `path`, says "held", and keeps it until told."""
+    return await asyncio.create_subprocess_exec(
         sys.executable, "-c", _HOLDER, str(path), KEY,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=REPO,
     )  # fmt: skip
+
+
+async def test_a_key_held_by_another_process_is_waited_for(tmp_path: Path) -> None:
+    path = tmp_path / "flights.lock"
+    holder = await _holding(path)
     assert holder.stdin is not None and holder.stdout is not None
     lock = FcntlFlightLock(path)
     try:
@@ -154,10 +159,7 @@ async def test_a_waiter_cancelled_while_another_process_holds_the_key_leaves_it_
     """The cancelled waiter's thread still gets the byte when the holder lets go; it must let
     it go again, or every other process waits for that key as long as this one lives."""
     path = tmp_path / "flights.lock"
-    holder = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _HOLDER, str(path), KEY,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=REPO,
-    )  # fmt: skip
+    holder = await _holding(path)
     assert holder.stdin is not None and holder.stdout is not None
     lock = FcntlFlightLock(path)
     taker = None
