@@ -25,14 +25,23 @@ import orjson
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 
-__all__ = ["BatchedLines", "StdlibBridge", "configure_logging", "info_line", "reset_logging"]
+__all__ = [
+    "PID",
+    "BatchedLines",
+    "StdlibBridge",
+    "configure_logging",
+    "direct_lines",
+    "info_line",
+    "reset_logging",
+    "timestamp_bytes",
+]
 
 _BATCH_BYTES = 64 * 1024  # the writer thread is woken when this much is waiting
 _MAX_WAITING = 1024 * 1024  # past this, a request writes the lines itself (a stuck disk)
 # Where `info_line` writes when lines are JSON in batches at info level; else None.
 _direct: BatchedLines | None = None
-_second: tuple[int, str] = (-1, "")
-_PID = os.getpid()
+_second: tuple[int, bytes] = (-1, b"")
+PID = os.getpid()
 
 
 class BatchedLines:
@@ -103,20 +112,30 @@ def info_line(
         logger.info(event, **fields)
         return
     fields["event"] = event
-    fields["pid"] = _PID
+    fields["pid"] = PID
     fields["level"] = "info"
     fields["timestamp"] = _timestamp()
     lines.msg(orjson.dumps(fields))
 
 
+def direct_lines() -> BatchedLines | None:
+    """Where `info_line` writes its lines itself (JSON in batches at info level), or None."""
+    return _direct
+
+
 def _timestamp() -> str:
     """What structlog's `TimeStamper(fmt="iso", utc=True)` writes, formatted once a second."""
+    return timestamp_bytes().decode()
+
+
+def timestamp_bytes() -> bytes:
+    """`_timestamp()` as bytes."""
     global _second
     now = time.time()
     second = int(now)
     if second != _second[0]:
-        _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    return f"{_second[1]}.{int((now - second) * 1_000_000):06d}Z"
+        _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode())
+    return b"%s.%06dZ" % (_second[1], int((now - second) * 1_000_000))
 
 
 def configure_logging(
@@ -174,7 +193,7 @@ def reset_logging() -> None:
 def _add_pid(
     _logger: object, _name: str, event: structlog.typing.EventDict
 ) -> structlog.typing.EventDict:
-    event["pid"] = _PID
+    event["pid"] = PID
     return event
 
 
