@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import math
 import os
 import re
@@ -47,6 +48,7 @@ def request_middleware(events: Events) -> Middleware:
     request id, turns every failure into OpenAI's error envelope, times the request and
     emits it as `RequestCompleted` (by route template: the metrics, and the log line)."""
     emit = events.emit
+    bound = _request_id_var()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -56,7 +58,7 @@ def request_middleware(events: Events) -> Middleware:
         else:  # the shape of uuid4().hex, from the same source, for a third of the cost
             request_id = "req_" + os.urandom(16).hex()
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        bound.set(request_id)  # what bind_contextvars(request_id=...) sets, without its loop
         request[REQUEST_ID] = request_id
         started = time.perf_counter()
         try:
@@ -85,6 +87,13 @@ def request_middleware(events: Events) -> Middleware:
         return response
 
     return middleware
+
+
+def _request_id_var() -> contextvars.ContextVar[object]:
+    """The context variable structlog keeps `request_id` in (a token of a binding names it)."""
+    tokens = structlog.contextvars.bind_contextvars(request_id=...)
+    structlog.contextvars.reset_contextvars(**tokens)
+    return tokens["request_id"].var
 
 
 def error_response(request: web.Request, exc: Exception, events: Events) -> web.Response:
