@@ -147,7 +147,7 @@ def test_the_request_line_follows_the_level_and_the_console():
     ],
 )
 def test_the_joined_request_line_is_the_line_info_line_writes(monkeypatch, fields, sample_rate):
-    monkeypatch.setattr("time.time", lambda: 1700000000.123456)
+    monkeypatch.setattr("time.time_ns", lambda: 1_700_000_000_123_456_789)
     out = Recorder()
     stream = io.TextIOWrapper(out)
     configure_logging("info", "json", stream=stream, flush_ms=0)
