@@ -49,6 +49,7 @@ def request_middleware(events: Events) -> Middleware:
     emits it as `RequestCompleted` (by route template: the metrics, and the log line)."""
     emit = events.emit
     bound = _request_id_var()
+    templates: dict[object, str] = {}
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -74,8 +75,8 @@ def request_middleware(events: Events) -> Middleware:
             response.headers["X-Request-Id"] = request_id
         method = request.method if request.method in _METHODS else "OTHER"  # bounded labels
         emit(
-            RequestCompleted(
-                _route_template(request),
+            _completed(
+                _route_template(request, templates),
                 method,
                 response.status,
                 request.get(CACHE_OUTCOME, "none").lower(),
@@ -87,6 +88,31 @@ def request_middleware(events: Events) -> Middleware:
         return response
 
     return middleware
+
+
+def _completed(
+    route: str, method: str, status: int, cache: str, seconds: float,
+    fields: dict[str, object], request_id: str,
+) -> RequestCompleted:  # fmt: skip
+    """`RequestCompleted(...)` at half the cost (~0.4 µs less, one per request): each slot
+    set by its own descriptor instead of the frozen `__init__`'s `object.__setattr__` per
+    field. The same frozen value (tests/proxy/test_event_emitters.py compares the two)."""
+    event = _new(RequestCompleted)
+    _set_route(event, route)
+    _set_method(event, method)
+    _set_status(event, status)
+    _set_cache(event, cache)
+    _set_seconds(event, seconds)
+    _set_fields(event, fields)
+    _set_request_id(event, request_id)
+    return event
+
+
+_new = object.__new__
+_set_route, _set_method, _set_status, _set_cache, _set_seconds, _set_fields, _set_request_id = (
+    RequestCompleted.__dict__[name].__set__
+    for name in ("route", "method", "status", "cache", "seconds", "fields", "request_id")
+)
 
 
 def _request_id_var() -> contextvars.ContextVar[object]:
@@ -180,9 +206,14 @@ def _retry_after(seconds: float) -> dict[str, str]:
     }
 
 
-def _route_template(request: web.Request) -> str:
-    info = request.match_info
-    resource = info.route.resource if info.route is not None else None
-    if resource is None:
-        return "unmatched"
-    return resource.canonical
+def _route_template(request: web.Request, known: dict[object, str]) -> str:
+    """The matched route's template; `known` keeps it per route of the app (a request that
+    matched none has a route of its own, never kept)."""
+    route = request.match_info.route
+    template = known.get(route)
+    if template is None:
+        resource = route.resource if route is not None else None
+        if resource is None:
+            return "unmatched"
+        template = known[route] = resource.canonical
+    return template

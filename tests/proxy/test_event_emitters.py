@@ -4,7 +4,7 @@ ListHook."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, fields, replace
 from types import SimpleNamespace
 
 import pytest
@@ -17,7 +17,7 @@ from proxy.app_keys import CACHE_OUTCOME, LOG_FIELDS, SERVICE, STORES
 from proxy.config import Settings
 from proxy.connection_guard import ConnectionGuard
 from proxy.generation import Generator
-from proxy.middlewares import request_middleware
+from proxy.middlewares import _completed, request_middleware
 from proxy.observability.events import (
     CircuitChanged,
     ClientTimedOut,
@@ -197,6 +197,15 @@ async def test_each_request_is_one_request_completed(served) -> None:
         GEN, "POST", 200, "hit", "req_abcdefgh",
     )  # fmt: skip
     assert done.fields == {"key": "sk-abc", "model": "gpt-image-1"} and done.seconds >= 0
+
+
+def test_the_middlewares_request_completed_is_the_dataclasss_own() -> None:
+    values = (GEN, "POST", 200, "hit", 0.25, {"key": "sk-abc"}, "req_1")
+    made = _completed(*values)
+    assert made == RequestCompleted(*values) and type(made) is RequestCompleted
+    assert [getattr(made, f.name) for f in fields(RequestCompleted)] == list(values)
+    with pytest.raises(FrozenInstanceError):
+        made.status = 500  # type: ignore[misc]
 
 
 async def test_an_error_is_answered_and_emitted_as_it_renders(served) -> None:
