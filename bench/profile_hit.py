@@ -116,6 +116,7 @@ PARTS = (
     ("read_json", "request body read, JSON parse"),
     ("images_body", "response JSON"),
     ("logging.py", "log line"),
+    ("request_lines.py", "log line"),
     ("_record", "ledger (hit rows, tally)"),
     ("ledger_row", "ledger (hit rows, tally)"),
     ("HitTally", "ledger (hit rows, tally)"),
@@ -123,7 +124,7 @@ PARTS = (
     ("hit_rows", "ledger (hit rows, tally)"),
     ("ImageService.record", "ledger (hit rows, tally)"),
     ("Accounts.", "ledger (hit rows, tally)"),
-    ("metrics.py", "metrics and event hooks"),
+    ("metrics.py", "metrics and event hooks"),  # and plain_metrics.py
     ("hooks.py", "metrics and event hooks"),
     ("events.py", "metrics and event hooks"),
     ("access.py", "authentication, rate limits"),

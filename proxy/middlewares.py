@@ -47,6 +47,7 @@ def request_middleware(events: Events) -> Middleware:
     request id, turns every failure into OpenAI's error envelope, times the request and
     emits it as `RequestCompleted` (by route template: the metrics, and the log line)."""
     emit = events.emit
+    templates: dict[object, str] = {}
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -73,7 +74,7 @@ def request_middleware(events: Events) -> Middleware:
         method = request.method if request.method in _METHODS else "OTHER"  # bounded labels
         emit(
             RequestCompleted(
-                _route_template(request),
+                _route_template(request, templates),
                 method,
                 response.status,
                 request.get(CACHE_OUTCOME, "none").lower(),
@@ -171,9 +172,14 @@ def _retry_after(seconds: float) -> dict[str, str]:
     }
 
 
-def _route_template(request: web.Request) -> str:
-    info = request.match_info
-    resource = info.route.resource if info.route is not None else None
-    if resource is None:
-        return "unmatched"
-    return resource.canonical
+def _route_template(request: web.Request, known: dict[object, str]) -> str:
+    """The matched route's template; `known` keeps it per route of the app (a request that
+    matched none has a route of its own, never kept)."""
+    route = request.match_info.route
+    template = known.get(route)
+    if template is None:
+        resource = route.resource if route is not None else None
+        if resource is None:
+            return "unmatched"
+        template = known[route] = resource.canonical
+    return template

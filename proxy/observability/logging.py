@@ -18,6 +18,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import BinaryIO, TextIO
 
@@ -25,27 +26,41 @@ import orjson
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 
-__all__ = ["BatchedLines", "StdlibBridge", "configure_logging", "info_line", "reset_logging"]
+__all__ = [
+    "PID",
+    "BatchedLines",
+    "StdlibBridge",
+    "configure_logging",
+    "direct_lines",
+    "info_line",
+    "reset_logging",
+    "timestamp_bytes",
+]
 
 _BATCH_BYTES = 64 * 1024  # the writer thread is woken when this much is waiting
 _MAX_WAITING = 1024 * 1024  # past this, a request writes the lines itself (a stuck disk)
 # Where `info_line` writes when lines are JSON in batches at info level; else None.
 _direct: BatchedLines | None = None
-_second: tuple[int, str] = (-1, "")
-_PID = os.getpid()
+_second: tuple[int, bytes] = (-1, b"")
+PID = os.getpid()
 
 
 class BatchedLines:
     """A structlog logger for byte lines: kept in memory until a daemon thread writes them
     out, every `flush_seconds` or as soon as 64 KiB have gathered; warnings and errors are
-    written at once. The thread writes outside the lock a request appends under, so a slow
-    disk never stalls a request; only when 1 MiB is waiting does a request write itself."""
+    written at once. A line is appended to a deque (thread-safe, no lock: a request pays
+    ~0.15 µs) that the thread empties from the other end, so a slow disk never stalls a
+    request; only when 1 MiB is waiting does a request write itself. The byte counts that
+    time the wake-ups are kept by the appending side and the writing side each on their own
+    (a line another thread adds at the same moment may go uncounted: a wake-up comes a
+    little later, the timer's still comes)."""
 
     def __init__(self, out: BinaryIO, flush_seconds: float) -> None:
         self._out = out
-        self._lines: list[bytes] = []
-        self._size = 0
-        self._lock = threading.Lock()  # the waiting lines: held for an append or a swap
+        self._lines: deque[bytes] = deque()
+        self._added = 0  # bytes appended so far
+        self._woken = 0  # `_added` when the thread was last woken
+        self._written = 0  # bytes taken out by `flush` so far
         self._writing = threading.Lock()  # one writer at a time, batches in order
         self._wake = threading.Event()
         self._interval = flush_seconds
@@ -54,18 +69,17 @@ class BatchedLines:
         atexit.register(self.flush)
 
     def msg(self, message: bytes) -> None:
-        with self._lock:
-            self._lines.append(message)
-            self._size += len(message)
-            size = self._size
-        if self._interval <= 0 or size >= _MAX_WAITING:
+        self._lines.append(message)
+        added = self._added = self._added + len(message)
+        if self._interval <= 0 or added - self._written >= _MAX_WAITING:
             self.flush()
-        elif size >= _BATCH_BYTES and not self._wake.is_set():
+        elif added - self._woken >= _BATCH_BYTES:
+            self._woken = added
             self._wake.set()
 
     def urgent(self, message: bytes) -> None:
-        with self._lock:
-            self._lines.append(message)
+        self._lines.append(message)
+        self._added += len(message)
         self.flush()
 
     log = debug = info = msg
@@ -73,10 +87,11 @@ class BatchedLines:
 
     def flush(self) -> None:
         with self._writing:
-            with self._lock:
-                lines, self._lines, self._size = self._lines, [], 0
+            waiting, take = self._lines, self._lines.popleft
+            lines = [take() for _ in range(len(waiting))]  # what is there now, in order
             if not lines:
                 return
+            self._written += sum(map(len, lines))
             try:
                 self._out.write(b"\n".join(lines) + b"\n")
                 self._out.flush()
@@ -103,20 +118,31 @@ def info_line(
         logger.info(event, **fields)
         return
     fields["event"] = event
-    fields["pid"] = _PID
+    fields["pid"] = PID
     fields["level"] = "info"
     fields["timestamp"] = _timestamp()
     lines.msg(orjson.dumps(fields))
 
 
+def direct_lines() -> BatchedLines | None:
+    """Where `info_line` writes its lines itself (JSON in batches at info level), or None."""
+    return _direct
+
+
 def _timestamp() -> str:
     """What structlog's `TimeStamper(fmt="iso", utc=True)` writes, formatted once a second."""
+    return timestamp_bytes().decode()
+
+
+def timestamp_bytes() -> bytes:
+    """`_timestamp()` as bytes: the second's text is kept, the microseconds are added."""
     global _second
-    now = time.time()
-    second = int(now)
+    now = time.time_ns() // 1000
+    second = now // 1_000_000
     if second != _second[0]:
-        _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-    return f"{_second[1]}.{int((now - second) * 1_000_000):06d}Z"
+        text = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        _second = (second, text.encode())
+    return _second[1] + b"%06dZ" % (now % 1_000_000)
 
 
 def configure_logging(
@@ -174,7 +200,7 @@ def reset_logging() -> None:
 def _add_pid(
     _logger: object, _name: str, event: structlog.typing.EventDict
 ) -> structlog.typing.EventDict:
-    event["pid"] = _PID
+    event["pid"] = PID
     return event
 
 

@@ -90,8 +90,12 @@ async def _respond(request: web.Request, parse: Parse, memo: Memo = None) -> web
         case Repeated(answer, rate):
             request[CACHE_OUTCOME] = "HIT"
             request[LOG_FIELDS] = answer.log_fields
-            out = answer.headers if rate is None else {**answer.headers, **rate.headers()}
-            return web.Response(body=answer.body(int(service.clock())), headers=out)
+            response = web.Response(
+                body=answer.body(int(service.clock())), headers=answer.header_block
+            )
+            if rate is not None:
+                response.headers.update(rate.headers())
+            return response
         case Quoting(caller, parsed):
             return await dry_run(request, caller, parsed)
         case Answered() as answered:

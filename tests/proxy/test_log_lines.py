@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 
+import pytest
 import structlog
 
 from proxy.observability.logging import (
@@ -17,6 +18,7 @@ from proxy.observability.logging import (
     info_line,
     reset_logging,
 )
+from proxy.observability.request_lines import RequestLines
 from tests.proxy.test_crash_recovery import ROOT
 
 
@@ -130,5 +132,55 @@ def test_the_request_line_follows_the_level_and_the_console():
         configure_logging("info", "console", stream=text)
         info_line(structlog.get_logger("imagegate.http"), "http.request_completed", {"ms": 1})
         assert "http.request_completed" in text.getvalue() and "ms=1" in text.getvalue()
+    finally:
+        reset_logging()
+
+
+@pytest.mark.parametrize(
+    ("fields", "sample_rate"),
+    [
+        ({"key": "0123456789ab", "model": "m", "images": 2, "cost_usd": "0.011"}, None),
+        ({"key": 'k\u00e9y "quoted"', "dry_run": True}, 0.1),
+        ({}, None),
+        ({"status": 999, "pid": 1}, None),  # keys of the line itself: structlog's own path
+        ({"when": object()}, None),  # orjson refuses it either way
+    ],
+)
+def test_the_joined_request_line_is_the_line_info_line_writes(monkeypatch, fields, sample_rate):
+    monkeypatch.setattr("time.time_ns", lambda: 1_700_000_000_123_456_789)
+    out = Recorder()
+    stream = io.TextIOWrapper(out)
+    configure_logging("info", "json", stream=stream, flush_ms=0)
+    try:
+        logger = structlog.get_logger("imagegate.http")
+        line: dict[str, object] = {
+            "method": "POST", "route": "/v1/images/generations", "status": 200, "cache": "hit",
+            "ms": 0.25, **fields, "request_id": "req_1",
+        }  # fmt: skip
+        if sample_rate is not None:
+            line["sample_rate"] = sample_rate
+        joined = RequestLines(logger, "http.request_completed")
+        args = ("POST", "/v1/images/generations", 200, "hit", 0.25, fields, "req_1", sample_rate)
+        try:
+            info_line(logger, "http.request_completed", line)
+        except TypeError:
+            with pytest.raises(TypeError):
+                joined.write(*args)
+            return
+        for _ in range(2):  # rendered, then from what was kept
+            joined.write(*args)
+        direct, *again = out.getvalue().splitlines()
+        assert again == [direct, direct]
+    finally:
+        reset_logging()
+
+
+def test_the_request_line_goes_through_structlog_on_a_terminal():
+    text = io.StringIO()
+    configure_logging("info", "console", stream=text)
+    try:
+        lines = RequestLines(structlog.get_logger("imagegate.http"), "http.request_completed")
+        lines.write("POST", "/v1/images/generations", 200, "hit", 1.5, {"key": "k"}, "req_1")
+        assert "http.request_completed" in text.getvalue() and "req_1" in text.getvalue()
     finally:
         reset_logging()
