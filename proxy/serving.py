@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import multiprocessing
 import os
 import shutil
@@ -85,6 +86,7 @@ async def serve_forever(
     )
     await runner.setup()
     assert runner.server is not None
+    _freeze_startup_objects()
     guard = ConnectionGuard(  # the server's connections, not the app's requests: lines only
         runner.server,
         server.header_timeout_seconds,
@@ -124,6 +126,15 @@ async def serve_forever(
     finally:
         sweeper.cancel()
         await runner.cleanup()
+
+
+def _freeze_startup_objects() -> None:
+    """Move what start-up made (modules, the catalog, the SDKs' models: most of the heap)
+    out of the garbage collector's sight: a full collection then walks only what requests
+    made since. Measured in bench/ (`profile_hit.py --gc-probe`): full collections paused a
+    store-hit workload's event loop for 14-39 ms each before."""
+    gc.collect()
+    gc.freeze()
 
 
 def _warn_access(access: AccessState, where: str) -> None:
