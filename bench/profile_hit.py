@@ -108,11 +108,16 @@ def _gc_env(log: Path) -> dict[str, str]:
 # the stack; the generic ones after them name the deepest frame of the gateway or aiohttp.
 PARTS = (
     ("_writelines", "sending the response (socket write)"),
+    ("_SelectorSocketTransport.write", "sending the response (socket write)"),
     ("b64encode", "base64 of the image"),
     ("DiskBlobStore", "blob read (diskcache row, file, signature)"),
+    ("get_base64", "blob read (diskcache row, file, signature)"),  # its kept base64
+    ("disk_base64.py", "blob read (diskcache row, file, signature)"),
     ("DiskEntryStore", "entry lookup (sqlite rows, JSON)"),
     ("request_key", "request key (canonical JSON, sha256)"),
     ("parse_generation", "normalization"),
+    ("policies/normalize.py", "normalization"),  # where py-spy lost the caller's frames
+    ("plan_lookup", "entry lookup (sqlite rows, JSON)"),
     ("read_json", "request body read, JSON parse"),
     ("images_body", "response JSON"),
     ("logging.py", "log line"),
@@ -124,14 +129,20 @@ PARTS = (
     ("hit_rows", "ledger (hit rows, tally)"),
     ("ImageService.record", "ledger (hit rows, tally)"),
     ("Accounts.", "ledger (hit rows, tally)"),
-    ("metrics.py", "metrics and event hooks"),  # and plain_metrics.py
-    ("hooks.py", "metrics and event hooks"),
-    ("events.py", "metrics and event hooks"),
+    # (not asyncio's base_events.py, the root of every stack on asyncio's loop)
+    ("observability/metrics.py", "metrics and event hooks"),
+    ("observability/plain_metrics.py", "metrics and event hooks"),
+    ("observability/hooks.py", "metrics and event hooks"),
+    ("observability/events.py", "metrics and event hooks"),
     ("access.py", "authentication, rate limits"),
     ("authentication.py", "authentication, rate limits"),
     ("admission.py", "authentication, rate limits"),
 )
 GENERIC = (
+    # The process's own start frames: what runs under them but outside any request's code
+    # is the event loop itself (asyncio's selector loop is Python, so it shows up here).
+    ("proxy/serving.py", "event loop, other threads, interpreter"),
+    ("proxy/cli.py", "event loop, other threads, interpreter"),
     ("proxy/", "other gateway code (middleware, handler, headers)"),
     ("policies/", "other gateway code (middleware, handler, headers)"),
     ("aiohttp", "aiohttp (HTTP parsing, dispatch, response headers)"),
