@@ -246,18 +246,22 @@ class ImageService:
             saved, cache,
         )  # fmt: skip
 
+    def remembers(self, answered: Answered) -> bool:
+        """Whether `remember` keeps this answer (a hit the memo may answer next time)."""
+        return answered.memo is not None and answered.served.outcome is CacheOutcome.HIT
+
     def remember(
         self, answered: Answered, headers: Mapping[str, str], body: bytes, created: int
     ) -> None:
         """Keep a hit's rendered answer (a body starting with `{"created":<created>`) for
         the next identical request: the memo's own store step."""
-        served = answered.served
-        if answered.memo is None or served.outcome is not CacheOutcome.HIT:
+        served, memo = answered.served, answered.memo
+        if memo is None or not self.remembers(answered):
             return
         head = b'{"created":%d' % created
         assert body.startswith(head)
         entries = [image.entry for image in served.images]
-        self.hot.put(answered.memo, HotAnswer(
+        self.hot.put(memo, HotAnswer(
             request_key=served.key, requested_model=answered.parsed.request.model,
             model=served.model, provider=served.provider, images=len(entries),
             saved_micros=sum(entry.cost_micros for entry in entries),

@@ -151,8 +151,10 @@ def images_body(
     *,
     base_url: str | None,
     created: int,
-) -> bytes:
-    """The ImagesResponse JSON, as bytes. `base_url` set means url mode, else b64_json.
+) -> list[bytes]:
+    """The ImagesResponse JSON, as the parts that join into it (the base64 of each image one
+    part of its own, so a large answer can be sent without copying it into one body).
+    `base_url` set means url mode, else b64_json.
 
     Written by hand around the base64 (which needs no JSON escaping): `json.dumps` of a
     2 MB string would otherwise be most of a large hit's cost."""
@@ -173,7 +175,7 @@ def images_body(
         echo = json.dumps(_echo(served, request), separators=_COMPACT)
         parts.append(b"," + echo[1:-1].encode())
     parts.append(b"}")
-    return b"".join(parts)
+    return parts
 
 
 def _base64_of(image: ServedImage) -> bytes:

@@ -121,9 +121,33 @@ async def _render(request: web.Request, answered: Answered) -> web.StreamRespons
     family = catalog.family_of(catalog.resolve(parsed.request.model))
     url_mode = parsed.delivery.response_format == "url"
     base = _base_url(request) if url_mode else None
-    body = images_body(served, parsed.request, family, base_url=base, created=created)
+    parts = images_body(served, parsed.request, family, base_url=base, created=created)
+    size = sum(map(len, parts))
+    if size > _SEND_IN_PARTS and not service.remembers(answered):
+        return await _send_parts(request, parts, size, headers)
+    body = b"".join(parts)
     service.remember(answered, _headers(served) | {"Content-Type": _JSON}, body, created)
     return web.Response(body=body, content_type=_JSON, headers=headers)
+
+
+# Answers larger than this are written part by part (the base64 of each image as read),
+# not joined first: a 1.5 MB image's answer is 2 MB, and joining it cost a third of a store
+# hit's CPU (bench/: 1.5 MB store hits 620 -> 850 req/s at 64 connections).
+_SEND_IN_PARTS = 256 * 1024
+
+
+async def _send_parts(
+    request: web.Request, parts: list[bytes], size: int, headers: dict[str, str]
+) -> web.StreamResponse:
+    response = web.StreamResponse(headers=headers)
+    response.content_type = _JSON
+    response.content_length = size
+    response.headers["X-Request-Id"] = request[REQUEST_ID]  # prepared before the middleware
+    await response.prepare(request)
+    for part in parts:
+        await response.write(part)
+    await response.write_eof()
+    return response
 
 
 def _headers(served: Served) -> dict[str, str]:
@@ -151,6 +175,7 @@ async def _stream(
     response = web.StreamResponse(
         headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
+    response.headers["X-Request-Id"] = request[REQUEST_ID]  # prepared before the middleware
     await response.prepare(request)
     for event in sse_events(served, parsed.request, created=created):
         await response.write(event)
