@@ -62,6 +62,7 @@ class _Plain:
     thread) reads a copy of its label sets. Collected like prometheus-client's own."""
 
     kind = ""
+    suffix = ""  # what prometheus-client strips from a name given with it ("_total")
 
     def __init__(
         self,
@@ -71,7 +72,8 @@ class _Plain:
         *,
         registry: CollectorRegistry | None,
     ) -> None:
-        self.name, self.documentation = name, documentation
+        self.name = name.removesuffix(self.suffix) if self.suffix else name
+        self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._children: dict[tuple[str, ...], Any] = {}
         if registry is not None:
@@ -98,16 +100,7 @@ class PlainCounter(_Plain):
     """prometheus-client's labelled Counter (same samples: `_total`, `_created`), on ints."""
 
     kind = "counter"
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str],
-        *,
-        registry: CollectorRegistry | None,
-    ) -> None:
-        super().__init__(name.removesuffix("_total"), documentation, labelnames, registry=registry)
+    suffix = "_total"
 
     def _child(self, values: tuple[str, ...]) -> _Count:
         return _Count()
