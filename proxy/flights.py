@@ -18,10 +18,12 @@ __all__ = ["Flights", "Landed"]
 
 @dataclass(frozen=True, slots=True)
 class Landed:
-    """What a flight delivers: the entry and the bytes it stored."""
+    """What a flight delivers: the entry, the bytes it stored and, when its request's answer
+    carries the image, their base64 (encoded off the event loop)."""
 
     entry: Entry
     data: bytes
+    b64: bytes | None = None
 
 
 class Flights:

@@ -10,6 +10,7 @@ wait, then find the first one's images in the stores.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import assert_never
@@ -105,13 +106,13 @@ class Misses:
             task.add_done_callback(_forget(self._tasks))
             cost, landed, made_here = await asyncio.shield(task)
             for index, item in landed.items():
-                images[index] = ServedImage(item.entry, item.data)
+                images[index] = ServedImage(item.entry, item.data, item.b64)
             # What another worker process made while this one waited for the key's lock.
             record(job, [images[i] for i in mine if i not in made_here], "COALESCED")
         joined_images = []
         for index, future in waits.items():
             item = await asyncio.shield(future)
-            images[index] = ServedImage(item.entry, item.data)
+            images[index] = ServedImage(item.entry, item.data, item.b64)
             joined_images.append(images[index])
         record(job, joined_images, "COALESCED")
         generated = len(made_here) if mine else 0
@@ -227,6 +228,8 @@ class Misses:
     ) -> dict[int, Landed]:
         now = self.clock()
         costs = split_micros(made.cost_micros, len(indexes))
+        delivery = job.parsed.delivery
+        carries_image = delivery.response_format != "url" or delivery.stream
         landed: dict[int, Landed] = {}
         for pos, index in enumerate(indexes):
             image = made.images[pos]
@@ -243,7 +246,9 @@ class Misses:
             )  # fmt: skip
             if not job.directives.no_store:
                 await self.stores.entries.put(job.key, index, entry, ttl=self.ttl_seconds)
-            landed[index] = Landed(entry, data)
+            # The answer's base64, encoded in a thread: a 2 MB image held the loop for ms.
+            text = await asyncio.to_thread(base64.b64encode, data) if carries_image else None
+            landed[index] = Landed(entry, data, text)
         return landed
 
     async def aclose(self) -> None:

@@ -70,11 +70,14 @@ class ThreadedBlobStore:
         return self.sync.open(sha256)
 
     async def get_base64(self, sha256: str) -> bytes | None:
-        """The kept text, read inline like a blob; the first time, the blob is read and
-        encoded, and its text written to the store from a thread."""
+        """The kept text, read inline like a blob; the first time, the blob is read (and
+        verified), encoded and its text kept, all in a thread: megabytes of work, once."""
         text = self.sync.stored_base64(sha256)
         if text is not None:
             return text
+        return await asyncio.to_thread(self._encode_and_keep, sha256)
+
+    def _encode_and_keep(self, sha256: str) -> bytes | None:
         data = self.sync.get(sha256)
         if data is None:
             return None
@@ -82,7 +85,7 @@ class ThreadedBlobStore:
         # A copy kept to save CPU: when it cannot be written (a full disk, say) the answer
         # stands without it, and the next one encodes and tries again.
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.sync.keep_base64, sha256, text)
+            self.sync.keep_base64(sha256, text)
         return text
 
     async def ping(self) -> None:
