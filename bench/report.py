@@ -297,7 +297,9 @@ def render_table(runs: Iterable[Run], *, markdown: bool = False) -> str:
 
 def render_lag(runs: Iterable[Run], *, markdown: bool = False) -> str:
     """The gateway's event-loop lag per run, from its own /metrics."""
-    headers = ["sc", "case", "w", "samples", "mean ms", "p99 <= ms", "max <= ms", "> 50 ms"]
+    headers = [
+        "sc", "case", "w", "conns", "samples", "mean ms", "p99 <= ms", "max <= ms", "> 50 ms",
+    ]  # fmt: skip
     rows = []
     for run in runs:
         lag = run.extra.get("loop_lag")
@@ -308,6 +310,7 @@ def render_lag(runs: Iterable[Run], *, markdown: bool = False) -> str:
                 run.scenario,
                 run.case,
                 str(run.workers),
+                str(run.connections),
                 str(lag["samples"]),
                 _fmt(lag.get("mean_ms"), 2),
                 _fmt(lag.get("p99_le_ms"), 1),

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.report import Run
+from bench.report import Run, render_lag
 from bench.targets import analyse
 
 __all__ = ["main", "render"]
@@ -154,28 +154,7 @@ def _targets(targets: list[dict[str, Any]]) -> list[str]:
 
 
 def _lag(runs: list[Run]) -> list[str]:
-    rows = []
-    for run in runs:
-        lag = run.extra.get("loop_lag")
-        if not lag or not lag.get("samples"):
-            continue
-        rows.append(
-            [
-                run.scenario,
-                run.case,
-                str(run.workers),
-                str(run.connections),
-                str(lag["samples"]),
-                _f(lag.get("mean_ms"), 1),
-                _f(lag.get("p99_le_ms"), 0),
-                _f(lag.get("max_le_ms"), 0),
-                str(lag.get("over_50ms")),
-            ]
-        )
-    return _table(
-        ["sc", "case", "w", "conns", "samples", "mean ms", "p99 <= ms", "max <= ms", "> 50 ms"],
-        rows,
-    )
+    return render_lag(runs, markdown=True).splitlines()
 
 
 def render(doc: dict[str, Any]) -> str:

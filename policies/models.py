@@ -76,6 +76,11 @@ class Delivery:
     stream: bool = False
     partial_images: int = 0
 
+    @property
+    def carries_images(self) -> bool:
+        """The answer holds the images' base64 (`b64_json`, or any streamed answer), not URLs."""
+        return self.response_format != "url" or self.stream
+
 
 @dataclass(frozen=True, slots=True)
 class ParsedRequest:

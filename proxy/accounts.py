@@ -104,11 +104,9 @@ class Accounts:
         """One hit (or coalesced answer), counted in memory until the next flush
         (`proxy.hit_tally`: repeats of one request share a row). No `LedgerRow` is built
         per hit: the memo's hit path is a few microseconds."""
-        key = caller.key  # its name and team, without Caller's two properties
-        name, team = (None, None) if key is None else (key.name, key.team)
         self.hits.add(
-            self.clock(), name, team, request_key, model, provider, images, saved_micros,
-            cache, request_id or None,
+            self.clock(), caller.name, caller.team, request_key, model, provider, images,
+            saved_micros, cache, request_id or None,
         )  # fmt: skip
 
     async def flush_hits(self) -> None:

@@ -28,7 +28,7 @@ from proxy.app_keys import (
 from proxy.assembly import build_registry, build_service, config_keys
 from proxy.config import Settings
 from proxy.memory import BytesLRU
-from proxy.middlewares import request_middleware
+from proxy.middlewares import add_request_id, request_middleware
 from proxy.observability.events import BackendFailed, Events
 from proxy.observability.hooks import LogHook, MetricsHook
 from proxy.observability.ledger_metrics import LedgerCollector
@@ -61,6 +61,7 @@ def create_app(
         middlewares=[request_middleware(events)],
         client_max_size=settings.server.max_body_mb * 1024 * 1024,
     )
+    app.on_response_prepare.append(add_request_id)
     catalog = catalog or settings.catalog
     stores = stores or build_stores(settings)
     if stores.watch is not None:  # shared mode: every backend call timed and counted

@@ -46,11 +46,10 @@ class HotAnswer:
     _second: int = field(default=-1, repr=False)
     _body: bytes = field(default=b"", repr=False)
     log_fields: dict[str, object] = field(init=False, repr=False)
-    # `headers` as the response takes them: copied from a multidict ~0.3 µs faster than a dict
-    header_block: CIMultiDictProxy[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.header_block = CIMultiDictProxy(CIMultiDict(self.headers))
+        # Kept as the response takes them: copied from a multidict ~0.3 µs faster than a dict.
+        self.headers = CIMultiDictProxy(CIMultiDict(self.headers))
         self.log_fields = {  # the request's log line, as for a hit through the stores
             "key": self.request_key[:12],
             "model": self.model,

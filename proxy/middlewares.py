@@ -33,7 +33,10 @@ from proxy.observability.events import (
 )
 from proxy.stores.backend_errors import BackendUnavailable
 
-__all__ = ["CLIENT_CLOSED", "error_response", "rate_limit_headers", "request_middleware"]
+__all__ = [
+    "CLIENT_CLOSED", "add_request_id", "error_response", "rate_limit_headers",
+    "request_middleware",
+]  # fmt: skip
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,128}")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -69,8 +72,6 @@ def request_middleware(events: Events) -> Middleware:
         except Exception as exc:
             response = error_response(request, exc, events)
         elapsed = time.perf_counter() - started
-        if not response.prepared:
-            response.headers["X-Request-Id"] = request_id
         method = request.method if request.method in _METHODS else "OTHER"  # bounded labels
         emit(
             RequestCompleted(
@@ -86,6 +87,14 @@ def request_middleware(events: Events) -> Middleware:
         return response
 
     return middleware
+
+
+async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """`X-Request-Id` on every answer, as its headers are sent (`on_response_prepare`): also
+    on those a handler sends itself before the middleware sees them (streams, large ones)."""
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        response.headers["X-Request-Id"] = request_id
 
 
 def error_response(request: web.Request, exc: Exception, events: Events) -> web.Response:

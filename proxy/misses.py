@@ -228,8 +228,7 @@ class Misses:
     ) -> dict[int, Landed]:
         now = self.clock()
         costs = split_micros(made.cost_micros, len(indexes))
-        delivery = job.parsed.delivery
-        carries_image = delivery.response_format != "url" or delivery.stream
+        carries_images = job.parsed.delivery.carries_images
         landed: dict[int, Landed] = {}
         for pos, index in enumerate(indexes):
             image = made.images[pos]
@@ -247,7 +246,7 @@ class Misses:
             if not job.directives.no_store:
                 await self.stores.entries.put(job.key, index, entry, ttl=self.ttl_seconds)
             # The answer's base64, encoded in a thread: a 2 MB image held the loop for ms.
-            text = await asyncio.to_thread(base64.b64encode, data) if carries_image else None
+            text = await asyncio.to_thread(base64.b64encode, data) if carries_images else None
             landed[index] = Landed(entry, data, text)
         return landed
 

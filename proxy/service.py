@@ -145,10 +145,9 @@ class ImageService:
             return Quoting(caller, parsed)
         directives = parse_cache_control(ask.cache_control)
         rate = await self._take_request(caller)  # hits count against the request limit too
-        urls = parsed.delivery.response_format == "url" and not parsed.delivery.stream
         served = await self.serve(
             parsed, uploads, directives, caller=caller, request_id=ask.request_id,
-            read="exists" if urls else "base64",
+            read="base64" if parsed.delivery.carries_images else "exists",
         )  # fmt: skip
         return Answered(served, parsed, rate, memo)
 

@@ -90,9 +90,7 @@ async def _respond(request: web.Request, parse: Parse, memo: Memo = None) -> web
         case Repeated(answer, rate):
             request[CACHE_OUTCOME] = "HIT"
             request[LOG_FIELDS] = answer.log_fields
-            response = web.Response(
-                body=answer.body(int(service.clock())), headers=answer.header_block
-            )
+            response = web.Response(body=answer.body(int(service.clock())), headers=answer.headers)
             if rate is not None:
                 response.headers.update(rate.headers())
             return response
@@ -106,7 +104,8 @@ async def _respond(request: web.Request, parse: Parse, memo: Memo = None) -> web
 
 async def _render(request: web.Request, answered: Answered) -> web.StreamResponse:
     served, parsed = answered.served, answered.parsed
-    headers = _headers(served) | (answered.rate.headers() if answered.rate else {})
+    own = _headers(served)  # what a memo answer keeps; the rate headers are per request
+    headers = own | (answered.rate.headers() if answered.rate else {})
     request[CACHE_OUTCOME] = served.outcome.value
     # Carried by the one log line per request (http.request_completed), never a prompt.
     request[LOG_FIELDS] = dict(
@@ -123,10 +122,12 @@ async def _render(request: web.Request, answered: Answered) -> web.StreamRespons
     base = _base_url(request) if url_mode else None
     parts = images_body(served, parsed.request, family, base_url=base, created=created)
     size = sum(map(len, parts))
-    if size > _SEND_IN_PARTS and not service.remembers(answered):
+    kept = service.remembers(answered)
+    if size > _SEND_IN_PARTS and not kept:
         return await _send_parts(request, parts, size, headers)
     body = b"".join(parts)
-    service.remember(answered, _headers(served) | {"Content-Type": _JSON}, body, created)
+    if kept:
+        service.remember(answered, own | {"Content-Type": _JSON}, body, created)
     return web.Response(body=body, content_type=_JSON, headers=headers)
 
 
@@ -142,7 +143,6 @@ async def _send_parts(
     response = web.StreamResponse(headers=headers)
     response.content_type = _JSON
     response.content_length = size
-    response.headers["X-Request-Id"] = request[REQUEST_ID]  # prepared before the middleware
     await response.prepare(request)
     for part in parts:
         await response.write(part)
@@ -175,7 +175,6 @@ async def _stream(
     response = web.StreamResponse(
         headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
-    response.headers["X-Request-Id"] = request[REQUEST_ID]  # prepared before the middleware
     await response.prepare(request)
     for event in sse_events(served, parsed.request, created=created):
         await response.write(event)

@@ -19,20 +19,19 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import Final
 
 import diskcache
 
 from policies.models import Entry
-from proxy.lru import ByteLRU
 from proxy.ports import BlobFile, StoreStats
 from proxy.stores.disk_base64 import Base64Copies
 from proxy.stores.entry_json import dump_entry, load_entry
+from proxy.stores.verified_files import Signature, VerifiedFiles, signature
 
 __all__ = ["DiskBlobStore", "DiskEntryStore"]
 
 _UNBOUNDED: Final = 2**62  # diskcache's default size_limit is 1 GiB; "no bound" is huge.
-_MEMO_LIMIT: Final = 65_536  # verified-file signatures remembered per process
 _PING_KEY: Final = "__ping__"
 _SQLITE: Final[dict[str, object]] = {"sqlite_journal_mode": "wal", "sqlite_synchronous": 1}
 
@@ -41,24 +40,6 @@ _SQLITE: Final[dict[str, object]] = {"sqlite_journal_mode": "wal", "sqlite_synch
 _SELECT_FILENAME: Final = "SELECT filename FROM Cache WHERE key = ? AND raw = 1"
 _SELECT_LRU: Final = "SELECT key FROM Cache WHERE key != ? ORDER BY access_time LIMIT 1"
 _TOUCH: Final = "UPDATE Cache SET access_time = ? WHERE key = ? AND raw = 1"
-
-
-class _Signature(NamedTuple):
-    """What must be unchanged for a verified file to stay verified without re-hashing."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    ino: int
-
-
-def _signature(handle: io.BufferedReader) -> _Signature:
-    st = os.fstat(handle.fileno())
-    return _Signature(str(handle.name), st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-def _one(_sha: str, _signature: _Signature) -> int:
-    return 1  # the memo is bounded by its count
 
 
 class DiskBlobStore:
@@ -72,11 +53,8 @@ class DiskBlobStore:
     (`proxy.stores.disk_base64`): bounded by `base64_bytes`, by default a quarter of
     `max_bytes` when that is set, and dropped with its blob.
 
-    Reads never return bytes that don't hash to their address. A file is hashed the first
-    time this process reads it and again whenever its (path, size, mtime_ns, inode) changes.
-    Known limit: a same-size in-place rewrite that lands within the filesystem's timestamp
-    granularity of the last verification, or silent bit rot, is only caught by a process
-    that has not verified that file yet.
+    Reads never return bytes that don't hash to their address (`proxy.stores.verified_files`:
+    a file is hashed the first time this process reads it, and when it changes).
     """
 
     def __init__(
@@ -94,8 +72,8 @@ class DiskBlobStore:
             disk_min_file_size=0,  # every blob is a file, so `open` can hand out its path
             **_SQLITE,
         )
-        self._lock = threading.Lock()
-        self._memo: ByteLRU[str, _Signature] = ByteLRU(_MEMO_LIMIT, sizeof=_one, max_item=1)
+        self._lock = threading.Lock()  # the counters
+        self._verified = VerifiedFiles()
         self._base64 = Base64Copies(
             directory.with_name(f"{directory.name}-base64"),
             max_bytes=base64_bytes or (None if max_bytes is None else max_bytes // 4),
@@ -124,10 +102,10 @@ class DiskBlobStore:
         if handle is None:
             return None
         with handle:
-            before = _signature(handle)
+            before = signature(handle)
             data = handle.read()
-            after = _signature(handle)
-        if self._trusted(sha256, before, after):
+            after = signature(handle)
+        if self._verified.trusted(sha256, before, after):
             return data
         if not self._check(sha256, hashlib.sha256(data).hexdigest(), before, after):
             return None
@@ -138,10 +116,10 @@ class DiskBlobStore:
         if handle is None:
             return None
         with handle:
-            before = _signature(handle)
-            if not self._trusted(sha256, before, before):
+            before = signature(handle)
+            if not self._verified.trusted(sha256, before, before):
                 digest = hashlib.file_digest(handle, "sha256").hexdigest()
-                if not self._check(sha256, digest, before, _signature(handle)):
+                if not self._check(sha256, digest, before, signature(handle)):
                     return None
         return BlobFile(path=Path(before.path), size=before.size)
 
@@ -193,20 +171,14 @@ class DiskBlobStore:
         with self._cache.transact():
             return bool(self._cache._sql(_TOUCH, (time.time(), sha)).rowcount)
 
-    def _trusted(self, sha: str, before: _Signature, after: _Signature) -> bool:
-        with self._lock:
-            return before == after and self._memo.get(sha) == before
-
-    def _check(self, sha: str, digest: str, before: _Signature, after: _Signature) -> bool:
+    def _check(self, sha: str, digest: str, before: Signature, after: Signature) -> bool:
         """Record one verification; remember a good file, drop a bad one."""
         with self._lock:
             self.verifications += 1
         if digest != sha:
             self._drop(sha, bad_path=before.path)
             return False
-        if before == after:  # the file did not change while it was being hashed
-            with self._lock:
-                self._memo.put(sha, before)
+        self._verified.remember(sha, before, after)
         return True
 
     def _drop(self, sha: str, bad_path: str | None) -> None:
@@ -225,9 +197,9 @@ class DiskBlobStore:
                 return
             self._cache.delete(sha)
         self._base64.discard(sha)
+        self._verified.forget(sha)
         with self._lock:
             self.healed += 1
-            self._memo.pop(sha)
 
     def _evict(self, keep: str) -> None:
         """Drop least recently used blobs other than `keep` until within `max_bytes`."""
@@ -243,10 +215,9 @@ class DiskBlobStore:
                     evicted.append(row[0])
         for sha in evicted:
             self._base64.discard(sha)
+            self._verified.forget(sha)
         with self._lock:
             self.evictions += len(evicted)
-            for sha in evicted:
-                self._memo.pop(sha)
 
 
 def _entry_key(key: str, index: int) -> str:

@@ -6,11 +6,12 @@ round two: 54 % of a 1.5 MB store hit). The first answer that needs a blob's bas
 it and keeps the text here; every later one reads it, as it would read the image.
 
 Kept in a diskcache directory of its own, so the blob store's keys, counts and migrations
-see only blobs. Bounded by bytes when the blob store is (least recently used first), and a
-blob's text is dropped with the blob: its presence never outlives the image's. Like blobs,
-the text is checked the first time this process reads a file (decoded and hashed against the
-blob's address) and again whenever its (path, size, mtime, inode) changes; a file that fails
-is deleted and reported as not kept.
+see only blobs. Bounded by bytes when the blob store is (the least recently stored text goes
+first: a read writes nothing, and a text dropped is only encoded again), and a blob's text
+is dropped with the blob: its presence never outlives the image's. Like blobs, the text is
+checked (decoded and hashed against the blob's address) the first time this process reads a
+file and when it changes (`proxy.stores.verified_files`); a file that fails is deleted and
+reported as not kept.
 """
 
 from __future__ import annotations
@@ -18,35 +19,17 @@ from __future__ import annotations
 import binascii
 import hashlib
 import io
-import os
-import threading
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import Final
 
 import diskcache
 
-from proxy.lru import ByteLRU
+from proxy.stores.verified_files import VerifiedFiles, signature
 
 __all__ = ["Base64Copies"]
 
 _SQLITE: Final[dict[str, object]] = {"sqlite_journal_mode": "wal", "sqlite_synchronous": 1}
 _UNBOUNDED: Final = 2**62
-_MEMO_LIMIT: Final = 65_536
-
-
-class _Signature(NamedTuple):
-    size: int
-    mtime_ns: int
-    ino: int
-
-
-def _signature(handle: io.BufferedReader) -> _Signature:
-    st = os.fstat(handle.fileno())
-    return _Signature(st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-def _one(_sha: str, _signature: _Signature) -> int:
-    return 1
 
 
 def _encodes(text: bytes, sha256: str) -> bool:
@@ -63,13 +46,12 @@ class Base64Copies:
     def __init__(self, directory: Path, *, max_bytes: int | None = None) -> None:
         self._cache = diskcache.Cache(
             str(directory),
-            eviction_policy="none" if max_bytes is None else "least-recently-used",
+            eviction_policy="none" if max_bytes is None else "least-recently-stored",
             size_limit=_UNBOUNDED if max_bytes is None else max(1, max_bytes),
             disk_min_file_size=0,
             **_SQLITE,
         )
-        self._lock = threading.Lock()
-        self._memo: ByteLRU[str, _Signature] = ByteLRU(_MEMO_LIMIT, sizeof=_one, max_item=1)
+        self._verified = VerifiedFiles()
 
     def get(self, sha256: str) -> bytes | None:
         """The kept text, checked; None when none is kept (or it failed its check)."""
@@ -77,19 +59,15 @@ class Base64Copies:
         if not isinstance(handle, io.BufferedReader):
             return None
         with handle:
-            before = _signature(handle)
+            before = signature(handle)
             text = handle.read()
-            after = _signature(handle)
-        with self._lock:
-            trusted = before == after and self._memo.get(sha256) == before
-        if trusted:
+            after = signature(handle)
+        if self._verified.trusted(sha256, before, after):
             return text
         if not _encodes(text, sha256):
             self.discard(sha256)
             return None
-        if before == after:
-            with self._lock:
-                self._memo.put(sha256, before)
+        self._verified.remember(sha256, before, after)
         return text
 
     def keep(self, sha256: str, text: bytes) -> None:
@@ -100,11 +78,7 @@ class Base64Copies:
 
     def discard(self, sha256: str) -> None:
         self._cache.delete(sha256)
-        with self._lock:
-            self._memo.pop(sha256)
-
-    def volume(self) -> int:
-        return int(self._cache.volume())
+        self._verified.forget(sha256)
 
     def close(self) -> None:
         self._cache.close()

@@ -28,6 +28,7 @@ async def test_a_large_blob_is_streamed_whole(gateway) -> None:
     assert headers["content-length"] == str(len(LARGE))
     assert headers["content-type"] == "image/png" and headers["etag"] == f'"{sha}"'
     assert "immutable" in headers["cache-control"]
+    assert headers["x-request-id"].startswith("req_")  # sent before the middleware sees it
 
 
 async def test_a_large_blob_answers_304_to_its_etag(gateway) -> None:
